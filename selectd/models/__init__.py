@@ -1,0 +1,1 @@
+"""Exported model directories: manifests with checksums, and ONNX Runtime sessions."""
