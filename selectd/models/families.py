@@ -4,9 +4,13 @@ Each family module exposes the same small surface, so the CLI has one code path 
 
 - ``MANIFEST_KIND``: the ``kind`` its exporter writes into manifest.json;
 - ``add_export_arguments(parser)`` / ``export(args) -> int``;
-- ``add_reference_arguments(parser)``: the ``--against`` reference options shared by verify/bench;
-- ``verify(args) -> int``: compare the exported model with its reference; non-zero beyond tolerance;
-- ``bench(args) -> int``: docs/s of ours vs the reference, same texts, same run.
+- ``add_verify_arguments(parser)`` / ``verify(args) -> int``: compare an exported model directory
+  (``args.model_dir``) with its reference; non-zero exit beyond tolerance. ``selectd verify DIR``
+  picks the family from the manifest's kind;
+- ``add_bench_arguments(parser)`` / ``bench(args) -> int``: docs/s of ours vs the reference, same
+  texts, same run (selectd/models/benchmark.py has the shared timing and reporting).
+
+``rules`` has only a benchmark (our rule filters vs datatrove's).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from types import ModuleType
 
 #: CLI name -> module implementing the family
 FAMILIES: dict[str, str] = {
+    "rules": "selectd.scorers.rules.bench",
     "fasttext": "selectd.models.fasttext.cli",
     "hf": "selectd.models.transformer.cli",
     "causal-lm": "selectd.models.causal_lm.cli",
@@ -31,7 +36,7 @@ def family_for_kind(kind: str) -> ModuleType:
             module = family(name)
         except ImportError:
             continue
-        if module.MANIFEST_KIND == kind:
+        if getattr(module, "MANIFEST_KIND", None) == kind:
             return module
     raise ValueError(f"no model family exports manifests of kind {kind!r}")
 

@@ -1,0 +1,85 @@
+"""Shared pieces of ``selectd verify`` and ``selectd bench``: reading texts, timing, reporting.
+
+Benchmarks always measure ours and the reference on the same texts in the same process run, one
+after the other, and report the ratio: absolute docs/s on a shared 2-core machine mean little.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import orjson
+
+
+def read_texts(path: Path | str, limit: int | None = None, field: str = "text") -> list[str]:
+    """The ``text`` field of each line of a JSONL file (lines without a string text are skipped)."""
+    texts: list[str] = []
+    with open(path, "rb") as handle:
+        for line_number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{line_number}: not JSON: {exc}") from None
+            text = record.get(field) if isinstance(record, dict) else None
+            if isinstance(text, str) and text:
+                texts.append(text)
+                if limit is not None and len(texts) >= limit:
+                    break
+    if not texts:
+        raise ValueError(f"{path}: no lines with a non-empty string {field!r}")
+    return texts
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@dataclass
+class Timing:
+    name: str
+    docs: int
+    seconds: float
+
+    @property
+    def docs_per_s(self) -> float:
+        return self.docs / self.seconds if self.seconds > 0 else float("inf")
+
+
+def time_batches(name: str, run: Callable[[Sequence[str]], Any], texts: Sequence[str],
+                 batch_size: int, repeat: int = 1, warmup: int = 1) -> Timing:
+    """Best of ``repeat`` passes over ``texts`` in batches (after ``warmup`` untimed batches)."""
+    for start in range(0, min(len(texts), warmup * batch_size), batch_size):
+        run(texts[start:start + batch_size])
+    best = float("inf")
+    for _ in range(repeat):
+        began = time.perf_counter()
+        for start in range(0, len(texts), batch_size):
+            run(texts[start:start + batch_size])
+        best = min(best, time.perf_counter() - began)
+    return Timing(name, len(texts), best)
+
+
+def comparison(ours: Timing, reference: Timing, **extra: Any) -> dict[str, Any]:
+    return {
+        "ours": {**asdict(ours), "docs_per_s": ours.docs_per_s},
+        "reference": {**asdict(reference), "docs_per_s": reference.docs_per_s},
+        "ratio": ours.docs_per_s / reference.docs_per_s,
+        **extra,
+    }
+
+
+def emit(report: dict[str, Any], as_json: bool, lines: Sequence[str]) -> None:
+    """Print a report as one JSON document (``--json``) or as human-readable lines."""
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    else:
+        for line in lines:
+            print(line)
