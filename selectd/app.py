@@ -1,0 +1,150 @@
+"""Composition: config → metrics → pipeline → Kafka source/sink → commit loop (``run``), or
+config → pipeline → JSONL in/out (``score``)."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from selectd.commit import CommitLoop
+from selectd.config import Config
+from selectd.metrics import OUTCOMES, Metrics
+from selectd.parse import Record
+from selectd.pipeline import Pipeline
+from selectd.server import start_http_server
+from selectd.sinks.jsonl import JsonlSink
+from selectd.sinks.kafka import KafkaSink
+from selectd.sources.jsonl import read_batches
+from selectd.sources.kafka import KafkaSource
+
+log = logging.getLogger("selectd")
+
+
+def output_topics(config: Config) -> dict[str, str]:
+    topics = {"accepted": config.topics.accepted, "rejected": config.topics.rejected, "dlq": config.topics.dlq}
+    if config.topics.attributes:
+        topics["attributes"] = config.topics.attributes
+    return topics
+
+
+def new_metrics(config: Config) -> Metrics:
+    metrics = Metrics()
+    metrics.declare_topics(config.kafka.input_topics, output_topics(config))
+    for route in config.routes:
+        metrics.documents_out.labels(route.topic, "accepted")
+    metrics.declare_stages([s.name for s in config.stages if s.enabled])
+    return metrics
+
+
+@dataclass
+class Summary:
+    """Totals read back from the metrics registry, so the summary and the scrape always agree."""
+    documents_in: float
+    outputs: dict[str, float]
+    rejections: dict[str, float]
+    dead_letters: dict[str, float]
+    seconds: float
+
+    @classmethod
+    def from_metrics(cls, metrics: Metrics, seconds: float) -> "Summary":
+        return cls(sum(_totals(metrics, "selectd_documents_in_total", ("topic",)).values()),
+                   _totals(metrics, "selectd_documents_out_total", ("outcome",)),
+                   _totals(metrics, "selectd_rejections_total", ("stage", "reason")),
+                   _totals(metrics, "selectd_dead_letters_total", ("reason",)), seconds)
+
+    def lines(self) -> list[str]:
+        rate = self.documents_in / self.seconds if self.seconds else 0.0
+        out = [f"documents in: {int(self.documents_in)} in {self.seconds:.1f} s ({rate:,.0f} docs/s)"]
+        out.append("  " + ", ".join(f"{k}: {int(self.outputs.get(k, 0))}" for k in OUTCOMES
+                                    if k != "attributes" or k in self.outputs))
+        for title, table in (("rejected by stage/reason", self.rejections), ("dead-lettered by reason", self.dead_letters)):
+            if table:
+                out.append(f"  {title}:")
+                out.extend(f"    {k}: {int(v)}" for k, v in sorted(table.items(), key=lambda kv: -kv[1]))
+        return out
+
+
+def _totals(metrics: Metrics, family: str, labels: tuple[str, ...]) -> dict[str, float]:
+    """Non-zero sample values of a counter family, summed by the given labels (joined by '/')."""
+    out: dict[str, float] = {}
+    for metric in metrics.registry.collect():
+        for sample in metric.samples:
+            if sample.name == family and sample.value:
+                key = "/".join(sample.labels[label] for label in labels)
+                out[key] = out.get(key, 0) + sample.value
+    return out
+
+
+def run_daemon(config: Config, on_batch: Callable[[list[Record], float], None] | None = None,
+               on_ready: Callable[[str], None] | None = None) -> int:
+    """The daemon. Returns the process exit code."""
+    metrics = new_metrics(config)
+    with ExitStack() as stack:
+        metrics_url = ""
+        if config.metrics.enabled:
+            server = start_http_server(metrics, config.metrics.host, config.metrics.port)
+            stack.callback(server.shutdown)
+            host, port = server.server_address[:2]
+            metrics_url = f"http://{host}:{port}/metrics"
+            log.info("metrics listening", extra={"url": metrics_url})
+        # Models load and warm up before the consumer joins, so a joined member is ready to work.
+        pipeline = Pipeline.from_config(config, metrics)
+        stack.callback(pipeline.close)
+        metrics.config_info.info({"digest": config.digest,
+                                  "models": ",".join(f"{k}={v}" for k, v in sorted(_flat_versions(pipeline).items()))})
+        sink = KafkaSink(config, metrics)
+        stack.callback(sink.close)
+        source = KafkaSource(config, metrics)
+        stack.callback(source.close)
+        loop = CommitLoop(config, pipeline, source, sink, metrics)
+        loop.on_batch = on_batch
+        _install_signal_handlers(loop)
+        if on_ready:
+            on_ready(metrics_url)
+        code = loop.run()
+        log.info("stopped", extra={"exit_code": code})
+        return code
+
+
+def _flat_versions(pipeline: Pipeline) -> dict[str, str]:
+    return {f"{stage}.{name}": value for stage, versions in pipeline.cascade.versions().items()
+            for name, value in versions.items()}
+
+
+def _install_signal_handlers(loop: CommitLoop) -> None:
+    def stop(signum, _frame):
+        if loop.stop.is_set():
+            log.error("second signal: exiting at once without draining", extra={"signal": signum})
+            os._exit(130)
+        log.info("draining", extra={"signal": signal.Signals(signum).name,
+                                    "drain_timeout_s": loop.config.delivery.drain_timeout_s})
+        loop.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+def score_file(config: Config, in_path: Path, out_path: Path, attributes_path: Path | None = None,
+               batch_size: int | None = None) -> Summary:
+    """The same pipeline over a JSONL file: every input line yields exactly one output line."""
+    metrics = new_metrics(config)
+    pipeline = Pipeline.from_config(config, metrics)
+    began = time.perf_counter()
+    try:
+        with ExitStack() as stack:
+            main = stack.enter_context(open(out_path, "wb"))
+            attributes = stack.enter_context(open(attributes_path, "wb")) if attributes_path else None
+            sink = JsonlSink(main, attributes)
+            for records in read_batches(in_path, batch_size or config.batch.max_docs):
+                metrics.documents_in.labels(records[0].topic).inc(len(records))
+                outputs = pipeline.process(records)
+                sink.write(outputs)
+                metrics.count_delivered(outputs)
+    finally:
+        pipeline.close()
+    return Summary.from_metrics(metrics, time.perf_counter() - began)

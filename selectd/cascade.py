@@ -1,0 +1,110 @@
+"""The scorer cascade: stages run in configured order on the documents still alive.
+
+A stage = a scorer + its rules (+ optional streaming selection). A document rejected by a stage
+is not scored by later stages, so cheap rules in front keep expensive models from seeing
+documents that are already out.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from selectd.config import StageConfig
+from selectd.rules import Rule, first_failures
+from selectd.scorers.base import Scorer, scorer_class
+from selectd.selection import Selector
+
+
+@dataclass
+class Stage:
+    name: str
+    scorer: Scorer
+    rules: list[Rule]
+    selector: Selector | None = None
+
+    @classmethod
+    def from_config(cls, config: StageConfig) -> "Stage":
+        scorer_type = scorer_class(config.type)
+        scorer = scorer_type(config.name, scorer_type.Options.model_validate(config.options))
+        rules = config.rules if config.rules is not None else [Rule.model_validate(r) for r in scorer.default_rules()]
+        return cls(config.name, scorer, rules, Selector(config.select) if config.select else None)
+
+    def decide(self, texts: Sequence[str]) -> tuple[dict[str, np.ndarray], list[str | None]]:
+        signals = self.scorer.run(texts)
+        missing = {r.signal for r in self.rules} - signals.keys()
+        if self.selector:
+            missing |= {self.selector.config.signal} - signals.keys()
+        if missing:
+            raise KeyError(f"stage {self.name!r}: rules name unknown signals {sorted(missing)}; "
+                           f"the scorer emits {sorted(signals)}")
+        reasons = first_failures(self.rules, signals, len(texts))
+        if self.selector:
+            alive = np.array([r is None for r in reasons], dtype=bool)
+            if alive.any():
+                lengths = np.fromiter((len(texts[i]) for i in np.flatnonzero(alive)), dtype=np.float64)
+                kept = self.selector.keep(signals[self.selector.config.signal][alive], lengths)
+                for i, keep in zip(np.flatnonzero(alive), kept):
+                    if not keep:
+                        reasons[i] = self.selector.config.reason
+        return signals, reasons
+
+
+@dataclass
+class Verdict:
+    """What the cascade concluded about one document."""
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> signal -> value
+    stage: str | None = None   # rejecting stage, None when accepted
+    reason: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.stage is None
+
+
+StageTimer = Callable[[str, float, int], None]
+
+
+class Cascade:
+    def __init__(self, stages: list[Stage]):
+        self.stages = stages
+
+    @classmethod
+    def from_config(cls, configs: Sequence[StageConfig]) -> "Cascade":
+        return cls([Stage.from_config(c) for c in configs if c.enabled])
+
+    def versions(self) -> dict[str, dict[str, str]]:
+        return {s.name: v for s in self.stages if (v := s.scorer.versions())}
+
+    def warmup(self) -> None:
+        for stage in self.stages:
+            stage.scorer.warmup()
+
+    def close(self) -> None:
+        for stage in self.stages:
+            stage.scorer.close()
+
+    def run(self, texts: Sequence[str], on_stage: StageTimer | None = None) -> list[Verdict]:
+        verdicts = [Verdict() for _ in texts]
+        alive = list(range(len(texts)))
+        for stage in self.stages:
+            if not alive:
+                break
+            began = time.perf_counter()
+            signals, reasons = stage.decide([texts[i] for i in alive])
+            if on_stage:
+                on_stage(stage.name, time.perf_counter() - began, len(alive))
+            # tolist() turns numpy scalars into Python ones, which orjson writes directly.
+            columns = {name: np.asarray(values).tolist() for name, values in signals.items()}
+            survivors = []
+            for position, doc_index in enumerate(alive):
+                verdict = verdicts[doc_index]
+                verdict.scores[stage.name] = {name: col[position] for name, col in columns.items()}
+                if reasons[position] is None:
+                    survivors.append(doc_index)
+                else:
+                    verdict.stage, verdict.reason = stage.name, reasons[position]
+            alive = survivors
+        return verdicts

@@ -1,0 +1,180 @@
+"""``selectd`` command line."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from selectd import __version__
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", required=True, type=Path, help="TOML config file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a config key (value read as TOML, else as a string); repeatable")
+
+
+def _load(args):
+    from selectd.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def cmd_run(args) -> int:
+    from selectd.app import run_daemon
+    from selectd.logs import setup_logging
+
+    config = _load(args)
+    setup_logging(config.logging.level, config.logging.format)
+    return run_daemon(config)
+
+
+def cmd_score(args) -> int:
+    from selectd.app import score_file
+    from selectd.logs import setup_logging
+
+    config = _load(args)
+    setup_logging(config.logging.level, config.logging.format)
+    if not args.input.is_file():
+        print(f"selectd score: {args.input}: no such file", file=sys.stderr)
+        return 2
+    summary = score_file(config, args.input, args.output, args.attributes, args.batch_size)
+    for line in summary.lines():
+        print(line, file=sys.stderr)
+    return 0
+
+
+def cmd_check_config(args) -> int:
+    from selectd.config import ConfigError, load_config
+    from selectd.scorers.base import scorer_class, scorer_kinds
+
+    if args.list_scorers:
+        for kind in scorer_kinds():
+            options = scorer_class(kind).Options.model_fields
+            print(f"{kind}: options {', '.join(options) or '(none)'}")
+        return 0
+    if args.file is None:
+        print("selectd check-config: a config FILE is required", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(args.file, args.overrides)
+    except ConfigError as exc:
+        print(f"{args.file}: invalid config", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    stages = ", ".join(f"{s.name} ({s.type})" for s in config.stages if s.enabled) or "none"
+    print(f"{args.file}: ok (digest {config.digest}); stages: {stages}; routes: {len(config.routes)}")
+    return 0
+
+
+def cmd_version(_args) -> int:
+    import kafka
+    import onnxruntime
+
+    print(f"selectd {__version__} (kafka-python {kafka.__version__}, onnxruntime {onnxruntime.__version__}, "
+          f"providers {','.join(onnxruntime.get_available_providers())})")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from selectd.demo.embedded import run_embedded
+
+    return run_embedded(docs=args.docs, partitions=args.partitions, keep=args.keep_running, workdir=args.workdir)
+
+
+def _family_command(parser_group, verb: str) -> None:
+    from selectd.models.families import FAMILIES, family
+
+    for name in FAMILIES:
+        try:
+            module = family(name)
+        except ModuleNotFoundError:
+            continue
+        add = getattr(module, f"add_{verb}_arguments", None)
+        run = getattr(module, verb, None)
+        if add is None or run is None:
+            continue
+        sub = parser_group.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else None)
+        add(sub)
+        sub.set_defaults(func=run)
+
+
+def cmd_verify(args) -> int:
+    from selectd.models.families import family_for_kind
+    from selectd.models.manifest import ModelLoadError, load_manifest
+
+    try:
+        manifest = load_manifest(args.model_dir, verify=False)
+        module = family_for_kind(manifest.kind)
+    except (ModelLoadError, ValueError) as exc:
+        print(f"selectd verify: {exc}", file=sys.stderr)
+        return 2
+    family_parser = argparse.ArgumentParser(prog=f"selectd verify {args.model_dir}")
+    module.add_verify_arguments(family_parser)
+    family_args = family_parser.parse_args([str(args.model_dir), *args.rest])
+    return module.verify(family_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="selectd", description="Streaming data selection for LLM pretraining data.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the daemon (Kafka in, Kafka out)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("score", help="the same pipeline over a JSONL file, no Kafka")
+    _add_config_args(p)
+    p.add_argument("input", type=Path, help="input JSONL (one message value per line)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output JSONL, one line per input line")
+    p.add_argument("--attributes", type=Path, help="also write Dolma-style attribute records here")
+    p.add_argument("--batch-size", type=int, help="documents per batch (default: batch.max_docs)")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("check-config", help="validate a config; errors name the key path")
+    p.add_argument("file", type=Path, nargs="?")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    p.add_argument("--list-scorers", action="store_true", help="list scorer types and their options")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("version", help="print versions")
+    p.set_defaults(func=cmd_version)
+
+    p = sub.add_parser("demo", help="embedded default: local broker, sample corpus, daemon, summary")
+    p.add_argument("--docs", type=int, default=5000, help="sample documents to stream")
+    p.add_argument("--partitions", type=int, default=2)
+    p.add_argument("--workdir", type=Path, default=Path("artifacts/demo"), help="corpus and models are built here")
+    p.add_argument("--keep-running", action="store_true", help="keep the daemon up after the corpus is done (Ctrl-C stops)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("export", help="convert a model to ONNX + manifest")
+    _family_command(p.add_subparsers(dest="family", required=True), "export")
+
+    p = sub.add_parser("verify", help="compare an exported model with its reference")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="family options, e.g. --against MODEL --texts FILE.jsonl")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("bench", help="docs/s of ours vs the reference, same texts, same run")
+    _family_command(p.add_subparsers(dest="family", required=True), "bench")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from selectd.config import ConfigError
+    from selectd.models.manifest import ModelLoadError
+
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"selectd: invalid config\n  " + str(exc).replace("\n", "\n  "), file=sys.stderr)
+        return 2
+    except ModelLoadError as exc:
+        print(f"selectd: cannot load model: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

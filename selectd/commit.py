@@ -1,0 +1,179 @@
+"""The commit protocol: at-least-once delivery from input topics to output topics.
+
+One batch at a time:
+
+1. **poll** a batch bounded by count, bytes and linger time (``KafkaSource.poll_batch``);
+2. **process and deliver** it on a worker thread: parse → cascade → router → produce, then wait
+   until the broker acknowledged every output (``KafkaSink.deliver``). Meanwhile the main thread
+   keeps polling with all partitions paused, so a slow model never exceeds
+   ``max_poll_interval_ms`` and gets the member evicted;
+3. **commit** offsets (last offset + 1 per partition) only after step 2 succeeded, and only for
+   partitions this member still owns.
+
+Consequences:
+- A crash (even kill -9) at any point loses nothing: uncommitted input is read again by whoever
+  owns the partition next. Duplicates are bounded by the one in-flight batch.
+- If delivery fails (broker down, DLQ failing), the batch is not committed: the consumer seeks
+  back to the batch start and retries after a capped exponential backoff; the daemon never exits
+  for that, it reports not-ready.
+- A rebalance during a batch (kafka-python 3.0 runs the listener on its network thread, where a
+  blocking commit is impossible) only shrinks the owned set: outputs for revoked partitions are
+  still delivered, their offsets are not committed, and the new owner re-reads them — duplicates,
+  never loss.
+- SIGTERM / SIGINT: stop polling, finish and deliver the in-flight batch, commit, leave the group,
+  exit 0. If that takes longer than ``delivery.drain_timeout_s`` the batch is abandoned
+  uncommitted and the exit code is 3 (at-least-once still holds).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from kafka import TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from selectd.config import Config
+from selectd.metrics import Metrics
+from selectd.parse import Record
+from selectd.pipeline import Pipeline
+from selectd.sinks.kafka import DeliveryError, KafkaSink
+from selectd.sources.kafka import KafkaSource
+
+log = logging.getLogger("selectd.commit")
+
+EXIT_OK = 0
+EXIT_DRAIN_TIMEOUT = 3
+
+
+class DrainTimeout(Exception):
+    pass
+
+
+class CommitFailed(Exception):
+    """The broker refused or never answered the offset commit of a delivered batch."""
+
+
+def offsets_to_commit(records: list[Record], owned: set[TopicPartition]) -> dict[TopicPartition, OffsetAndMetadata]:
+    """Next offset to read per owned partition of the batch (Kafka commits the *next* offset)."""
+    highest: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        if record.offset >= highest.get(tp, -1):
+            highest[tp] = record.offset
+    return {tp: OffsetAndMetadata(offset + 1, "", -1) for tp, offset in highest.items() if tp in owned}
+
+
+class CommitLoop:
+    def __init__(self, config: Config, pipeline: Pipeline, source: KafkaSource, sink: KafkaSink, metrics: Metrics):
+        self.config = config
+        self.pipeline = pipeline
+        self.source = source
+        self.sink = sink
+        self.metrics = metrics
+        self.stop = threading.Event()
+        self.drain_deadline: float | None = None
+        self.committed: dict[TopicPartition, int] = {}
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="selectd-batch")
+        self._backoff = 0.0
+        self._next_lag_update = 0.0
+        self.on_batch = None  # optional callback(records, seconds), e.g. the embedded run's progress line
+
+    def request_stop(self) -> None:
+        if not self.stop.is_set():
+            self.drain_deadline = time.monotonic() + self.config.delivery.drain_timeout_s
+            self.stop.set()
+
+    # --- one batch ------------------------------------------------------------------------------
+    def _process_and_deliver(self, records: list[Record]) -> None:
+        outputs = self.pipeline.process(records)
+        self.sink.deliver(outputs)
+
+    def _wait_keeping_alive(self, future: Future) -> None:
+        while True:
+            try:
+                future.result(timeout=0.25)
+                return
+            except TimeoutError:
+                pass
+            if self.drain_deadline is not None and time.monotonic() > self.drain_deadline:
+                raise DrainTimeout()
+            self.source.keep_alive()
+
+    def run_batch(self, records: list[Record]) -> None:
+        began = time.perf_counter()
+        future = self._worker.submit(self._process_and_deliver, records)
+        try:
+            self._wait_keeping_alive(future)
+        finally:
+            self.source.resume()
+        offsets = offsets_to_commit(records, self.source.assignment.owned())
+        if offsets:
+            try:
+                self.source.consumer.commit(offsets)
+            except KafkaError as exc:
+                self.metrics.commit_failures.inc()
+                raise CommitFailed(repr(exc)) from exc
+            self.metrics.commits.inc()
+            for tp, meta in offsets.items():
+                self.committed[tp] = meta.offset
+        elapsed = time.perf_counter() - began
+        self.metrics.batch_size.observe(len(records))
+        self.metrics.batch_latency.observe(elapsed)
+        self.metrics.mark_processed()
+        if self.on_batch:
+            self.on_batch(records, elapsed)
+
+    # --- the loop -------------------------------------------------------------------------------
+    def _set_broker_up(self, up: bool) -> None:
+        self.metrics.broker_up.set(1 if up else 0)
+        self.metrics.ready.set(1 if up and self.source.assignment.owned() else 0)
+
+    def _on_broker_error(self, records: list[Record], exc: Exception) -> None:
+        self._set_broker_up(False)
+        cap = self.config.delivery.broker_backoff_max_s
+        self._backoff = min(cap, max(0.5, self._backoff * 2))
+        log.warning("batch not committed; will retry", extra={"error": repr(exc)[:500], "backoff_s": self._backoff,
+                                                              "documents": len(records)})
+        try:
+            self.source.rewind(records)
+        except KafkaError as rewind_error:  # the partition may have moved meanwhile
+            log.warning("rewind failed", extra={"error": repr(rewind_error)})
+        self.stop.wait(self._backoff)
+
+    def _refresh_lag(self) -> None:
+        now = time.monotonic()
+        if now < self._next_lag_update:
+            return
+        self._next_lag_update = now + self.config.metrics.lag_interval_s
+        try:
+            self.source.update_lag(self.committed)
+            self._set_broker_up(True)
+        except KafkaError as exc:
+            self._set_broker_up(False)
+            log.warning("lag refresh failed", extra={"error": repr(exc)[:300]})
+
+    def run(self) -> int:
+        log.info("consuming", extra={"topics": self.config.kafka.input_topics, "group": self.config.kafka.group_id})
+        try:
+            while not self.stop.is_set():
+                records = self.source.poll_batch(self.stop)
+                self._refresh_lag()
+                if not records:
+                    continue
+                try:
+                    self.run_batch(records)
+                    self._backoff = 0.0
+                    self._set_broker_up(True)
+                except DrainTimeout:
+                    log.error("drain timeout: in-flight batch abandoned uncommitted",
+                              extra={"documents": len(records), "drain_timeout_s": self.config.delivery.drain_timeout_s})
+                    return EXIT_DRAIN_TIMEOUT
+                except (DeliveryError, CommitFailed, KafkaError) as exc:
+                    self._on_broker_error(records, exc)
+            return EXIT_OK
+        finally:
+            self.metrics.ready.set(0)
+            self._worker.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,278 @@
+"""The one TOML config, parsed by pydantic models.
+
+Unknown keys are errors everywhere. ``load_config`` applies ``--set key.path=value`` overrides
+before validation, and :func:`explain` turns a ``ValidationError`` into one line per problem
+naming the key path (``stages[1].options.model_dir: ...``). Secrets (SASL password, SSL key
+password) may be given as ``{ env = "NAME" }`` or ``{ file = "/run/secrets/x" }`` instead of a
+literal, and are held as ``SecretStr`` so they never print.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
+                      field_validator, model_validator)
+
+from selectd.rules import Rule
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve_secret(value: Any) -> Any:
+    """``{env = "NAME"}`` / ``{file = "PATH"}`` → the secret's text; plain strings pass through."""
+    if isinstance(value, dict):
+        if set(value) == {"env"}:
+            name = value["env"]
+            if name not in os.environ:
+                raise ValueError(f"environment variable {name!r} is not set")
+            return os.environ[name]
+        if set(value) == {"file"}:
+            try:
+                return Path(value["file"]).read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read secret file {value['file']!r}: {exc.strerror}") from None
+        raise ValueError("a secret is a string, {env = \"NAME\"} or {file = \"PATH\"}")
+    return value
+
+
+Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
+
+
+class KafkaSection(Section):
+    bootstrap_servers: list[str] = Field(min_length=1, description="host:port of brokers")
+    group_id: str = Field(min_length=1)
+    input_topics: list[str] = Field(min_length=1)
+    client_id: str = "selectd"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    max_poll_interval_ms: int = Field(default=300_000, ge=1000,
+                                      description="also the group rebalance timeout; a join waits about this long")
+    fetch_max_bytes: int = Field(default=52_428_800, ge=1024)
+    max_partition_fetch_bytes: int = Field(default=1_048_576, ge=1024)
+    request_timeout_ms: int = Field(default=30_000, ge=1000)
+    # producer
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    linger_ms: int = Field(default=5, ge=0)
+    max_request_size: int = Field(default=1_048_576, ge=1024, description="producer limit per message")
+    producer_batch_size: int = Field(default=262_144, ge=1024)
+    delivery_timeout_ms: int = Field(default=120_000, ge=1000)
+    # security
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: Secret | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password: Secret | None = None
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> "KafkaSection":
+        if self.security_protocol.startswith("SASL"):
+            missing = [k for k in ("sasl_mechanism", "sasl_username", "sasl_password") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"security_protocol {self.security_protocol} needs {', '.join(missing)}")
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
+        return self
+
+
+class TopicsSection(Section):
+    accepted: str = Field(min_length=1, description="default topic for accepted documents")
+    rejected: str = Field(min_length=1)
+    dlq: str = Field(min_length=1)
+    attributes: str | None = Field(default=None, description="Dolma-style attribute records; off when unset")
+
+
+class InputSection(Section):
+    max_text_bytes: int = Field(default=1_000_000, ge=1, description="UTF-8 bytes of `text`; larger goes to the DLQ")
+    max_message_bytes: int = Field(default=16_000_000, ge=1, description="raw message value bytes; larger goes to the DLQ")
+
+
+class BatchSection(Section):
+    max_docs: int = Field(default=1000, ge=1)
+    max_bytes: int = Field(default=8_388_608, ge=1024)
+    linger_ms: int = Field(default=100, ge=0, description="wait at most this long to fill a batch")
+
+
+class DeliverySection(Section):
+    drain_timeout_s: float = Field(default=30.0, gt=0, description="SIGTERM: finish, deliver and commit within this")
+    produce_retries: int = Field(default=3, ge=0, description="re-sends of a failed output before dead-lettering it")
+    retry_backoff_s: float = Field(default=0.5, ge=0)
+    broker_backoff_max_s: float = Field(default=30.0, gt=0, description="cap of the reconnect backoff while the broker is down")
+
+
+class MetricsSection(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9108, ge=0, le=65535, description="0 picks a free port")
+    lag_interval_s: float = Field(default=10.0, gt=0, description="how often consumer lag is refreshed")
+
+
+class LoggingSection(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+    progress_interval_s: float = Field(default=30.0, gt=0, description="period of the progress log line")
+
+
+class SelectionConfig(Section):
+    """Streaming selection on one signal: keep the top ``keep_fraction`` of the stream."""
+    signal: str
+    keep_fraction: float = Field(gt=0, le=1)
+    method: Literal["running_quantile", "window_top"] = "running_quantile"
+    weight: Literal["docs", "chars"] = Field(default="docs", description="chars: fraction of characters (PreSelect)")
+    window: int = Field(default=1000, ge=1, description="window_top: documents per window")
+    warmup_docs: int = Field(default=1000, ge=0, description="running_quantile: keep everything until this many seen")
+    reason: str = "below_selection_threshold"
+
+
+class StageConfig(Section):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="stage name; prefixes its signals")
+    type: str = Field(description="scorer kind, see `selectd check-config --list-scorers`")
+    enabled: bool = True
+    options: dict[str, Any] = Field(default_factory=dict, description="the scorer's own options")
+    rules: list[Rule] | None = Field(default=None, description="replaces the scorer's default rules")
+    select: SelectionConfig | None = None
+
+    @model_validator(mode="after")
+    def _options_fit_the_scorer(self) -> "StageConfig":
+        from selectd.scorers.base import scorer_class
+
+        cls = scorer_class(self.type)
+        # Validated here so errors carry the key path; the scorer re-reads them as its Options model.
+        cls.Options.model_validate(self.options)
+        return self
+
+
+class RouteConfig(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    topic: str = Field(min_length=1)
+    when: list[Rule] = Field(default_factory=list, description="all must pass; signals as stage.signal")
+
+
+class Config(Section):
+    kafka: KafkaSection
+    topics: TopicsSection
+    metrics: MetricsSection = MetricsSection()
+    input: InputSection = InputSection()
+    batch: BatchSection = BatchSection()
+    delivery: DeliverySection = DeliverySection()
+    logging: LoggingSection = LoggingSection()
+    stages: list[StageConfig] = Field(default_factory=list)
+    routes: list[RouteConfig] = Field(default_factory=list, description="first match wins; else topics.accepted")
+    #: sha256 of the effective config (file plus overrides), for outputs and the info metric
+    _digest: str = PrivateAttr(default="")
+
+    @property
+    def digest(self) -> str:
+        return self._digest
+
+    @field_validator("stages")
+    @classmethod
+    def _stage_names_unique(cls, stages: list[StageConfig]) -> list[StageConfig]:
+        seen: set[str] = set()
+        for stage in stages:
+            if stage.name in seen:
+                raise ValueError(f"two stages are named {stage.name!r}")
+            seen.add(stage.name)
+        return stages
+
+    @model_validator(mode="after")
+    def _route_signals_exist(self) -> "Config":
+        stage_names = {s.name for s in self.stages if s.enabled}
+        for route in self.routes:
+            for rule in route.when:
+                stage = rule.signal.split(".", 1)[0]
+                if "." not in rule.signal or stage not in stage_names:
+                    raise ValueError(f"route {route.name!r}: signal {rule.signal!r} must be "
+                                     f"'<stage>.<signal>' of an enabled stage ({', '.join(sorted(stage_names)) or 'none'})")
+        return self
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; ``str()`` is one line per problem, each naming its key path."""
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def explain(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        # Drop pydantic's internal validator names (e.g. "function-after[...]") from the path.
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{_path(loc)}: {message}")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` → (["a","b","c"], value); the value is read as TOML if it parses, else a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected key.path=value")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node: Any = data
+    for i, part in enumerate(path[:-1]):
+        if isinstance(node, list):
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, {})
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[:i + 1])} is not a table")
+    last = path[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(explain(exc)) from None
+    config._digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return config
+
+
+def load_config(path: Path | str, overrides: list[str] = ()) -> Config:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for item in overrides:
+        key, value = parse_override(item)
+        try:
+            apply_override(data, key, value)
+        except (IndexError, ValueError) as exc:
+            raise ConfigError(f"--set {item!r}: {exc}") from None
+    return config_from_dict(data)

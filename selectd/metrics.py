@@ -1,0 +1,85 @@
+"""Prometheus metrics, one registry per daemon, names per ../notes conventions.
+
+``selectd_`` prefix, base units as suffixes, counters end in ``_total``, labels of low cardinality
+only (topic, partition, stage, reason, outcome). Known label sets are initialised to zero at start
+so dashboards and alerts see series before the first event.
+"""
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from selectd import __version__
+from selectd.parse import DLQ_REASONS
+
+BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+OUTCOMES = ("accepted", "rejected", "dlq", "attributes")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        r = self.registry = registry or CollectorRegistry()
+        self.documents_in = Counter("selectd_documents_in_total", "Messages consumed, by source topic", ["topic"], registry=r)
+        self.documents_out = Counter("selectd_documents_out_total", "Messages produced and acknowledged, by destination topic and outcome",
+                                     ["topic", "outcome"], registry=r)
+        self.rejections = Counter("selectd_rejections_total", "Documents rejected, by stage and reason", ["stage", "reason"], registry=r)
+        self.dead_letters = Counter("selectd_dead_letters_total", "Messages sent to the dead-letter topic, by reason", ["reason"], registry=r)
+        self.produce_failures = Counter("selectd_produce_failures_total", "Output sends that failed, by destination topic and error",
+                                        ["topic", "error"], registry=r)
+        self.produce_retries = Counter("selectd_produce_retries_total", "Output sends retried", registry=r)
+        self.batch_size = Histogram("selectd_batch_documents", "Documents per batch", buckets=BATCH_SIZE_BUCKETS, registry=r)
+        self.batch_latency = Histogram("selectd_batch_duration_seconds", "Wall time from batch poll to commit",
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.stage_latency = Histogram("selectd_stage_duration_seconds", "Time a stage takes per batch", ["stage"],
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.stage_documents = Counter("selectd_stage_documents_total", "Documents scored by each stage", ["stage"], registry=r)
+        self.consumer_lag = Gauge("selectd_consumer_lag_messages", "End offset minus committed offset per partition",
+                                  ["topic", "partition"], registry=r)
+        self.assigned_partitions = Gauge("selectd_assigned_partitions", "Partitions assigned to this member", registry=r)
+        self.rebalances = Counter("selectd_rebalances_total", "Partition assignments and revocations", ["event"], registry=r)
+        self.commits = Counter("selectd_commits_total", "Offset commits that succeeded", registry=r)
+        self.commit_failures = Counter("selectd_commit_failures_total", "Offset commits that failed", registry=r)
+        self.last_processed = Gauge("selectd_last_processed_timestamp_seconds", "Unix time the last batch was committed", registry=r)
+        self.broker_up = Gauge("selectd_broker_up", "1 while the last broker operation succeeded", registry=r)
+        self.ready = Gauge("selectd_ready", "1 when joined to the group with models loaded", registry=r)
+        self.model_reloads = Counter("selectd_model_reloads_total", "Config/model reloads, by result", ["result"], registry=r)
+        self.build_info = Info("selectd_build", "Version of selectd", registry=r)
+        self.config_info = Info("selectd_config", "Digest of the effective config and model versions", registry=r)
+        self.build_info.info({"version": __version__})
+        for reason in DLQ_REASONS:
+            self.dead_letters.labels(reason)
+        for event in ("assigned", "revoked"):
+            self.rebalances.labels(event)
+        for result in ("success", "failure"):
+            self.model_reloads.labels(result)
+        self.broker_up.set(0)
+        self.ready.set(0)
+
+    def declare_topics(self, input_topics: list[str], outputs: dict[str, str]) -> None:
+        for topic in input_topics:
+            self.documents_in.labels(topic)
+        for outcome, topic in outputs.items():
+            self.documents_out.labels(topic, outcome)
+
+    def declare_stages(self, stages: list[str]) -> None:
+        for stage in stages:
+            self.stage_latency.labels(stage)
+            self.stage_documents.labels(stage)
+
+    def observe_stage(self, stage: str, seconds: float, documents: int) -> None:
+        self.stage_latency.labels(stage).observe(seconds)
+        self.stage_documents.labels(stage).inc(documents)
+
+    def mark_processed(self) -> None:
+        self.last_processed.set(time.time())
+
+    def count_delivered(self, outputs) -> None:
+        """Count outputs the sink has confirmed (Kafka: acknowledged by the broker)."""
+        for out in outputs:
+            self.documents_out.labels(out.topic, out.outcome).inc()
+            if out.outcome == "rejected":
+                self.rejections.labels(out.stage, out.reason).inc()
+            elif out.outcome == "dlq":
+                self.dead_letters.labels(out.reason).inc()

@@ -1,0 +1,82 @@
+"""Parse and validate raw input records; anything unusable becomes a dead-letter with a reason.
+
+Runs before any scorer: a message that is not a JSON object with a string ``id`` and a non-empty
+string ``text`` (valid UTF-8, within the byte limits) never reaches the cascade.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+#: DLQ reasons (also the ``reason`` label of the DLQ counter; a closed set keeps cardinality low)
+DLQ_REASONS = (
+    "tombstone", "message_too_large", "invalid_utf8", "invalid_json", "not_an_object",
+    "missing_id", "id_not_string", "missing_text", "text_not_string", "empty_text",
+    "text_too_large", "invalid_unicode", "produce_failed",
+)
+
+
+@dataclass(slots=True)
+class Record:
+    """One input message, from Kafka or from a JSONL line (topic = file name, offset = line index)."""
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Document:
+    record: Record
+    id: str
+    text: str
+    fields: dict[str, Any]  # the whole parsed object, untouched
+
+
+@dataclass(slots=True)
+class Invalid:
+    record: Record
+    reason: str
+    detail: str
+
+
+def parse_record(record: Record, max_message_bytes: int, max_text_bytes: int) -> Document | Invalid:
+    value = record.value
+    if value is None:
+        return Invalid(record, "tombstone", "null message value")
+    if len(value) > max_message_bytes:
+        return Invalid(record, "message_too_large", f"{len(value)} bytes > {max_message_bytes}")
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        # orjson rejects invalid UTF-8 and lone surrogates as JSON errors; name them apart.
+        message = str(exc)
+        if "utf-8" in message.lower():
+            return Invalid(record, "invalid_utf8", message[:200])
+        if "surrogate" in message.lower():
+            return Invalid(record, "invalid_unicode", message[:200])
+        return Invalid(record, "invalid_json", message[:200])
+    if not isinstance(obj, dict):
+        return Invalid(record, "not_an_object", f"top-level JSON {type(obj).__name__}")
+    doc_id = obj.get("id")
+    if doc_id is None:
+        return Invalid(record, "missing_id", "no 'id' field" if "id" not in obj else "'id' is null")
+    if not isinstance(doc_id, str):
+        return Invalid(record, "id_not_string", f"'id' is {type(doc_id).__name__}")
+    text = obj.get("text")
+    if text is None:
+        return Invalid(record, "missing_text", "no 'text' field" if "text" not in obj else "'text' is null")
+    if not isinstance(text, str):
+        return Invalid(record, "text_not_string", f"'text' is {type(text).__name__}")
+    if not text.strip():
+        return Invalid(record, "empty_text", "'text' is empty or whitespace")
+    # UTF-8 size is at most 4 bytes per character, so encode only when it could exceed the limit.
+    # (orjson never yields lone surrogates, so encoding cannot fail.)
+    if len(text) * 4 > max_text_bytes and (size := len(text.encode("utf-8"))) > max_text_bytes:
+        return Invalid(record, "text_too_large", f"{size} bytes > {max_text_bytes}")
+    return Document(record, doc_id, text, obj)

@@ -1,0 +1,105 @@
+"""Routing: turn each parsed record's verdict (or parse failure) into output messages.
+
+Accepted documents go to the first route whose rules all pass, else to ``topics.accepted``;
+rejected ones to ``topics.rejected``; unusable input to ``topics.dlq`` with the original bytes.
+The output value is the original JSON bytes with a ``selectd`` object spliced in before the
+closing brace, so every input field stays byte-for-byte as the producer wrote it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from selectd import __version__
+from selectd.cascade import Verdict
+from selectd.config import Config, RouteConfig
+from selectd.parse import Document, Invalid, Record
+
+Outcome = Literal["accepted", "rejected", "dlq", "attributes"]
+
+
+@dataclass(slots=True)
+class Output:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    outcome: Outcome
+    reason: str | None
+    record: Record
+    doc_id: str | None = None
+    stage: str | None = None   # rejecting stage
+    detail: str | None = None  # why a message was dead-lettered
+
+
+def source_headers(record: Record) -> list[tuple[str, bytes]]:
+    return [("selectd.source.topic", record.topic.encode()),
+            ("selectd.source.partition", str(record.partition).encode()),
+            ("selectd.source.offset", str(record.offset).encode())]
+
+
+def splice_object(original: bytes, obj: dict[str, Any], key: str, addition: dict[str, Any]) -> bytes:
+    """``original`` JSON object bytes with ``"key": addition`` appended as its last member."""
+    body = original.rstrip()
+    if key in obj or not body.endswith(b"}"):
+        # A producer-supplied field of our name is replaced; re-serialise in that rare case.
+        return orjson.dumps({**obj, key: addition})
+    return b"%s,\"%s\":%s}" % (body[:-1], key.encode(), orjson.dumps(addition))
+
+
+class Router:
+    def __init__(self, config: Config, model_versions: dict[str, dict[str, str]]):
+        self.topics = config.topics
+        self.routes: list[RouteConfig] = config.routes
+        self.versions = {"selectd": __version__, "config": config.digest, "models": model_versions}
+
+    def route_for(self, verdict: Verdict) -> tuple[str, str]:
+        for route in self.routes:
+            if all(self._passes(rule, verdict) for rule in route.when):
+                return route.name, route.topic
+        return "default", self.topics.accepted
+
+    @staticmethod
+    def _passes(rule, verdict: Verdict) -> bool:
+        stage, signal = rule.signal.split(".", 1)
+        value = verdict.scores.get(stage, {}).get(signal)
+        if value is None:
+            return False
+        return bool(rule.passes([value])[0])
+
+    def outputs_for(self, doc: Document, verdict: Verdict) -> list[Output]:
+        record = doc.record
+        if verdict.accepted:
+            route, topic = self.route_for(verdict)
+            decision: dict[str, Any] = {"decision": "accepted", "route": route, "topic": topic}
+            outcome: Outcome = "accepted"
+        else:
+            topic = self.topics.rejected
+            decision = {"decision": "rejected", "topic": topic, "stage": verdict.stage, "reason": verdict.reason}
+            outcome = "rejected"
+        decision["scores"] = verdict.scores
+        decision["versions"] = self.versions
+        value = splice_object(record.value, doc.fields, "selectd", decision)
+        outputs = [Output(topic, record.key, value, source_headers(record), outcome, verdict.reason, record, doc.id,
+                          verdict.stage)]
+        if self.topics.attributes:
+            outputs.append(self._attributes(doc, verdict))
+        return outputs
+
+    def _attributes(self, doc: Document, verdict: Verdict) -> Output:
+        # Dolma attribute format: name -> [[start, end, score]] spans; ours are whole-document spans.
+        end = len(doc.text)
+        attributes = {f"selectd__{stage}__{signal}": [[0, end, value]]
+                      for stage, signals in verdict.scores.items() for signal, value in signals.items()}
+        value = orjson.dumps({"id": doc.id, "source": doc.record.topic, "attributes": attributes})
+        return Output(self.topics.attributes, doc.id.encode(), value, source_headers(doc.record),
+                      "attributes", None, doc.record, doc.id)
+
+    def dead_letter(self, invalid: Invalid) -> Output:
+        record = invalid.record
+        headers = [*record.headers, ("selectd.reason", invalid.reason.encode()),
+                   ("selectd.error", invalid.detail.encode("utf-8", "replace")), *source_headers(record)]
+        return Output(self.topics.dlq, record.key, record.value, headers, "dlq", invalid.reason, record,
+                      detail=invalid.detail)

@@ -1,0 +1,38 @@
+"""JSONL file sink for ``selectd score``: the message value of every primary output, one per line.
+
+Accepted and rejected outputs are written exactly as they would be produced to Kafka. A
+dead-lettered line is not JSON we can extend, so it becomes an object with the decision and the
+original line as text.
+"""
+from __future__ import annotations
+
+from typing import BinaryIO, Sequence
+
+import orjson
+
+from selectd.router import Output
+
+
+def dead_letter_line(out: Output) -> bytes:
+    raw = out.record.value
+    return orjson.dumps({
+        "selectd": {"decision": "dlq", "topic": out.topic, "reason": out.reason, "detail": out.detail,
+                    "source": {"file": out.record.topic, "line": out.record.offset + 1}},
+        "raw": raw.decode("utf-8", "replace") if raw is not None else None,
+    })
+
+
+class JsonlSink:
+    def __init__(self, main: BinaryIO, attributes: BinaryIO | None = None):
+        self.main = main
+        self.attributes = attributes
+
+    def write(self, outputs: Sequence[Output]) -> None:
+        for out in outputs:
+            if out.outcome == "attributes":
+                if self.attributes is not None:
+                    self.attributes.write(out.value + b"\n")
+            elif out.outcome == "dlq":
+                self.main.write(dead_letter_line(out) + b"\n")
+            else:
+                self.main.write(out.value + b"\n")

@@ -1,0 +1,143 @@
+"""Kafka source: a consumer in a group, batches bounded by count, bytes and linger time."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+
+from selectd.config import Config
+from selectd.kafka_client import connection_kwargs
+from selectd.metrics import Metrics
+from selectd.parse import Record
+
+log = logging.getLogger("selectd.source")
+
+
+class AssignmentTracker(ConsumerRebalanceListener):
+    """Records the current assignment. kafka-python 3.0 calls this on its network thread, where
+    blocking calls such as ``commit()`` raise; so it only updates state the main loop reads."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+        self._lock = threading.Lock()
+        self.assigned: set[TopicPartition] = set()
+        self.generation = 0  # bumped on every change, so the main loop can see one happened
+
+    def on_partitions_revoked(self, revoked):
+        with self._lock:
+            self.assigned -= set(revoked)
+            self.generation += 1
+        self.metrics.rebalances.labels("revoked").inc()
+        self.metrics.assigned_partitions.set(len(self.assigned))
+        log.info("partitions revoked", extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in revoked)})
+
+    def on_partitions_assigned(self, assigned):
+        with self._lock:
+            self.assigned |= set(assigned)
+            self.generation += 1
+        self.metrics.rebalances.labels("assigned").inc()
+        self.metrics.assigned_partitions.set(len(self.assigned))
+        log.info("partitions assigned", extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)})
+
+    def owned(self) -> set[TopicPartition]:
+        with self._lock:
+            return set(self.assigned)
+
+
+class KafkaSource:
+    def __init__(self, config: Config, metrics: Metrics):
+        self.config = config
+        self.metrics = metrics
+        kafka = config.kafka
+        self.consumer = KafkaConsumer(
+            **connection_kwargs(kafka),
+            group_id=kafka.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=kafka.auto_offset_reset,
+            session_timeout_ms=kafka.session_timeout_ms,
+            heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+            max_poll_interval_ms=kafka.max_poll_interval_ms,
+            fetch_max_bytes=kafka.fetch_max_bytes,
+            max_partition_fetch_bytes=kafka.max_partition_fetch_bytes,
+            max_poll_records=config.batch.max_docs,
+        )
+        self.assignment = AssignmentTracker(metrics)
+        self.consumer.subscribe(kafka.input_topics, listener=self.assignment)
+
+    def poll_batch(self, stop: threading.Event) -> list[Record]:
+        """Up to ``batch.max_docs`` records / ``batch.max_bytes`` bytes, waiting at most ``linger_ms``
+        once the first record arrived. Records beyond the byte cap are sought back, not dropped."""
+        limits = self.config.batch
+        records: list[Record] = []
+        size = 0
+        deadline: float | None = None
+        while not stop.is_set() and len(records) < limits.max_docs:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            wait_ms = 200 if deadline is None else max(1, int((deadline - now) * 1000))
+            fetched = self.consumer.poll(timeout_ms=wait_ms, max_records=limits.max_docs - len(records))
+            if not fetched:
+                if deadline is None:
+                    continue
+                break
+            if deadline is None:
+                deadline = time.monotonic() + limits.linger_ms / 1000
+            for tp, messages in fetched.items():
+                for position, message in enumerate(messages):
+                    value_size = len(message.value) if message.value is not None else 0
+                    if records and size + value_size > limits.max_bytes:
+                        # Over the byte cap: give the rest of this partition back to the fetcher.
+                        self.consumer.seek(tp, message.offset)
+                        break
+                    size += value_size
+                    records.append(Record(message.topic, message.partition, message.offset, message.key,
+                                          message.value, message.timestamp, list(message.headers or [])))
+            if size >= limits.max_bytes:
+                break
+        for record in records:
+            self.metrics.documents_in.labels(record.topic).inc()
+        return records
+
+    def keep_alive(self) -> None:
+        """Poll with every partition paused, so a slow batch does not exceed max_poll_interval_ms.
+
+        A rebalance during the call may assign new, unpaused partitions; anything fetched for them
+        is sought back so it is read again by the next real poll.
+        """
+        self.consumer.pause(*self.consumer.assignment())
+        fetched = self.consumer.poll(timeout_ms=100)
+        for tp, messages in fetched.items():
+            self.consumer.seek(tp, messages[0].offset)
+
+    def resume(self) -> None:
+        self.consumer.resume(*self.consumer.paused())
+
+    def rewind(self, records: list[Record]) -> None:
+        """Seek every partition of an undelivered batch back to its first record, to retry it."""
+        first: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            first[tp] = min(first.get(tp, record.offset), record.offset)
+        owned = self.assignment.owned()
+        for tp, offset in first.items():
+            if tp in owned:
+                self.consumer.seek(tp, offset)
+
+    def update_lag(self, committed: dict[TopicPartition, int]) -> None:
+        owned = self.assignment.owned()
+        if not owned:
+            return
+        ends = self.consumer.end_offsets(list(owned), timeout_ms=5000)
+        for tp, end in ends.items():
+            position = committed.get(tp)
+            if position is None:
+                position = self.consumer.position(tp, timeout_ms=5000)
+            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
+
+    def close(self) -> None:
+        # Offsets were committed by the commit protocol; closing leaves the group at once.
+        self.consumer.close(autocommit=False)
