@@ -143,14 +143,13 @@ class StageConfig(Section):
     rules: list[Rule] | None = Field(default=None, description="replaces the scorer's default rules")
     select: SelectionConfig | None = None
 
-    @model_validator(mode="after")
-    def _options_fit_the_scorer(self) -> "StageConfig":
+    @field_validator("type")
+    @classmethod
+    def _known_scorer(cls, kind: str) -> str:
         from selectd.scorers.base import scorer_class
 
-        cls = scorer_class(self.type)
-        # Validated here so errors carry the key path; the scorer re-reads them as its Options model.
-        cls.Options.model_validate(self.options)
-        return self
+        scorer_class(kind)  # raises with the list of known types
+        return kind
 
 
 class RouteConfig(Section):
@@ -212,7 +211,7 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def explain(error: ValidationError) -> str:
+def explain(error: ValidationError, prefix: tuple[Any, ...] = ()) -> str:
     lines = []
     for item in error.errors():
         # Drop pydantic's internal validator names (e.g. "function-after[...]") from the path.
@@ -220,7 +219,7 @@ def explain(error: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
-        lines.append(f"{_path(loc)}: {message}")
+        lines.append(f"{_path(prefix + loc)}: {message}")
     return "\n".join(lines)
 
 
@@ -257,6 +256,17 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(explain(exc)) from None
+    # Each scorer validates its own options table; errors keep the full key path.
+    from selectd.scorers.base import scorer_class
+
+    problems = []
+    for index, stage in enumerate(config.stages):
+        try:
+            scorer_class(stage.type).Options.model_validate(stage.options)
+        except ValidationError as exc:
+            problems.append(explain(exc, ("stages", index, "options")))
+    if problems:
+        raise ConfigError("\n".join(problems))
     config._digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return config
 

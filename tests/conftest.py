@@ -1,0 +1,185 @@
+"""Shared fixtures: one Tansu broker per test session, daemon configs, produce/collect helpers."""
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from selectd.demo.broker import TansuBroker
+
+REPO = Path(__file__).resolve().parent.parent
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    with TansuBroker(log_path=tmp_path_factory.mktemp("tansu") / "tansu.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def sample_corpus(tmp_path_factory) -> Path:
+    from selectd.demo.corpus import build_corpus
+
+    path = tmp_path_factory.mktemp("corpus") / "sample.jsonl"
+    build_corpus(path, n_docs=3000, seed=0)
+    return path
+
+
+class Topics:
+    """Unique topic and group names per test, so tests sharing the broker never see each other."""
+
+    def __init__(self, partitions: int = 2):
+        tag = f"t{next(_names)}-{uuid.uuid4().hex[:6]}"
+        self.input = f"{tag}-in"
+        self.accepted = f"{tag}-accepted"
+        self.rejected = f"{tag}-rejected"
+        self.dlq = f"{tag}-dlq"
+        self.group = f"{tag}-group"
+        self.partitions = partitions
+
+
+def write_config(path: Path, broker: TansuBroker, topics: Topics, stages: str = "", extra: str = "") -> Path:
+    path.write_text(f"""
+[kafka]
+bootstrap_servers = ["{broker.bootstrap}"]
+group_id = "{topics.group}"
+input_topics = ["{topics.input}"]
+max_poll_interval_ms = 5000
+session_timeout_ms = 6000
+heartbeat_interval_ms = 1000
+
+[topics]
+accepted = "{topics.accepted}"
+rejected = "{topics.rejected}"
+dlq = "{topics.dlq}"
+
+[metrics]
+port = 0
+
+[batch]
+max_docs = 200
+linger_ms = 50
+
+[logging]
+format = "json"
+level = "INFO"
+{extra}
+{stages}
+""")
+    return path
+
+
+def create_topics(broker: TansuBroker, topics: Topics) -> None:
+    from selectd.config import KafkaSection
+    from selectd.kafka_client import ensure_topics
+
+    kafka = KafkaSection(bootstrap_servers=[broker.bootstrap], group_id="admin", input_topics=[topics.input])
+    ensure_topics(kafka, {topics.input: topics.partitions, topics.accepted: 1, topics.rejected: 1, topics.dlq: 1})
+
+
+def produce(broker: TansuBroker, topic: str, messages: list[tuple[bytes, bytes | None]]) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5)
+    futures = [producer.send(topic, key=key, value=value) for key, value in messages]
+    producer.flush()
+    for future in futures:
+        future.get(timeout=10)
+    producer.close()
+
+
+def collect(broker: TansuBroker, topics: list[str], expected: int, timeout_s: float = 60) -> list:
+    """Read every message of ``topics`` until ``expected`` arrived or the timeout passed."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(*topics, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, group_id=None)
+    out = []
+    deadline = time.monotonic() + timeout_s
+    while len(out) < expected and time.monotonic() < deadline:
+        for messages in consumer.poll(timeout_ms=500).values():
+            out.extend(messages)
+    # A short extra read catches duplicates that arrive right after the expected count.
+    for messages in consumer.poll(timeout_ms=1000).values():
+        out.extend(messages)
+    consumer.close()
+    return out
+
+
+def documents(n: int, prefix: str = "doc", text: str | None = None) -> list[tuple[bytes, bytes]]:
+    base = text or ("The quick brown fox jumps over the lazy dog and then it runs to the river. " * 12)
+    return [(f"{prefix}-{i}".encode(), orjson.dumps({"id": f"{prefix}-{i}", "text": base, "n": i, "meta": {"src": "test"}}))
+            for i in range(n)]
+
+
+class Daemon:
+    """``selectd run`` as a child process (so tests can SIGTERM and kill -9 it)."""
+
+    def __init__(self, config: Path, log_path: Path, *overrides: str):
+        self.log_path = log_path
+        args = [sys.executable, "-m", "selectd.cli", "run", "--config", str(config)]
+        for item in overrides:
+            args += ["--set", item]
+        self.log = open(log_path, "ab")
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def log_lines(self) -> list[dict]:
+        lines = []
+        for raw in self.log_path.read_bytes().splitlines():
+            try:
+                lines.append(orjson.loads(raw))
+            except orjson.JSONDecodeError:
+                pass
+        return lines
+
+    def wait_for_event(self, event: str, timeout_s: float = 60) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for line in self.log_lines():
+                if line.get("event") == event:
+                    return line
+            if self.process.poll() is not None:
+                raise AssertionError(f"daemon exited ({self.process.returncode}) before {event!r}:\n"
+                                     + self.log_path.read_text()[-3000:])
+            time.sleep(0.1)
+        raise AssertionError(f"no {event!r} within {timeout_s} s:\n" + self.log_path.read_text()[-3000:])
+
+    def metrics_url(self) -> str:
+        return self.wait_for_event("metrics listening")["url"]
+
+    def terminate(self, timeout_s: float = 60) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout_s)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def daemons():
+    started: list[Daemon] = []
+
+    def start(config: Path, log_path: Path, *overrides: str) -> Daemon:
+        daemon = Daemon(config, log_path, *overrides)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.close()

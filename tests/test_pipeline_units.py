@@ -1,0 +1,129 @@
+"""Parse, route, cascade and selection without a broker."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import orjson
+import pytest
+
+from selectd.cascade import Cascade, Stage
+from selectd.config import SelectionConfig, config_from_dict
+from selectd.parse import Document, Invalid, Record, parse_record
+from selectd.router import Router, splice_object
+from selectd.rules import Rule
+from selectd.scorers.base import Scorer, ScorerOptions
+from selectd.selection import Selector, weighted_top_threshold
+
+
+def _record(value: bytes | None) -> Record:
+    return Record("in", 0, 5, b"k", value)
+
+
+@pytest.mark.parametrize("value, reason", [
+    (None, "tombstone"),
+    (b"", "invalid_json"),
+    (b"{", "invalid_json"),
+    (b'"just a string"', "not_an_object"),
+    (b'{"text": "x"}', "missing_id"),
+    (b'{"id": null, "text": "x"}', "missing_id"),
+    (b'{"id": 1, "text": "x"}', "id_not_string"),
+    (b'{"id": "a"}', "missing_text"),
+    (b'{"id": "a", "text": 3}', "text_not_string"),
+    (b'{"id": "a", "text": " \\n "}', "empty_text"),
+    (b'{"id": "a", "text": "\xc3\x28"}', "invalid_utf8"),
+    (b'{"id": "a", "text": "\\ud800"}', "invalid_unicode"),
+    (b'{"id": "a", "text": "' + "é".encode() * 60 + b'"}', "text_too_large"),
+    (b"x" * 1001, "message_too_large"),
+])
+def test_invalid_input_reasons(value, reason):
+    result = parse_record(_record(value), max_message_bytes=1000, max_text_bytes=100)
+    assert isinstance(result, Invalid) and result.reason == reason
+
+
+def test_valid_document_keeps_all_fields():
+    result = parse_record(_record(b'{"id": "a", "text": "hello\\u0000 world", "x": [1, {"y": 2}]}'), 1000, 100)
+    assert isinstance(result, Document) and result.text == "hello\0 world" and result.fields["x"] == [1, {"y": 2}]
+
+
+def test_splice_preserves_original_bytes():
+    original = b'{"id":"a", "text":"t",  "score": 1.50, "nested": {"k": [1,2]}}  \n'
+    obj = orjson.loads(original)
+    spliced = splice_object(original, obj, "selectd", {"decision": "accepted"})
+    assert spliced.startswith(original.rstrip()[:-1])
+    assert orjson.loads(spliced) == {**obj, "selectd": {"decision": "accepted"}}
+    # a producer-supplied "selectd" field is replaced, not duplicated
+    clash = b'{"id":"a","text":"t","selectd":1}'
+    assert orjson.loads(splice_object(clash, orjson.loads(clash), "selectd", {"d": 2}))["selectd"] == {"d": 2}
+
+
+class LengthScorer(Scorer):
+    kind = "test_length"
+
+    def __init__(self, name="length", options=ScorerOptions()):
+        super().__init__(name, options)
+        self.seen: list[str] = []
+
+    def preprocess(self, text: str) -> str:
+        return text.strip()
+
+    def score(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        self.seen.extend(texts)
+        return {"chars": np.array([len(t) for t in texts], dtype=np.float64),
+                "first": np.array([t[:1] for t in texts], dtype=object)}
+
+
+def test_cascade_skips_rejected_documents_in_later_stages():
+    first, second = LengthScorer("first"), LengthScorer("second")
+    cascade = Cascade([Stage("first", first, [Rule(signal="chars", min=3, reason="too_short")]),
+                       Stage("second", second, [Rule(signal="first", **{"in": ["a", "b"]})])])
+    verdicts = cascade.run(["  ab  ", "abc", "xyz", "bcd"])
+    assert first.seen == ["ab", "abc", "xyz", "bcd"], "the scorer's declared preprocessing is applied"
+    assert second.seen == ["abc", "xyz", "bcd"], "rejected documents never reach later stages"
+    assert [(v.stage, v.reason) for v in verdicts] == [("first", "too_short"), (None, None),
+                                                        ("second", "first_not_in"), (None, None)]
+    assert verdicts[1].scores == {"first": {"chars": 3.0, "first": "a"}, "second": {"chars": 3.0, "first": "a"}}
+    assert "second" not in verdicts[0].scores
+
+
+def test_router_bands_and_versions():
+    config = config_from_dict({
+        "kafka": {"bootstrap_servers": ["x:1"], "group_id": "g", "input_topics": ["in"]},
+        "topics": {"accepted": "mid", "rejected": "rej", "dlq": "dlq", "attributes": "attrs"},
+    })
+    router = Router(config.model_copy(update={"routes": []}), {})
+    from selectd.config import RouteConfig
+    router.routes = [RouteConfig(name="high", topic="high", when=[Rule(signal="length.chars", min=10)])]
+    cascade = Cascade([Stage("length", LengthScorer(), [])])
+    docs = [parse_record(Record("in", 0, i, None, orjson.dumps({"id": str(i), "text": t})), 10**6, 10**6)
+            for i, t in enumerate(["short", "a much longer text"])]
+    verdicts = cascade.run([d.text for d in docs])
+    outputs = [router.outputs_for(d, v) for d, v in zip(docs, verdicts)]
+    assert [o[0].topic for o in outputs] == ["mid", "high"]
+    assert orjson.loads(outputs[1][0].value)["selectd"]["route"] == "high"
+    attributes = orjson.loads(outputs[1][1].value)
+    assert outputs[1][1].topic == "attrs"
+    assert attributes == {"id": "1", "source": "in", "attributes": {"selectd__length__chars": [[0, 18, 18.0]],
+                                                                     "selectd__length__first": [[0, 18, "a"]]}}
+
+
+def test_weighted_threshold_matches_batch_recipe():
+    scores = np.array([0.9, 0.1, 0.5, 0.7])
+    chars = np.array([10.0, 70.0, 10.0, 10.0])
+    # top by characters: 0.9 (10) + 0.7 (10) = 20 % of 100 characters
+    assert weighted_top_threshold(scores, chars, 0.2) == 0.7
+    assert weighted_top_threshold(scores, np.ones(4), 0.5) == 0.7
+
+
+def test_running_quantile_converges_to_keep_fraction():
+    rng = np.random.default_rng(0)
+    selector = Selector(SelectionConfig(signal="s", keep_fraction=0.1))
+    kept = sum(selector.keep(batch, np.ones(len(batch))).sum() for batch in rng.random((200, 100)))
+    assert 0.08 < kept / 20000 < 0.12
+
+
+def test_window_top_keeps_floor_of_window_fraction():
+    selector = Selector(SelectionConfig(signal="s", keep_fraction=1 / 7, method="window_top"))
+    scores = np.arange(30, dtype=np.float64)
+    mask = selector.keep(scores, np.ones(30))
+    assert mask.sum() == 4 and set(np.flatnonzero(mask)) == {26, 27, 28, 29}
