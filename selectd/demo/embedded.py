@@ -1,0 +1,144 @@
+"""The embedded default run (``selectd demo``, the README's first command).
+
+No external services: it builds the sample corpus (and the demo models when their build scripts
+are present), starts a local Tansu broker, creates the topics, runs ``selectd run`` with the
+example config as a child process (exactly as in production), streams the corpus into the input
+topic together with a few malformed messages, shows a live progress line from the daemon's own
+metrics, then stops the daemon with SIGTERM (drain) and prints the summary.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+
+from selectd.config import load_config
+from selectd.demo.broker import TansuBroker, free_port
+from selectd.demo.corpus import build_corpus
+from selectd.kafka_client import ensure_topics
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_CONFIG = REPO / "deploy" / "selectd.example.toml"
+
+MALFORMED = [b"{not json", b"[]", orjson.dumps({"id": 1, "text": "id is a number"}),
+             orjson.dumps({"id": "no-text"}), b'{"id": "bad-utf8", "text": "\xff"}']
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """Sum of each sample name (labels folded) plus 'outcome:<x>' and 'reason:<stage>/<reason>' keys."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals: dict[str, float] = {}
+    body = urllib.request.urlopen(url, timeout=2).read().decode()
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0) + sample.value
+            if sample.name == "selectd_documents_out_total":
+                key = f"outcome:{sample.labels['outcome']}"
+                totals[key] = totals.get(key, 0) + sample.value
+            elif sample.name == "selectd_rejections_total" and sample.value:
+                totals[f"reason:{sample.labels['stage']}/{sample.labels['reason']}"] = sample.value
+            elif sample.name == "selectd_dead_letters_total" and sample.value:
+                totals[f"dlq:{sample.labels['reason']}"] = sample.value
+    return totals
+
+
+def _produce(bootstrap: str, topic: str, corpus: Path) -> int:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=1 << 20, max_request_size=16 << 20)
+    count = 0
+    with open(corpus, "rb") as handle:
+        for line in handle:
+            producer.send(topic, key=orjson.loads(line)["id"].encode(), value=line.rstrip(b"\n"))
+            count += 1
+    for value in MALFORMED:
+        producer.send(topic, value=value, key=b"malformed")
+        count += 1
+    producer.flush()
+    producer.close()
+    return count
+
+
+def _progress(totals: dict[str, float], produced: int, began: float) -> str:
+    done = totals.get("outcome:accepted", 0) + totals.get("outcome:rejected", 0) + totals.get("outcome:dlq", 0)
+    rate = done / max(1e-9, time.monotonic() - began)
+    return (f"\r{int(done):>7}/{produced} routed | accepted {int(totals.get('outcome:accepted', 0))} "
+            f"rejected {int(totals.get('outcome:rejected', 0))} dlq {int(totals.get('outcome:dlq', 0))} | {rate:,.0f} docs/s ")
+
+
+def run_embedded(docs: int = 5000, partitions: int = 2, keep: bool = False, workdir: Path = Path("artifacts/demo"),
+                 config_path: Path = EXAMPLE_CONFIG) -> int:
+    workdir.mkdir(parents=True, exist_ok=True)
+    corpus = workdir / f"sample-{docs}.jsonl"
+    if not corpus.exists():
+        print(f"building the sample corpus ({docs} documents) -> {corpus}")
+        build_corpus(corpus, n_docs=docs, seed=0)
+    config = load_config(config_path)
+    with TansuBroker(log_path=workdir / "tansu.log") as broker:
+        print(f"broker: Tansu on {broker.bootstrap} (memory storage)")
+        overrides = [f'kafka.bootstrap_servers=["{broker.bootstrap}"]', f"metrics.port={free_port()}",
+                     "kafka.max_poll_interval_ms=5000", "kafka.session_timeout_ms=6000", "kafka.heartbeat_interval_ms=1000"]
+        config = load_config(config_path, overrides)
+        outputs = {config.topics.accepted: 1, config.topics.rejected: 1, config.topics.dlq: 1,
+                   **{route.topic: 1 for route in config.routes}}
+        if config.topics.attributes:
+            outputs[config.topics.attributes] = 1
+        ensure_topics(config.kafka, {**{t: partitions for t in config.kafka.input_topics}, **outputs})
+        args = [sys.executable, "-m", "selectd.cli", "run", "--config", str(config_path)]
+        for item in overrides + ["logging.format=text", "logging.level=WARNING"]:
+            args += ["--set", item]
+        daemon = subprocess.Popen(args, cwd=os.getcwd())
+        url = f"http://{config.metrics.host}:{config.metrics.port}/metrics"
+        print(f"daemon: pid {daemon.pid}, metrics at {url}")
+        try:
+            began = time.monotonic()
+            produced = _produce(broker.bootstrap, config.kafka.input_topics[0], corpus)
+            print(f"produced {produced} messages to {config.kafka.input_topics[0]} ({len(MALFORMED)} malformed)")
+            totals: dict[str, float] = {}
+            first_out = None
+            while daemon.poll() is None:
+                try:
+                    totals = _scrape(url)
+                except OSError:
+                    time.sleep(0.5)
+                    continue
+                done = sum(totals.get(f"outcome:{o}", 0) for o in ("accepted", "rejected", "dlq"))
+                if done and first_out is None:
+                    first_out = time.monotonic()
+                sys.stdout.write(_progress(totals, produced, began))
+                sys.stdout.flush()
+                if done >= produced and not keep:
+                    break
+                time.sleep(0.5)
+            elapsed = time.monotonic() - (first_out or began)
+            print()
+        except KeyboardInterrupt:
+            print("\ninterrupted")
+        finally:
+            if daemon.poll() is None:
+                daemon.send_signal(signal.SIGTERM)
+            code = daemon.wait(60)
+        _print_summary(totals, elapsed if totals else 0.0, code)
+        return code
+
+
+def _print_summary(totals: dict[str, float], seconds: float, code: int) -> None:
+    done = sum(totals.get(f"outcome:{o}", 0) for o in ("accepted", "rejected", "dlq"))
+    print("\nsummary")
+    print(f"  routed:   {int(done)} documents, {done / seconds if seconds else 0:,.0f} docs/s through the broker")
+    for outcome in ("accepted", "rejected", "dlq"):
+        print(f"  {outcome + ':':9} {int(totals.get('outcome:' + outcome, 0))}")
+    for prefix, title in (("reason:", "rejected by stage/reason"), ("dlq:", "dead-lettered by reason")):
+        rows = sorted(((k[len(prefix):], v) for k, v in totals.items() if k.startswith(prefix)), key=lambda kv: -kv[1])
+        if rows:
+            print(f"  {title}:")
+            for key, value in rows:
+                print(f"    {key}: {int(value)}")
+    print(f"  daemon exit code: {code}")
