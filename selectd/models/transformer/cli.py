@@ -1,0 +1,167 @@
+"""Hugging Face sequence classifiers (BERT / RoBERTa / DeBERTa / MiniLM) on ONNX Runtime.
+
+``selectd export hf CHECKPOINT OUT --kind multilabel|multiclass|multihead [--quantize int8]``,
+``selectd verify OUT --against CHECKPOINT --texts FILE.jsonl`` and
+``selectd bench hf OUT --against CHECKPOINT --texts FILE.jsonl``. torch and transformers (the
+``export`` extra) are imported only when one of these runs, never by the daemon.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from selectd.models.benchmark import comparison, emit, read_texts, time_batches
+from selectd.models.manifest import ModelLoadError
+from selectd.models.transformer.model import MANIFEST_KIND, TASKS, HFClassifier, decisions
+
+__all__ = ["MANIFEST_KIND", "add_export_arguments", "export", "add_verify_arguments", "verify",
+           "add_bench_arguments", "bench"]
+
+#: fp32 graphs must reproduce PyTorch's logits to this absolute difference
+DEFAULT_TOLERANCE = 1e-4
+#: share of documents whose decisions must equal PyTorch's (the bar for int8)
+DEFAULT_MIN_AGREEMENT = 0.99
+
+
+# --- export ----------------------------------------------------------------------------------
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, help="Hugging Face checkpoint directory (config.json, weights, tokenizer)")
+    parser.add_argument("out_dir", type=Path, help="directory to write model.onnx, tokenizer.json, manifest.json")
+    parser.add_argument("--kind", choices=TASKS, required=True,
+                        help="multilabel: sigmoid per label (Detoxify); multiclass: softmax (quality classes); "
+                             "multihead: heads.* linear heads on [CLS] (Celadon)")
+    parser.add_argument("--quantize", choices=["int8"], help="also write a dynamically quantized int8 graph and run it by default")
+    parser.add_argument("--max-length", type=int, help="tokens per sequence (default: the tokenizer's / model's limit)")
+    parser.add_argument("--heads", help="comma-separated head names for --kind multihead (default: from config.json, "
+                                        "Celadon's five names for a 5x4 model)")
+
+
+def export(args: argparse.Namespace) -> int:
+    from selectd.models.transformer import export as exporter
+
+    try:
+        manifest = exporter.export(args.checkpoint, args.out_dir, args.kind, quantize=args.quantize,
+                                   max_length=args.max_length, head_names=args.heads.split(",") if args.heads else None)
+    except (ModelLoadError, ValueError) as exc:
+        print(f"selectd export hf: {exc}", file=sys.stderr)
+        return 2
+    outputs = manifest.metadata.get("labels") or manifest.metadata.get("heads")
+    print(f"exported {args.checkpoint} -> {args.out_dir} ({args.kind}: {', '.join(outputs)}; "
+          f"{', '.join(manifest.metadata['onnx'].values())})")
+    return 0
+
+
+# --- verify ----------------------------------------------------------------------------------
+
+def _reference_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_dir", type=Path, help="exported model directory")
+    parser.add_argument("--against", type=Path, required=True, help="the Hugging Face checkpoint it was exported from")
+    parser.add_argument("--texts", type=Path, required=True, help="JSONL file with a 'text' field per line")
+    parser.add_argument("--limit", type=int, help="use only the first N texts")
+    parser.add_argument("--batch-size", type=int, default=32, help="documents per call, both sides")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
+    _reference_args(parser)
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="max |Δlogit| allowed for fp32")
+    parser.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
+                        help="share of documents whose decisions must match PyTorch (every precision)")
+
+
+def _batched(run, texts: list[str], batch_size: int) -> np.ndarray:
+    return np.concatenate([run(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)])
+
+
+def compare_with_reference(model_dir: Path, checkpoint: Path, texts: list[str], batch_size: int = 32) -> dict[str, Any]:
+    """max |Δlogit| and decision agreement of every exported precision against PyTorch."""
+    import torch
+
+    from selectd.models.transformer.export import TorchReference
+
+    torch.set_num_threads(1)
+    fp32 = HFClassifier(model_dir, precision="fp32")
+    reference = TorchReference(checkpoint, fp32.task, fp32.max_length)
+    expected = _batched(reference.logits, texts, batch_size)
+    expected_decisions = decisions(fp32.task, expected)
+    report: dict[str, Any] = {"texts": len(texts), "task": fp32.task, "max_length": fp32.max_length, "precisions": {}}
+    for precision in fp32.manifest.metadata["onnx"]:
+        model = fp32 if precision == "fp32" else HFClassifier(model_dir, precision=precision)
+        got = _batched(model.logits, texts, batch_size)
+        agree = np.all(decisions(model.task, got) == expected_decisions, axis=1)
+        report["precisions"][precision] = {
+            "max_abs_logit_diff": float(np.abs(got - expected).max()),
+            "decision_agreement": float(agree.mean()),
+            "disagreeing_docs": int((~agree).sum()),
+        }
+    return report
+
+
+def verify(args: argparse.Namespace) -> int:
+    try:
+        texts = read_texts(args.texts, args.limit)
+        report = compare_with_reference(args.model_dir, args.against, texts, args.batch_size)
+    except (ModelLoadError, ValueError, OSError) as exc:
+        print(f"selectd verify: {exc}", file=sys.stderr)
+        return 2
+    failures = []
+    for precision, figures in report["precisions"].items():
+        if precision == "fp32" and figures["max_abs_logit_diff"] > args.tolerance:
+            failures.append(f"fp32 max |Δlogit| {figures['max_abs_logit_diff']:.3g} > {args.tolerance:g}")
+        if figures["decision_agreement"] < args.min_agreement:
+            failures.append(f"{precision} decision agreement {figures['decision_agreement']:.4f} < {args.min_agreement:g}")
+    report["ok"] = not failures
+    report["failures"] = failures
+    lines = [f"{report['texts']} texts, task {report['task']}, max_length {report['max_length']}"]
+    lines += [f"  {p}: max |Δlogit| {f['max_abs_logit_diff']:.3g}, decision agreement {f['decision_agreement']:.4f} "
+              f"({f['disagreeing_docs']} docs differ)" for p, f in report["precisions"].items()]
+    lines.append("OK" if not failures else "FAILED: " + "; ".join(failures))
+    emit(report, args.json, lines)
+    return 0 if not failures else 1
+
+
+# --- bench -----------------------------------------------------------------------------------
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    _reference_args(parser)
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads, both ONNX Runtime and torch")
+    parser.add_argument("--repeat", type=int, default=2, help="timed passes; the best is reported")
+
+
+def bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from selectd.models.transformer.export import TorchReference
+
+    try:
+        texts = read_texts(args.texts, args.limit)
+        torch.set_num_threads(args.threads)
+        models = {p: HFClassifier(args.model_dir, precision=p, threads=args.threads)
+                  for p in ("fp32", "int8") if p in _onnx_files(args.model_dir)}
+        first = next(iter(models.values()))
+        reference = TorchReference(args.against, first.task, first.max_length)
+    except (ModelLoadError, ValueError, OSError) as exc:
+        print(f"selectd bench hf: {exc}", file=sys.stderr)
+        return 2
+    torch_timing = time_batches("pytorch-eager", reference.logits, texts, args.batch_size, repeat=args.repeat)
+    report: dict[str, Any] = {"threads": args.threads, "batch_size": args.batch_size, "precisions": {}}
+    lines = [f"{len(texts)} texts, batch {args.batch_size}, {args.threads} thread(s); "
+             f"PyTorch eager {torch_timing.docs_per_s:.1f} docs/s"]
+    for precision, model in models.items():
+        timing = time_batches(f"onnxruntime-{precision}", model.logits, texts, args.batch_size, repeat=args.repeat)
+        report["precisions"][precision] = comparison(timing, torch_timing)
+        lines.append(f"  ONNX Runtime {precision}: {timing.docs_per_s:.1f} docs/s, "
+                     f"{timing.docs_per_s / torch_timing.docs_per_s:.2f}x PyTorch eager")
+    emit(report, args.json, lines)
+    return 0
+
+
+def _onnx_files(model_dir: Path) -> dict[str, str]:
+    from selectd.models.manifest import load_manifest
+
+    return load_manifest(model_dir, expected_kind=MANIFEST_KIND, verify=False).metadata.get("onnx", {})
