@@ -80,9 +80,9 @@ def _totals(metrics: Metrics, family: str, labels: tuple[str, ...]) -> dict[str,
     return out
 
 
-def run_daemon(config: Config, on_batch: Callable[[list[Record], float], None] | None = None,
-               on_ready: Callable[[str], None] | None = None) -> int:
-    """The daemon. Returns the process exit code."""
+def run_daemon(config: Config, reload_config: Callable[[], Config] | None = None,
+               on_batch: Callable[[list[Record], float], None] | None = None) -> int:
+    """The daemon. Returns the process exit code. ``reload_config`` re-reads the config on SIGHUP."""
     metrics = new_metrics(config)
     with ExitStack() as stack:
         metrics_url = ""
@@ -94,26 +94,35 @@ def run_daemon(config: Config, on_batch: Callable[[list[Record], float], None] |
             log.info("metrics listening", extra={"url": metrics_url})
         # Models load and warm up before the consumer joins, so a joined member is ready to work.
         pipeline = Pipeline.from_config(config, metrics)
-        stack.callback(pipeline.close)
-        metrics.config_info.info({"digest": config.digest,
-                                  "models": ",".join(f"{k}={v}" for k, v in sorted(_flat_versions(pipeline).items()))})
+        _publish_config_info(metrics, pipeline)
         sink = KafkaSink(config, metrics)
         stack.callback(sink.close)
         source = KafkaSource(config, metrics)
         stack.callback(source.close)
         loop = CommitLoop(config, pipeline, source, sink, metrics)
         loop.on_batch = on_batch
+        if reload_config:
+            loop.build_pipeline = lambda: _reloaded_pipeline(reload_config, metrics)
+        stack.callback(lambda: loop.pipeline.close())  # the pipeline running at exit (SIGHUP swaps it)
         _install_signal_handlers(loop)
-        if on_ready:
-            on_ready(metrics_url)
         code = loop.run()
         log.info("stopped", extra={"exit_code": code})
         return code
 
 
-def _flat_versions(pipeline: Pipeline) -> dict[str, str]:
-    return {f"{stage}.{name}": value for stage, versions in pipeline.cascade.versions().items()
-            for name, value in versions.items()}
+def _publish_config_info(metrics: Metrics, pipeline: Pipeline) -> None:
+    versions = {f"{stage}.{name}": value for stage, stage_versions in pipeline.cascade.versions().items()
+                for name, value in stage_versions.items()}
+    metrics.config_info.info({"digest": pipeline.config.digest,
+                              "models": ",".join(f"{k}={v}" for k, v in sorted(versions.items()))})
+
+
+def _reloaded_pipeline(reload_config: Callable[[], Config], metrics: Metrics) -> Pipeline:
+    config = reload_config()
+    metrics.declare_stages([s.name for s in config.stages if s.enabled])
+    pipeline = Pipeline.from_config(config, metrics)
+    _publish_config_info(metrics, pipeline)
+    return pipeline
 
 
 def _install_signal_handlers(loop: CommitLoop) -> None:
@@ -125,8 +134,12 @@ def _install_signal_handlers(loop: CommitLoop) -> None:
                                     "drain_timeout_s": loop.config.delivery.drain_timeout_s})
         loop.request_stop()
 
+    def reload(_signum, _frame):
+        loop.reload_requested.set()
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
 
 
 def score_file(config: Config, in_path: Path, out_path: Path, attributes_path: Path | None = None,

@@ -26,7 +26,7 @@ def cmd_run(args) -> int:
 
     config = _load(args)
     setup_logging(config.logging.level, config.logging.format)
-    return run_daemon(config)
+    return run_daemon(config, reload_config=lambda: _load(args))
 
 
 def cmd_score(args) -> int:
@@ -74,6 +74,18 @@ def cmd_version(_args) -> int:
 
     print(f"selectd {__version__} (kafka-python {kafka.__version__}, onnxruntime {onnxruntime.__version__}, "
           f"providers {','.join(onnxruntime.get_available_providers())})")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from selectd.status import status
+
+    try:
+        lines = status(args.metrics_url, args.interval)
+    except OSError as exc:
+        print(f"selectd status: cannot scrape {args.metrics_url}: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
     return 0
 
 
@@ -140,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("version", help="print versions")
     p.set_defaults(func=cmd_version)
+
+    p = sub.add_parser("status", help="summarise a running daemon from its metrics")
+    p.add_argument("--metrics-url", required=True, help="e.g. http://127.0.0.1:9108/metrics")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between the two scrapes used for rates")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("demo", help="embedded default: local broker, sample corpus, daemon, summary")
     p.add_argument("--docs", type=int, default=5000, help="sample documents to stream")

@@ -20,6 +20,9 @@ Consequences:
   blocking commit is impossible) only shrinks the owned set: outputs for revoked partitions are
   still delivered, their offsets are not committed, and the new owner re-reads them — duplicates,
   never loss.
+- SIGHUP: between batches, load the new config and models on the worker thread (polling paused
+  partitions meanwhile, so the member stays in the group), warm them up, then swap. A failed
+  reload keeps the running pipeline. Kafka connection settings need a restart and are ignored.
 - SIGTERM / SIGINT: stop polling, finish and deliver the in-flight batch, commit, leave the group,
   exit 0. If that takes longer than ``delivery.drain_timeout_s`` the batch is abandoned
   uncommitted and the exit code is 3 (at-least-once still holds).
@@ -30,6 +33,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
 
 from kafka import TopicPartition
 from kafka.errors import KafkaError
@@ -80,6 +84,8 @@ class CommitLoop:
         self._backoff = 0.0
         self._next_lag_update = 0.0
         self.on_batch = None  # optional callback(records, seconds), e.g. the embedded run's progress line
+        self.reload_requested = threading.Event()
+        self.build_pipeline: Callable[[], Pipeline] | None = None  # loads config + models for a reload
 
     def request_stop(self) -> None:
         if not self.stop.is_set():
@@ -126,6 +132,34 @@ class CommitLoop:
         if self.on_batch:
             self.on_batch(records, elapsed)
 
+    # --- reload ---------------------------------------------------------------------------------
+    def _reload(self) -> None:
+        self.reload_requested.clear()
+        if self.build_pipeline is None:
+            return
+        log.info("reloading config and models")
+        future = self._worker.submit(self.build_pipeline)
+        try:
+            self._wait_keeping_alive(future)
+        except DrainTimeout:
+            raise
+        except Exception as exc:  # any failure to build keeps the running pipeline
+            self.metrics.model_reloads.labels("failure").inc()
+            log.error("reload failed; keeping the running config and models", extra={"error": repr(exc)[:1000]})
+            return
+        finally:
+            self.source.resume()
+        new = future.result()
+        if new.config.kafka != self.config.kafka:
+            log.warning("reload: [kafka] changes need a restart and were ignored")
+        old = self.pipeline
+        self.pipeline = new
+        self.config = new.config.model_copy(update={"kafka": self.config.kafka})
+        self.source.config = self.config
+        old.close()
+        self.metrics.model_reloads.labels("success").inc()
+        log.info("reloaded", extra={"config_digest": new.config.digest, "stages": [s.name for s in new.cascade.stages]})
+
     # --- the loop -------------------------------------------------------------------------------
     def _set_broker_up(self, up: bool) -> None:
         self.metrics.broker_up.set(1 if up else 0)
@@ -159,6 +193,8 @@ class CommitLoop:
         log.info("consuming", extra={"topics": self.config.kafka.input_topics, "group": self.config.kafka.group_id})
         try:
             while not self.stop.is_set():
+                if self.reload_requested.is_set():
+                    self._reload()
                 records = self.source.poll_batch(self.stop)
                 self._refresh_lag()
                 if not records:

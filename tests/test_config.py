@@ -62,7 +62,7 @@ def test_stage_option_errors_carry_the_stage_index(tmp_path):
 def test_unknown_scorer_type(tmp_path):
     text = MINIMAL + '[[stages]]\nname = "g"\ntype = "nope"\n'
     message = _error(tmp_path, text)
-    assert message.startswith("stages[0]:") and "unknown scorer type 'nope'" in message
+    assert message.startswith("stages[0].type:") and "unknown scorer type 'nope'" in message
 
 
 def test_route_must_name_a_stage_signal(tmp_path):

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import orjson
@@ -22,6 +21,7 @@ from selectd.config import load_config
 from selectd.demo.broker import TansuBroker, free_port
 from selectd.demo.corpus import build_corpus
 from selectd.kafka_client import ensure_topics
+from selectd.status import by_label, scrape
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = REPO / "deploy" / "selectd.example.toml"
@@ -31,21 +31,11 @@ MALFORMED = [b"{not json", b"[]", orjson.dumps({"id": 1, "text": "id is a number
 
 
 def _scrape(url: str) -> dict[str, float]:
-    """Sum of each sample name (labels folded) plus 'outcome:<x>' and 'reason:<stage>/<reason>' keys."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    totals: dict[str, float] = {}
-    body = urllib.request.urlopen(url, timeout=2).read().decode()
-    for family in text_string_to_metric_families(body):
-        for sample in family.samples:
-            totals[sample.name] = totals.get(sample.name, 0) + sample.value
-            if sample.name == "selectd_documents_out_total":
-                key = f"outcome:{sample.labels['outcome']}"
-                totals[key] = totals.get(key, 0) + sample.value
-            elif sample.name == "selectd_rejections_total" and sample.value:
-                totals[f"reason:{sample.labels['stage']}/{sample.labels['reason']}"] = sample.value
-            elif sample.name == "selectd_dead_letters_total" and sample.value:
-                totals[f"dlq:{sample.labels['reason']}"] = sample.value
+    """The totals the progress line and the summary show, from the daemon's own metrics."""
+    samples = scrape(url, timeout_s=2)
+    totals = {f"outcome:{k}": v for k, v in by_label(samples, "selectd_documents_out_total", "outcome").items()}
+    totals.update({f"reason:{k}": v for k, v in by_label(samples, "selectd_rejections_total", "stage", "reason").items() if v})
+    totals.update({f"dlq:{k}": v for k, v in by_label(samples, "selectd_dead_letters_total", "reason").items() if v})
     return totals
 
 
