@@ -82,6 +82,7 @@ class CommitLoop:
         self.committed: dict[TopicPartition, int] = {}
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="selectd-batch")
         self._backoff = 0.0
+        self._broker_up = True
         self._next_lag_update = 0.0
         self.on_batch = None  # optional callback(records, seconds), e.g. the embedded run's progress line
         self.reload_requested = threading.Event()
@@ -162,8 +163,13 @@ class CommitLoop:
 
     # --- the loop -------------------------------------------------------------------------------
     def _set_broker_up(self, up: bool) -> None:
+        self._broker_up = up
         self.metrics.broker_up.set(1 if up else 0)
-        self.metrics.ready.set(1 if up and self.source.assignment.owned() else 0)
+        self._update_ready()
+
+    def _update_ready(self) -> None:
+        # Models were loaded before the consumer existed; ready = in the group and broker reachable.
+        self.metrics.ready.set(1 if self._broker_up and self.source.assignment.joined else 0)
 
     def _on_broker_error(self, records: list[Record], exc: Exception) -> None:
         self._set_broker_up(False)
@@ -197,6 +203,7 @@ class CommitLoop:
                     self._reload()
                 records = self.source.poll_batch(self.stop)
                 self._refresh_lag()
+                self._update_ready()
                 if not records:
                     continue
                 try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -105,6 +106,8 @@ def test_kill_9_mid_stream_loses_nothing(broker, daemons, tmp_path):
     first.wait_for_event("partitions assigned")
     time.sleep(3)
     first.kill()  # SIGKILL: no drain, no commit of the in-flight batch
+    routed_before_restart = len(collect(broker, [topics.accepted, topics.rejected, topics.dlq], len(messages), timeout_s=1))
+    assert 0 < routed_before_restart < len(messages), "the kill happened mid-stream"
     producer.join()
     second = daemons(config, tmp_path / "second.log")
     out = collect(broker, [topics.accepted, topics.rejected, topics.dlq], len(messages), timeout_s=90)
@@ -226,3 +229,68 @@ def test_score_file_equals_kafka_path(broker, daemons, tmp_path):
             assert message.topic == topics.dlq and dict(message.headers)["selectd.reason"].decode() == from_file["reason"]
         else:
             assert orjson.loads(message.value)["selectd"] == from_file
+
+
+def _metric(url: str, name: str, **labels: str) -> float:
+    from selectd.status import scrape, total
+
+    return total(scrape(url), name, **labels)
+
+
+def test_sighup_reloads_without_leaving_the_group(broker, daemons, tmp_path):
+    import signal
+
+    topics = Topics(partitions=1)
+    create_topics(broker, topics)
+    config = write_config(tmp_path / "c.toml", broker, topics)  # no stages yet
+    daemon = daemons(config, tmp_path / "d.log")
+    daemon.wait_for_event("partitions assigned")
+    url = daemon.metrics_url()
+    produce(broker, topics.input, documents(10, "before"))
+    collect(broker, [topics.accepted], 10)
+
+    write_config(config, broker, topics, RULE_STAGES)
+    daemon.process.send_signal(signal.SIGHUP)
+    daemon.wait_for_event("reloaded")
+    produce(broker, topics.input, documents(10, "after"))
+    out = collect(broker, [topics.accepted], 20)
+    scored = {m.key.decode(): orjson.loads(m.value)["selectd"]["scores"] for m in out}
+    assert all(scored[f"after-{i}"].keys() == {"gopher", "repetition"} for i in range(10))
+    assert all(scored[f"before-{i}"] == {} for i in range(10))
+
+    config.write_text(config.read_text().replace('type = "gopher_quality"', 'type = "no_such_scorer"'))
+    daemon.process.send_signal(signal.SIGHUP)
+    failure = daemon.wait_for_event("reload failed; keeping the running config and models")
+    assert "no_such_scorer" in failure["error"]
+    assert _metric(url, "selectd_model_reloads_total", result="failure") == 1
+    assert _metric(url, "selectd_model_reloads_total", result="success") == 1
+    produce(broker, topics.input, documents(5, "still"))
+    out = collect(broker, [topics.accepted], 25)
+    assert {orjson.loads(m.value)["selectd"]["scores"].keys() == {"gopher", "repetition"}
+            for m in out if m.key.startswith(b"still")} == {True}, "the old pipeline keeps running"
+    revocations = [line for line in daemon.log_lines() if line.get("event") == "partitions revoked" and line["partitions"]]
+    assert not revocations, "reloads never left the group"
+    assert daemon.terminate() == 0
+
+
+def test_status_summarises_a_running_daemon(broker, daemons, tmp_path):
+    topics = Topics(partitions=1)
+    create_topics(broker, topics)
+    config = write_config(tmp_path / "c.toml", broker, topics, RULE_STAGES)
+    daemon = daemons(config, tmp_path / "d.log")
+    url = daemon.metrics_url()
+    produce(broker, topics.input, _mixed_input(30, 7))
+    collect(broker, [topics.accepted, topics.rejected, topics.dlq], 37 + len(BAD_MESSAGES))
+    deadline = time.monotonic() + 30
+    while _metric(url, "selectd_ready") != 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    result = subprocess.run([sys.executable, "-m", "selectd.cli", "status", "--metrics-url", url, "--interval", "0.5"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "READY" in result.stdout and "NOT READY" not in result.stdout
+    assert "accepted 30" in result.stdout and "rejected 7" in result.stdout and f"dlq {len(BAD_MESSAGES)}" in result.stdout
+    assert "gopher/gopher_short_doc: 7" in result.stdout
+    assert daemon.terminate() == 0
+    missing = subprocess.run([sys.executable, "-m", "selectd.cli", "status", "--metrics-url", "http://127.0.0.1:1/metrics"],
+                             capture_output=True, text=True)
+    assert missing.returncode == 1 and "cannot scrape" in missing.stderr

@@ -24,12 +24,11 @@ class AssignmentTracker(ConsumerRebalanceListener):
         self.metrics = metrics
         self._lock = threading.Lock()
         self.assigned: set[TopicPartition] = set()
-        self.generation = 0  # bumped on every change, so the main loop can see one happened
+        self.joined = False  # an assignment (possibly empty) arrived: this member is in the group
 
     def on_partitions_revoked(self, revoked):
         with self._lock:
             self.assigned -= set(revoked)
-            self.generation += 1
         self.metrics.rebalances.labels("revoked").inc()
         self.metrics.assigned_partitions.set(len(self.assigned))
         log.info("partitions revoked", extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in revoked)})
@@ -37,7 +36,7 @@ class AssignmentTracker(ConsumerRebalanceListener):
     def on_partitions_assigned(self, assigned):
         with self._lock:
             self.assigned |= set(assigned)
-            self.generation += 1
+            self.joined = True
         self.metrics.rebalances.labels("assigned").inc()
         self.metrics.assigned_partitions.set(len(self.assigned))
         log.info("partitions assigned", extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)})
@@ -65,6 +64,7 @@ class KafkaSource:
             max_poll_records=config.batch.max_docs,
         )
         self.assignment = AssignmentTracker(metrics)
+        self._lag_series: set[tuple[str, str]] = set()
         self.consumer.subscribe(kafka.input_topics, listener=self.assignment)
 
     def poll_batch(self, stop: threading.Event) -> list[Record]:
@@ -81,9 +81,7 @@ class KafkaSource:
             wait_ms = 200 if deadline is None else max(1, int((deadline - now) * 1000))
             fetched = self.consumer.poll(timeout_ms=wait_ms, max_records=limits.max_docs - len(records))
             if not fetched:
-                if deadline is None:
-                    continue
-                break
+                break  # idle (or linger over): return so the loop can refresh lag, readiness, reloads
             if deadline is None:
                 deadline = time.monotonic() + limits.linger_ms / 1000
             for tp, messages in fetched.items():
@@ -129,6 +127,10 @@ class KafkaSource:
 
     def update_lag(self, committed: dict[TopicPartition, int]) -> None:
         owned = self.assignment.owned()
+        for labels in list(self._lag_series):
+            if TopicPartition(labels[0], int(labels[1])) not in owned:  # revoked: stop reporting its lag
+                self.metrics.consumer_lag.remove(*labels)
+                self._lag_series.discard(labels)
         if not owned:
             return
         ends = self.consumer.end_offsets(list(owned), timeout_ms=5000)
@@ -137,6 +139,7 @@ class KafkaSource:
             if position is None:
                 position = self.consumer.position(tp, timeout_ms=5000)
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
+            self._lag_series.add((tp.topic, str(tp.partition)))
 
     def close(self) -> None:
         # Offsets were committed by the commit protocol; closing leaves the group at once.
