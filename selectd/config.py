@@ -9,6 +9,7 @@ literal, and are held as ``SecretStr`` so they never print.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import tomllib
@@ -159,6 +160,7 @@ class RouteConfig(Section):
 
 
 class Config(Section):
+    plugins: list[str] = Field(default_factory=list, description="Python modules imported first; they may register scorers")
     kafka: KafkaSection
     topics: TopicsSection
     metrics: MetricsSection = MetricsSection()
@@ -251,7 +253,19 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
         node[last] = value
 
 
+def _import_plugins(data: dict[str, Any]) -> None:
+    plugins = data.get("plugins", [])
+    if not isinstance(plugins, list):
+        return  # pydantic reports the type error with its path
+    for index, module in enumerate(plugins):
+        try:
+            importlib.import_module(str(module))
+        except Exception as exc:  # a plugin failing to import is a config error, whatever it raised
+            raise ConfigError(f"plugins[{index}]: cannot import {module!r}: {exc!r}") from None
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
+    _import_plugins(data)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:

@@ -47,8 +47,10 @@ class Topics:
         self.partitions = partitions
 
 
-def write_config(path: Path, broker: TansuBroker, topics: Topics, stages: str = "", extra: str = "") -> Path:
-    path.write_text(f"""
+def write_config(path: Path, broker: TansuBroker, topics: Topics, stages: str = "", extra: str = "",
+                 top: str = "") -> Path:
+    """``top``: top-level keys (before any table); ``extra``: more tables; ``stages``: [[stages]] entries."""
+    path.write_text(f"""{top}
 [kafka]
 bootstrap_servers = ["{broker.bootstrap}"]
 group_id = "{topics.group}"

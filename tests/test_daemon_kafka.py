@@ -294,3 +294,22 @@ def test_status_summarises_a_running_daemon(broker, daemons, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "selectd.cli", "status", "--metrics-url", "http://127.0.0.1:1/metrics"],
                              capture_output=True, text=True)
     assert missing.returncode == 1 and "cannot scrape" in missing.stderr
+
+
+def test_slow_batch_does_not_evict_the_member(broker, daemons, tmp_path):
+    topics = Topics(partitions=1)
+    create_topics(broker, topics)
+    # Each batch sleeps 7 s while max_poll_interval_ms is 5 s: without the paused keep-alive polling
+    # the member would be evicted and its partitions revoked mid-batch.
+    stages = '[[stages]]\nname = "slow"\ntype = "test_slow"\noptions = { sleep_s = 7.0 }\n'
+    config = write_config(tmp_path / "c.toml", broker, topics, stages, top='plugins = ["tests.plugins.slow_scorer"]')
+    daemon = daemons(config, tmp_path / "d.log")
+    daemon.wait_for_event("partitions assigned")
+    produce(broker, topics.input, documents(50, "slow"))
+    out = collect(broker, [topics.accepted], 50, timeout_s=40)
+    assert len({m.key for m in out}) == 50
+    time.sleep(1)
+    assert daemon.terminate(timeout_s=30) == 0
+    revocations = [line for line in daemon.log_lines() if line.get("event") == "partitions revoked" and line["partitions"]][:-1]
+    assert not revocations, "no rebalance while the slow batch ran (the last revocation is the shutdown)"
+    assert _committed(broker, topics) == {0: 50}
