@@ -92,7 +92,7 @@ class FastTextOnnx:
     """An exported fastText model: texts in, the probability of every label out."""
 
     def __init__(self, model_dir: Path | str, provider: ExecutionProvider = "cpu", threads: int = 1,
-                 batch_size: int = 64):
+                 batch_size: int = 64, max_padded_ids: int = 1 << 20):
         self.manifest = load_manifest(model_dir, expected_kind=MANIFEST_KIND)
         meta = self.manifest.metadata
         manifest_file = self.manifest.directory / "manifest.json"
@@ -108,6 +108,7 @@ class FastTextOnnx:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.batch_size = batch_size
+        self.max_padded_ids = max_padded_ids
         self.featurizer = Featurizer(
             _read_vocabulary(self.manifest, nwords),
             [label.encode(*LABEL_ENCODING) for label in self.labels],
@@ -124,16 +125,31 @@ class FastTextOnnx:
     def version(self) -> str:
         return self.manifest.version
 
+    def _runs(self, counts: np.ndarray) -> list[np.ndarray]:
+        """Documents with features, shortest first, grouped so that one run pads little.
+
+        A run holds at most ``batch_size`` documents and at most ``max_padded_ids`` padded ids
+        (one very long document runs alone instead of padding its neighbours to its length).
+        """
+        scored = np.flatnonzero(counts)
+        scored = scored[np.argsort(counts[scored], kind="stable")]
+        runs: list[np.ndarray] = []
+        begin = 0
+        while begin < len(scored):
+            end = min(begin + self.batch_size, len(scored))
+            # lengths ascend, so the last document sets the width: shrink until it fits
+            while end - begin > 1 and (end - begin) * int(counts[scored[end - 1]]) > self.max_padded_ids:
+                end = begin + max(1, min(end - begin - 1, self.max_padded_ids // int(counts[scored[end - 1]])))
+            runs.append(scored[begin:end])
+            begin = end
+        return runs
+
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         """float32 [len(texts), nlabels]; a row of NaN where fastText makes no prediction (no features)."""
         ids, counts = self.featurizer.featurize(texts)
         offsets = np.cumsum(counts) - counts
         probs = np.full((len(texts), len(self.labels)), np.nan, dtype=np.float32)
-        # similar lengths share a run, so little padding is gathered
-        scored = np.flatnonzero(counts)
-        scored = scored[np.argsort(counts[scored], kind="stable")]
-        for begin in range(0, len(scored), self.batch_size):
-            docs = scored[begin:begin + self.batch_size]
+        for docs in self._runs(counts):
             lengths = counts[docs]
             width = int(lengths[-1])
             total = int(lengths.sum())
