@@ -1,0 +1,290 @@
+"""datatrove's English word split (spaCy's ``en`` tokenizer), re-implemented without spaCy.
+
+datatrove's Gopher and FineWeb filters count words with ``split_into_words(text, "eng")``, which runs
+``spacy.blank("en")`` over the whole document, keeps each token's text and drops whitespace
+tokens. spaCy tokenizes every whitespace-separated chunk on its own (special cases, then prefixes
+and suffixes peeled off, then infixes split), so the result is a pure function of the chunk. We
+port that algorithm (``spacy/tokenizer.pyx``: ``_split_affixes`` / ``_attach_tokens``) over the
+same patterns and special cases (vendored in ``reference_tables.py``) and cache it per chunk:
+text is Zipfian, so after warm-up almost every chunk is a dictionary hit, where datatrove (which
+tokenizes inside spaCy's ``memory_zone``, with spaCy's cache off) pays the full pipeline per token.
+
+spaCy's last step, ``_apply_special_cases``, re-merges special cases that only show up after affix
+splitting (``"):"`` in ``"(foo):"``); it is ported too, restricted to one chunk (a match spanning
+whitespace never equals a special-case string, so spaCy leaves it alone as well).
+
+Tokens are interned in a :class:`Vocabulary` holding per-token features (length, symbol-only,
+has a letter, sentence punctuation) as numpy arrays, so the scorers compute their signals with
+array operations over token ids instead of per-word Python.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from selectd.scorers.rules import reference_tables as tables
+
+#: languages whose datatrove word tokenizer is re-implemented here (datatrove's code, ISO 639-1)
+SUPPORTED_LANGUAGES = {"eng": "en", "en": "en", "eng_Latn": "en"}
+
+GOPHER_PUNCTUATION = frozenset(tables.GOPHER_PUNCTUATION)
+TERMINAL_PUNCTUATION = tuple(tables.TERMINAL_PUNCTUATION)
+SENTENCE_PUNCT_CHARS = frozenset(tables.SENTENCE_PUNCT_CHARS)
+
+
+class EnglishSplitter:
+    """spaCy's ``en`` tokenizer on one whitespace-free chunk, cached per chunk."""
+
+    def __init__(self) -> None:
+        self._prefix = re.compile(tables.EN_PREFIX_PATTERN).search
+        self._suffix = re.compile(tables.EN_SUFFIX_PATTERN).search
+        self._infixes = re.compile(tables.EN_INFIX_PATTERN).finditer
+        self._url = re.compile(tables.EN_URL_PATTERN).match
+        self._specials: dict[str, tuple[str, ...]] = tables.EN_SPECIAL_CASES
+        # spaCy's special-case matcher: special cases that affix splitting would cut, keyed by the
+        # tokens they are cut into (spaCy's PhraseMatcher patterns)
+        self._merges: dict[tuple[str, ...], tuple[str, ...]] = {}
+        for string, tokens in self._specials.items():
+            pieces = self._tokenize(string, {})
+            if len(pieces) > 1:
+                self._merges[pieces] = tokens
+        self._longest_merge = max(map(len, self._merges), default=0)
+
+    def chunk_tokens(self, chunk: str) -> tuple[str, ...]:
+        """Tokens of one chunk (a maximal run of non-whitespace characters)."""
+        if chunk in self._specials:
+            return self._specials[chunk]
+        tokens = self._tokenize(chunk, self._specials)
+        return self._merge_special_cases(tokens) if len(tokens) > 1 else tokens
+
+    def _tokenize(self, chunk: str, specials: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+        prefixes: list[str] = []
+        suffixes: list[str] = []
+        string = self._split_affixes(chunk, prefixes, suffixes, specials)
+        tokens = list(prefixes)
+        if string:
+            if string in specials:
+                tokens.extend(specials[string])
+            elif self._url(string):
+                tokens.append(string)
+            else:
+                tokens.extend(self._split_infixes(string))
+        tokens.extend(reversed(suffixes))
+        return tuple(tokens)
+
+    def _merge_special_cases(self, tokens: tuple[str, ...]) -> tuple[str, ...]:
+        """spaCy's ``_apply_special_cases`` within one chunk: longest, then leftmost, matches first."""
+        n = len(tokens)
+        matches = [
+            (end - start, start, end)
+            for start in range(n)
+            for end in range(start + 2, min(n, start + self._longest_merge) + 1)
+            if tokens[start:end] in self._merges
+        ]
+        if not matches:
+            return tokens
+        taken: set[int] = set()
+        chosen: dict[int, int] = {}
+        for _, start, end in sorted(matches, key=lambda match: (-match[0], match[1])):
+            if start not in taken and end - 1 not in taken:
+                chosen[start] = end
+            taken.update(range(start, end))
+        merged: list[str] = []
+        index = 0
+        while index < n:
+            end = chosen.get(index)
+            if end is None:
+                merged.append(tokens[index])
+                index += 1
+            else:
+                merged.extend(self._merges[tokens[index:end]])
+                index = end
+        return tuple(merged)
+
+    def _split_affixes(self, string: str, prefixes: list[str], suffixes: list[str],
+                       specials: dict[str, tuple[str, ...]]) -> str:
+        last_size = 0
+        while string and len(string) != last_size:
+            if string in specials:
+                break
+            last_size = len(string)
+            match = self._prefix(string)
+            pre_len = match.end() - match.start() if match else 0
+            if pre_len:
+                prefix, minus_pre = string[:pre_len], string[pre_len:]
+                if minus_pre and minus_pre in specials:
+                    prefixes.append(prefix)
+                    return minus_pre
+            match = self._suffix(string[pre_len:])
+            suf_len = match.end() - match.start() if match else 0
+            if suf_len:
+                suffix, minus_suf = string[-suf_len:], string[:-suf_len]
+                if minus_suf and minus_suf in specials:
+                    suffixes.append(suffix)
+                    return minus_suf
+            if pre_len and suf_len and pre_len + suf_len <= len(string):
+                prefixes.append(prefix)
+                suffixes.append(suffix)
+                string = string[pre_len:-suf_len]
+            elif pre_len:
+                prefixes.append(prefix)
+                string = minus_pre
+            elif suf_len:
+                suffixes.append(suffix)
+                string = minus_suf
+        return string
+
+    def _split_infixes(self, string: str) -> list[str]:
+        tokens: list[str] = []
+        start = 0
+        for match in self._infixes(string):
+            infix_start, infix_end = match.start(), match.end()
+            if infix_start == 0:
+                continue  # spaCy ignores an infix at the very start
+            if infix_start != start:
+                tokens.append(string[start:infix_start])
+            if infix_start != infix_end:
+                tokens.append(string[infix_start:infix_end])
+            start = infix_end
+        if string[start:]:
+            tokens.append(string[start:])
+        return tokens
+
+    def split(self, text: str) -> list[str]:
+        """The word list datatrove's ``split_into_words(text, "eng")`` returns (uncached)."""
+        return [token for chunk in text.split() for token in self.chunk_tokens(chunk)]
+
+
+def _is_punct(token: str) -> bool:
+    # spaCy's Token.is_punct: every character in a Unicode punctuation category
+    return all(unicodedata.category(char).startswith("P") for char in token)
+
+
+class Vocabulary:
+    """Token strings interned to ids, with the per-token features the scorers need."""
+
+    _INITIAL = 4096
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.strings: list[str] = []
+        self.length = np.zeros(self._INITIAL, dtype=np.int64)
+        #: has a character outside datatrove's PUNCTUATION_SET (a Gopher "non-symbol word")
+        self.is_word = np.zeros(self._INITIAL, dtype=bool)
+        #: has an alphabetic character
+        self.has_alpha = np.zeros(self._INITIAL, dtype=bool)
+        #: spaCy sentencizer: the token is a sentence-ending character
+        self.ends_sentence = np.zeros(self._INITIAL, dtype=bool)
+        #: spaCy sentencizer: a token that can open a sentence (neither punctuation nor an ender)
+        self.opens_sentence = np.zeros(self._INITIAL, dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.strings)
+
+    def intern(self, token: str) -> int:
+        index = self.ids.get(token)
+        if index is not None:
+            return index
+        index = len(self.strings)
+        if index == len(self.length):
+            for name in ("length", "is_word", "has_alpha", "ends_sentence", "opens_sentence"):
+                array = getattr(self, name)
+                setattr(self, name, np.concatenate([array, np.zeros_like(array)]))
+        self.ids[token] = index
+        self.strings.append(token)
+        self.length[index] = len(token)
+        self.is_word[index] = any(char not in GOPHER_PUNCTUATION for char in token)
+        self.has_alpha[index] = any(char.isalpha() for char in token)
+        ends = token in SENTENCE_PUNCT_CHARS
+        self.ends_sentence[index] = ends
+        self.opens_sentence[index] = not ends and not _is_punct(token)
+        return index
+
+
+@dataclass
+class TokenizedBatch:
+    """Token ids of a batch of documents, concatenated; document i is ``ids[offsets[i]:offsets[i+1]]``."""
+
+    ids: np.ndarray
+    offsets: np.ndarray
+
+    def doc(self, index: int) -> np.ndarray:
+        return self.ids[self.offsets[index]:self.offsets[index + 1]]
+
+    @property
+    def counts(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def per_doc_sum(self, values: np.ndarray) -> np.ndarray:
+        """Sum of a per-token array within each document (0 for a document without tokens)."""
+        cumulative = np.concatenate([[0], np.cumsum(values, dtype=np.float64)])
+        return cumulative[self.offsets[1:]] - cumulative[self.offsets[:-1]]
+
+
+class WordTokenizer:
+    """Shared per-process tokenizer: chunk -> token ids cache over one :class:`Vocabulary`.
+
+    The chunk cache is bounded (``max_chunks``); when full it is cleared, the vocabulary kept.
+    """
+
+    def __init__(self, max_chunks: int = 1_000_000) -> None:
+        self.splitter = EnglishSplitter()
+        self.vocab = Vocabulary()
+        self.max_chunks = max_chunks
+        self._chunks: dict[str, tuple[int, ...]] = {}
+
+    def _chunk_ids(self, chunk: str) -> tuple[int, ...]:
+        if len(self._chunks) >= self.max_chunks:
+            self._chunks.clear()
+        intern = self.vocab.intern
+        ids = tuple(intern(token) for token in self.splitter.chunk_tokens(chunk))
+        self._chunks[chunk] = ids
+        return ids
+
+    def chunk_ids(self, chunks: Sequence[str]) -> list[int]:
+        """Token ids of a sequence of chunks, concatenated."""
+        cache = self._chunks
+        ids: list[int] = []
+        extend = ids.extend
+        for chunk in chunks:
+            cached = cache.get(chunk)
+            extend(cached if cached is not None else self._chunk_ids(chunk))
+        return ids
+
+    def tokenize(self, texts: Sequence[str]) -> TokenizedBatch:
+        ids: list[int] = []
+        offsets = [0]
+        for text in texts:
+            ids.extend(self.chunk_ids(text.split()))
+            offsets.append(len(ids))
+        return TokenizedBatch(np.asarray(ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64))
+
+    def words(self, text: str) -> list[str]:
+        strings = self.vocab.strings
+        return [strings[i] for i in self.chunk_ids(text.split())]
+
+
+_shared: WordTokenizer | None = None
+
+
+def shared_tokenizer() -> WordTokenizer:
+    """One tokenizer per process, so the rule scorers of a cascade share their chunk cache."""
+    global _shared
+    if _shared is None:
+        _shared = WordTokenizer()
+    return _shared
+
+
+def tokenizer_language(language: str) -> str:
+    """Validate a datatrove ``language`` option: only English's tokenizer is re-implemented."""
+    try:
+        return SUPPORTED_LANGUAGES[language]
+    except KeyError:
+        raise ValueError(
+            f"language {language!r}: only datatrove's English word tokenizer is re-implemented "
+            f"(use one of {', '.join(sorted(SUPPORTED_LANGUAGES))})"
+        ) from None
