@@ -225,19 +225,20 @@ def window_spans(n_tokens: int, window: int, overlap: int = 0, max_windows: int 
 # --- export (torch only here) --------------------------------------------------------------
 
 def export_onnx(module: Any, example_inputs: Mapping[str, Any], output_names: Sequence[str], path: Path,
-                opset: int = 17) -> None:
+                opset: int = 17, output_axes: Mapping[str, Mapping[int, str]] | None = None) -> None:
     """Export a torch module to ONNX with dynamic batch and sequence axes on every input.
 
     ``example_inputs`` maps input names to example ``[batch, seq]`` tensors in the order the
-    module's ``forward`` takes them; outputs get a dynamic batch axis (axis 0) and any further
-    axes as traced. Uses the TorchScript exporter (no onnxscript dependency), in eval mode with
+    module's ``forward`` takes them; outputs get a dynamic batch axis (axis 0), the further
+    dynamic axes ``output_axes`` names (e.g. a per-token output's sequence axis) and any others
+    as traced. Uses the TorchScript exporter (no onnxscript dependency), in eval mode with
     gradients off, so dropout is never exported.
     """
     import torch
 
     module.eval()
     dynamic_axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in example_inputs}
-    dynamic_axes.update({name: {0: "batch"} for name in output_names})
+    dynamic_axes.update({name: {0: "batch", **(output_axes or {}).get(name, {})} for name in output_names})
     with torch.no_grad():
         torch.onnx.export(
             module, tuple(example_inputs.values()), str(path), dynamo=False,
