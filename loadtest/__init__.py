@@ -1,0 +1,1 @@
+"""Load generation for selectd (crawler simulators)."""
