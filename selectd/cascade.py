@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from selectd.config import StageConfig
+from selectd.config import ConfigError, StageConfig
 from selectd.rules import Rule, first_failures
 from selectd.scorers.base import Scorer, scorer_class
 from selectd.selection import Selector
@@ -32,14 +32,15 @@ class Stage:
         rules = config.rules if config.rules is not None else [Rule.model_validate(r) for r in scorer.default_rules()]
         return cls(config.name, scorer, rules, Selector(config.select) if config.select else None)
 
+    def check_signals(self, emitted: set[str]) -> None:
+        """Rules and selection must name signals the scorer emits (checked at load, not per document)."""
+        wanted = {r.signal for r in self.rules} | ({self.selector.config.signal} if self.selector else set())
+        if missing := wanted - emitted:
+            raise ConfigError(f"stage {self.name!r}: rules name unknown signals {sorted(missing)}; "
+                             f"the scorer emits {sorted(emitted)}")
+
     def decide(self, texts: Sequence[str]) -> tuple[dict[str, np.ndarray], list[str | None]]:
         signals = self.scorer.run(texts)
-        missing = {r.signal for r in self.rules} - signals.keys()
-        if self.selector:
-            missing |= {self.selector.config.signal} - signals.keys()
-        if missing:
-            raise KeyError(f"stage {self.name!r}: rules name unknown signals {sorted(missing)}; "
-                           f"the scorer emits {sorted(signals)}")
         reasons = first_failures(self.rules, signals, len(texts))
         if self.selector:
             alive = np.array([r is None for r in reasons], dtype=bool)
@@ -64,6 +65,8 @@ class Verdict:
         return self.stage is None
 
 
+WARMUP_TEXT = "A short English sentence, used to warm up each scorer and list the signals it emits."
+
 StageTimer = Callable[[str, float, int], None]
 
 
@@ -79,8 +82,10 @@ class Cascade:
         return {s.name: v for s in self.stages if (v := s.scorer.versions())}
 
     def warmup(self) -> None:
+        """Warm every scorer up and check its rules against the signals it really emits."""
         for stage in self.stages:
             stage.scorer.warmup()
+            stage.check_signals(set(stage.scorer.run([WARMUP_TEXT])))
 
     def close(self) -> None:
         for stage in self.stages:

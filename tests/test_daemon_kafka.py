@@ -64,7 +64,7 @@ def test_round_trip_every_id_exactly_once(broker, daemons, tmp_path):
     body = orjson.loads(accepted.value)
     assert body["meta"] == {"src": "test"} and isinstance(body["n"], int), "input fields preserved"
     assert body["selectd"]["decision"] == "accepted"
-    assert body["selectd"]["scores"]["gopher"]["n_words"] > 50
+    assert body["selectd"]["scores"]["gopher"]["non_symbol_words"] > 50
     assert body["selectd"]["versions"]["config"]
 
     rejected = orjson.loads(next(m for m in out if m.topic == topics.rejected).value)["selectd"]

@@ -86,6 +86,14 @@ def test_cascade_skips_rejected_documents_in_later_stages():
     assert "second" not in verdicts[0].scores
 
 
+def test_rules_naming_unknown_signals_fail_at_load():
+    from selectd.config import ConfigError
+
+    cascade = Cascade([Stage("length", LengthScorer(), [Rule(signal="charz", min=1)])])
+    with pytest.raises(ConfigError, match=r"stage 'length': rules name unknown signals \['charz'\]"):
+        cascade.warmup()
+
+
 def test_router_bands_and_versions():
     config = config_from_dict({
         "kafka": {"bootstrap_servers": ["x:1"], "group_id": "g", "input_topics": ["in"]},
