@@ -35,9 +35,13 @@ class Output:
 
 
 def source_headers(record: Record) -> list[tuple[str, bytes]]:
-    return [("selectd.source.topic", record.topic.encode()),
-            ("selectd.source.partition", str(record.partition).encode()),
-            ("selectd.source.offset", str(record.offset).encode())]
+    """Where an output came from; the source timestamp lets consumers measure end-to-end latency."""
+    headers = [("selectd.source.topic", record.topic.encode()),
+               ("selectd.source.partition", str(record.partition).encode()),
+               ("selectd.source.offset", str(record.offset).encode())]
+    if record.timestamp_ms is not None:
+        headers.append(("selectd.source.timestamp_ms", str(record.timestamp_ms).encode()))
+    return headers
 
 
 def splice_object(original: bytes, obj: dict[str, Any], key: str, addition: dict[str, Any]) -> bytes:
