@@ -160,12 +160,31 @@ def run_daemons(bootstrap: str, values: list[bytes], workdir: Path, name: str, s
                                  stdout=subprocess.DEVNULL, stderr=open(workdir / f"{tag}-{i}.log", "wb"))
                 for i in range(processes)]
     try:
-        return measure(bootstrap, outputs, len(values), group=f"{tag}-group", input_topic=f"{tag}-in", progress=False)
+        # Wait for the group to commit everything, then read the outputs: a reporter consuming
+        # concurrently would compete with the daemons for the two cores.
+        wait_until_committed(bootstrap, f"{tag}-group", f"{tag}-in", len(values))
     finally:
         for child in children:
             child.terminate()
         for child in children:
             child.wait(60)
+    return measure(bootstrap, outputs, len(values), progress=False)
+
+
+def wait_until_committed(bootstrap: str, group: str, topic: str, total: int, timeout_s: float = 900) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if sum(consumer.committed(tp) or 0 for tp in partitions) >= total:
+                return
+            time.sleep(1)
+        raise TimeoutError(f"group {group} did not commit {total} offsets within {timeout_s} s")
+    finally:
+        consumer.close(autocommit=False)
 
 
 def run_raw(bootstrap: str, values: list[bytes]) -> Report:
