@@ -126,9 +126,10 @@ def documents(n: int, prefix: str = "doc", text: str | None = None) -> list[tupl
 class Daemon:
     """``selectd run`` as a child process (so tests can SIGTERM and kill -9 it)."""
 
-    def __init__(self, config: Path, log_path: Path, *overrides: str):
+    def __init__(self, config: Path, log_path: Path, *overrides: str, launcher: tuple[str, ...] = ()):
+        """``launcher``: a command prefix the daemon runs under (e.g. a read-only-root mount namespace)."""
         self.log_path = log_path
-        args = [sys.executable, "-m", "selectd.cli", "run", "--config", str(config)]
+        args = [*launcher, sys.executable, "-m", "selectd.cli", "run", "--config", str(config)]
         for item in overrides:
             args += ["--set", item]
         self.log = open(log_path, "ab")

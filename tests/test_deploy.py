@@ -9,7 +9,8 @@
   HPA behaviour against the autoscaling/v2 schema, and cross-checked with the config and topics;
 - both Dockerfiles' instructions; the HEALTHCHECK command and the with-models manifest check are
   executed for real;
-- live: the compose selectd config runs against the Tansu broker, fed by the compose crawler's
+- live: the compose selectd config runs against the Tansu broker on a read-only root filesystem
+  (a private mount namespace with a tmpfs /tmp, as in the container), fed by the compose crawler's
   command (loadtest.producer); every metric name used by a rule or panel must be exposed by that
   daemon, and a real Prometheus server scrapes it, loads the alert rules and answers the
   dashboard's queries with data.
@@ -552,13 +553,29 @@ class Prometheus:
         self.log.close()
 
 
+# The container's filesystem, without a container: a private mount namespace where the root
+# filesystem is read-only and /tmp is a fresh tmpfs, with the image's HOME/TMPDIR/PYTHONDONTWRITEBYTECODE.
+READ_ONLY_ROOT = ("unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                  "mount -o remount,bind,ro / && mount -t tmpfs -o size=64m tmpfs /tmp"
+                  ' && HOME=/tmp TMPDIR=/tmp PYTHONDONTWRITEBYTECODE=1 exec "$@"', "read-only-root")
+
+
+def root_mount_options(pid: int) -> set[str]:
+    """Mount options of / as process ``pid`` sees it."""
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == "/":
+            return set(fields[5].split(","))
+    raise AssertionError(f"no / mount in /proc/{pid}/mountinfo")
+
+
 BAD_LINES = [b"{not json", b'{"id": "no-text"}', b'{"id": 7, "text": "id is a number"}', b"[1, 2]"]
 
 
 @pytest.fixture(scope="module")
 def live(broker, sample_corpus, tmp_path_factory):
-    """The compose selectd config running against Tansu, fed by the compose crawler's command,
-    scraped every second by a real Prometheus that also loads the alert rules."""
+    """The compose selectd config running against Tansu on a read-only root filesystem, fed by the
+    compose crawler's command, scraped every second by a real Prometheus that loads the alert rules."""
     workdir = tmp_path_factory.mktemp("deploy-live")
     topics = Topics(partitions=3)
     create_topics(broker, topics)
@@ -576,10 +593,11 @@ def live(broker, sample_corpus, tmp_path_factory):
                     "metrics.host=127.0.0.1", "metrics.port=0", "metrics.lag_interval_s=1",
                     # a group join waits about max_poll_interval_ms on Tansu: keep the test quick
                     "kafka.max_poll_interval_ms=5000", "kafka.session_timeout_ms=6000", "kafka.heartbeat_interval_ms=1000",
-                    "batch.max_docs=100", "batch.linger_ms=50")
+                    "batch.max_docs=100", "batch.linger_ms=50", launcher=READ_ONLY_ROOT)
     prometheus = None
     try:
         metrics_url = daemon.metrics_url()
+        assert "ro" in root_mount_options(daemon.process.pid), "the daemon runs with a read-only root filesystem"
         target = urllib.parse.urlparse(metrics_url).netloc
         prometheus = Prometheus(workdir, target)
         wait_for(prometheus.ready, 30, "prometheus ready")
