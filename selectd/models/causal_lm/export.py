@@ -1,0 +1,194 @@
+"""Hugging Face causal LMs → ONNX graphs of per-token log-probabilities, and the PyTorch reference.
+
+Needs the ``export`` extra (torch, transformers, onnx); the daemon never imports this module.
+Tested architectures: GPT-2, GPT-NeoX (Pythia, the CoLoR-Filter tokenizer) and Llama; any other
+``AutoModelForCausalLM`` whose logits are ``lm_head(last_hidden_state)`` exports too, and one
+that is not (e.g. logit soft-capping) is refused by the parity check every export runs.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from selectd.models.causal_lm.model import INPUT_NAME, MANIFEST_KIND, MODEL_FILE, OUTPUT_NAME, PAD_ID, WindowPolicy
+from selectd.models.hf_common import (
+    check_vocabulary, export_onnx, load_tokenizer, pad_batch, token_capped_batches, tokenizer_id_count,
+)
+from selectd.models.manifest import Manifest, ModelLoadError, write_manifest
+from selectd.models.transformer.export import copy_tokenizer
+
+#: the graph must reproduce PyTorch's log-probabilities to this absolute difference at export
+EXPORT_TOLERANCE = 1e-4
+
+
+class TokenLogProbs(nn.Module):
+    """``input_ids [b, n] -> log p(x_t | x_<t) [b, n-1]``, the vocabulary reduced inside the graph.
+
+    The head runs on positions 0 … n−2 only (the last position predicts nothing we score), and
+    log-softmax + gather leave one float per token.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.backbone = model.base_model
+        self.head = model.get_output_embeddings()
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone(input_ids=input_ids, use_cache=False).last_hidden_state[:, :-1]
+        logits = self.head(hidden).float()
+        return torch.gather(torch.log_softmax(logits, dim=-1), 2, input_ids[:, 1:, None]).squeeze(-1)
+
+
+def reference_token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The reference computation (detect-pretrain-code's Min-K%, a perplexity script): full logits,
+    log-softmax, gather the next token."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    return torch.gather(torch.log_softmax(logits[:, :-1].float(), dim=-1), 2, input_ids[:, 1:, None]).squeeze(-1)
+
+
+def load_checkpoint(checkpoint: Path | str, attention: str | None = None) -> nn.Module:
+    """The checkpoint as a float32 ``AutoModelForCausalLM`` in eval mode.
+
+    ``attention`` picks transformers' attention implementation (default: transformers' choice,
+    what a user's script gets).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / "config.json").is_file():
+        raise ModelLoadError(f"{checkpoint}: no config.json (not a Hugging Face checkpoint directory)")
+    try:
+        config = AutoConfig.from_pretrained(checkpoint)
+        if attention is not None:
+            config._attn_implementation = attention
+        model = AutoModelForCausalLM.from_pretrained(checkpoint, config=config, dtype=torch.float32)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"{checkpoint}: not a loadable causal LM checkpoint: {exc}") from exc
+    return model.eval()
+
+
+def context_length(model: nn.Module) -> int:
+    """Positions the model was built for (GPT-2's ``n_positions`` is aliased to this name)."""
+    value = getattr(model.config, "max_position_embeddings", None)
+    if not isinstance(value, int) or value < 2:
+        raise ModelLoadError(f"{model.config.model_type}: config has no usable max_position_embeddings ({value!r})")
+    return value
+
+
+@contextlib.contextmanager
+def _windows_are_never_packed() -> Iterator[None]:
+    """Trace without transformers' packed-sequence detection.
+
+    Without an attention mask, transformers ≥ 5 looks for several sequences packed into one row
+    (position ids restarting) using ``torch.diff``, which the TorchScript exporter cannot export.
+    Our windows are never packed, so the detection is switched off for the trace; the parity
+    check after export proves the graph still computes the model.
+    """
+    from transformers import masking_utils
+
+    original = getattr(masking_utils, "find_packed_sequence_indices", None)
+    if original is None:
+        yield
+        return
+    masking_utils.find_packed_sequence_indices = lambda position_ids: None
+    try:
+        yield
+    finally:
+        masking_utils.find_packed_sequence_indices = original
+
+
+def _check_graph(path: Path, model: nn.Module, vocab_rows: int, length: int) -> float:
+    """max |Δ| between the ONNX graph and the full PyTorch model on random right-padded windows."""
+    from selectd.models.runtime import make_session
+
+    session = make_session(path)
+    generator = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for lengths in ([min(length, 64), 9, 2], [min(length, 300)]):
+        windows = [torch.randint(0, vocab_rows, (n,), generator=generator).tolist() for n in lengths]
+        input_ids, attention_mask = pad_batch(windows, PAD_ID)
+        got = session.run([OUTPUT_NAME], {INPUT_NAME: input_ids})[0]
+        with torch.inference_mode():
+            expected = reference_token_logprobs(model, torch.from_numpy(input_ids),
+                                                torch.from_numpy(attention_mask)).numpy()
+        for row, n in enumerate(lengths):
+            worst = max(worst, float(np.abs(got[row, :n - 1] - expected[row, :n - 1]).max()))
+    return worst
+
+
+def export(checkpoint: Path | str, out_dir: Path | str) -> Manifest:
+    """Export a checkpoint to ``out_dir``: model.onnx, tokenizer.json, manifest.json."""
+    import transformers
+
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    # eager: the TorchScript exporter cannot convert SDPA with grouped-query attention (Llama)
+    model = load_checkpoint(checkpoint, attention="eager")
+    vocab_rows = int(model.get_input_embeddings().num_embeddings)
+    length = context_length(model)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = load_tokenizer(copy_tokenizer(checkpoint, out_dir))
+    check_vocabulary(tokenizer_id_count(tokenizer), vocab_rows, str(checkpoint))
+
+    example = torch.randint(0, vocab_rows, (2, min(length, 16)), generator=torch.Generator().manual_seed(0))
+    with _windows_are_never_packed():
+        export_onnx(TokenLogProbs(model), {INPUT_NAME: example}, [OUTPUT_NAME], out_dir / MODEL_FILE,
+                    output_axes={OUTPUT_NAME: {1: "sequence_minus_1"}})
+    max_diff = _check_graph(out_dir / MODEL_FILE, model, vocab_rows, length)
+    if not max_diff <= EXPORT_TOLERANCE:
+        (out_dir / MODEL_FILE).unlink()
+        raise ModelLoadError(f"{checkpoint}: the exported graph's log-probabilities differ from PyTorch's by "
+                             f"{max_diff:.3g} (> {EXPORT_TOLERANCE:g}); this {model.config.model_type} model's logits "
+                             f"are not lm_head(last_hidden_state) and it cannot be exported this way")
+    metadata = {
+        "architecture": model.config.model_type,
+        "context_length": length,
+        "vocab_size": vocab_rows,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "inputs": [INPUT_NAME],
+        "outputs": [OUTPUT_NAME],
+        "export_check_max_abs_diff": max_diff,
+        "preprocessing": "identity",
+        "source": str(checkpoint.resolve()),
+        "exported_with": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
+    return write_manifest(out_dir, MANIFEST_KIND, metadata)
+
+
+class TorchReference:
+    """The checkpoint in PyTorch eager, tokenized by transformers, under the same window policy and
+    the same length-sorted batches as the ONNX model (so a benchmark compares runtimes, not batching)."""
+
+    def __init__(self, checkpoint: Path | str, window: int, max_tokens_per_run: int = 8192):
+        from transformers import AutoTokenizer
+
+        self.model = load_checkpoint(checkpoint)
+        self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        self.policy = WindowPolicy(window)
+        self.max_tokens_per_run = max_tokens_per_run
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        return [list(ids) for ids in self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
+
+    def document_logprobs(self, token_ids: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        windows = [(doc, ids[start:end]) for doc, ids in enumerate(token_ids)
+                   for start, end in self.policy.spans(len(ids)) if end - start >= 2]
+        per_window: list[np.ndarray] = [np.empty(0)] * len(windows)
+        for run in token_capped_batches([len(w) for _, w in windows], self.max_tokens_per_run):
+            input_ids, attention_mask = pad_batch([windows[i][1] for i in run], PAD_ID)
+            with torch.inference_mode():
+                logprobs = reference_token_logprobs(self.model, torch.from_numpy(input_ids),
+                                                    torch.from_numpy(attention_mask)).numpy()
+            for row, index in enumerate(run):
+                per_window[index] = logprobs[row, :len(windows[index][1]) - 1]
+        pieces: list[list[np.ndarray]] = [[] for _ in token_ids]
+        for (doc, _), logprobs in zip(windows, per_window):
+            pieces[doc].append(logprobs)
+        return [np.concatenate(p).astype(np.float64) if p else np.empty(0) for p in pieces]
+
+    def text_logprobs(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return self.document_logprobs(self.encode(texts))

@@ -1,0 +1,165 @@
+"""An exported causal language model on ONNX Runtime: per-token log-probabilities, windowed (no torch).
+
+The model directory (written by :mod:`selectd.models.causal_lm.export`) holds ``model.onnx``,
+``tokenizer.json`` and ``manifest.json``. The graph takes ``input_ids`` (int64, ``[batch, n]``)
+and returns ``token_logprobs`` (float32, ``[batch, n - 1]``): ``log p(x_t | x_<t)`` for
+t = 1 … n−1, reduced inside the graph, so the ``[batch, n, vocabulary]`` logits never reach the
+host. Batches are right-padded: a causal model's real tokens never attend to the padding after
+them, so no attention mask is needed and the padded positions' outputs are simply dropped.
+
+Window policy (:class:`WindowPolicy`): a document of n tokens (tokenized with the tokenizer's own
+special-token template, e.g. Llama's BOS) is cut into windows of at most ``window`` tokens with a
+stride of ``window − 1``: each window starts with the previous window's last token as context, so
+every token after the document's first is predicted exactly once. Document scores are then
+token-weighted means over all its predicted tokens (a window of 2 tokens weighs 1, a full one
+``window − 1``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from selectd.models.hf_common import (
+    TOKENIZER_FILE, check_vocabulary, load_tokenizer, pad_batch, probe_embedding_rows, token_capped_batches,
+    tokenizer_id_count, window_spans,
+)
+from selectd.models.manifest import MANIFEST_NAME, ModelLoadError, load_manifest
+from selectd.models.runtime import ExecutionProvider, make_session
+
+MANIFEST_KIND = "causal-lm"
+MODEL_FILE = "model.onnx"
+INPUT_NAME = "input_ids"
+OUTPUT_NAME = "token_logprobs"
+#: CoLoR-Filter's sequence length
+DEFAULT_WINDOW = 512
+#: any valid id: padded positions come after the real tokens and their outputs are dropped
+PAD_ID = 0
+#: log-probabilities are <= 0; allow float rounding above it
+_LOGPROB_SLACK = 1e-4
+
+
+@dataclass(frozen=True)
+class WindowPolicy:
+    """How a long document is cut for a model of limited context (see the module docstring)."""
+
+    window: int
+
+    def __post_init__(self) -> None:
+        if self.window < 2:
+            raise ValueError(f"window must be at least 2 tokens (one of context, one predicted), got {self.window}")
+
+    def spans(self, n_tokens: int) -> list[tuple[int, int]]:
+        return window_spans(n_tokens, self.window, overlap=1)
+
+    def describe(self) -> str:
+        return (f"window={self.window} stride={self.window - 1} (each window re-reads the previous one's last "
+                f"token as context; every token after a document's first is predicted once); "
+                f"aggregate=token-weighted mean over the document's windows")
+
+
+@dataclass
+class DocumentLogProbs:
+    """Per-token log-probabilities of each document, its windows concatenated in order."""
+
+    logprobs: list[np.ndarray]  # float64, one entry per predicted token (n_tokens - 1, or 0)
+    windows: np.ndarray  # windows run per document
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of the tokenizer's canonical JSON: equal when two tokenizers split text identically."""
+    canonical = json.dumps(json.loads(tokenizer.to_str()), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class CausalLM:
+    """Load-time checked causal LM: manifest, tokenizer vs vocabulary, graph signature, window vs context."""
+
+    def __init__(self, model_dir: Path | str, window: int = DEFAULT_WINDOW, provider: ExecutionProvider = "cpu",
+                 threads: int = 1, max_tokens_per_run: int = 8192):
+        self.manifest = load_manifest(model_dir, expected_kind=MANIFEST_KIND)
+        source = str(self.manifest.directory / MANIFEST_NAME)
+        meta = self.manifest.metadata
+        try:
+            self.context_length = int(meta["context_length"])
+            self.vocab_size = int(meta["vocab_size"])
+            self.architecture = str(meta["architecture"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{source}: metadata incomplete or malformed ({exc!r})") from exc
+        if window > self.context_length:
+            raise ModelLoadError(f"{source}: window of {window} tokens is longer than the model's context of "
+                                 f"{self.context_length} tokens")
+        try:
+            self.policy = WindowPolicy(window)
+        except ValueError as exc:
+            raise ModelLoadError(f"{source}: {exc}") from None
+        self.tokenizer = load_tokenizer(self.manifest.path(TOKENIZER_FILE))
+        check_vocabulary(tokenizer_id_count(self.tokenizer), self.vocab_size, source)
+        self.tokenizer_fingerprint = tokenizer_fingerprint(self.tokenizer)
+        self.model_path = self.manifest.path(MODEL_FILE)
+        self.session = make_session(self.model_path, provider, threads)
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if inputs != [INPUT_NAME] or OUTPUT_NAME not in outputs:
+            raise ModelLoadError(f"{self.model_path}: graph takes {inputs} and returns {outputs}; expected "
+                                 f"[{INPUT_NAME!r}] -> {OUTPUT_NAME!r} (export it with `selectd export causal-lm`)")
+        if max_tokens_per_run < window:
+            raise ModelLoadError(f"{source}: max_tokens_per_run {max_tokens_per_run} is below one window of {window}")
+        self.max_tokens_per_run = max_tokens_per_run
+        probe_embedding_rows(self.session, lambda ids: {INPUT_NAME: ids}, self.vocab_size, str(self.model_path))
+        self._check_outputs_are_logprobs()
+
+    def _check_outputs_are_logprobs(self) -> None:
+        probe = np.arange(min(self.window, 8), dtype=np.int64)[None, :] % self.vocab_size
+        got = self.session.run([OUTPUT_NAME], {INPUT_NAME: probe})[0]
+        if got.shape != (1, probe.shape[1] - 1):
+            raise ModelLoadError(f"{self.model_path}: {OUTPUT_NAME} has shape {list(got.shape)} for "
+                                 f"{probe.shape[1]} input tokens; expected [1, {probe.shape[1] - 1}]")
+        if not np.all(np.isfinite(got)) or got.max() > _LOGPROB_SLACK:
+            raise ModelLoadError(f"{self.model_path}: {OUTPUT_NAME} are not log-probabilities "
+                                 f"(non-finite or positive values on a probe sequence)")
+
+    @property
+    def window(self) -> int:
+        return self.policy.window
+
+    # --- tokens -----------------------------------------------------------------------------
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, wrapped in the tokenizer's own special tokens (e.g. Llama's BOS)."""
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=True)]
+
+    # --- inference --------------------------------------------------------------------------
+    def run_windows(self, windows: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """Log-probabilities of tokens 1 … n−1 of each window, in length-sorted token-capped runs."""
+        out: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(windows)
+        lengths = [len(w) for w in windows]
+        runnable = [i for i, n in enumerate(lengths) if n >= 2]
+        for run in token_capped_batches([lengths[i] for i in runnable], self.max_tokens_per_run):
+            indices = [runnable[i] for i in run]
+            input_ids, _ = pad_batch([windows[i] for i in indices], PAD_ID)
+            logprobs = self.session.run([OUTPUT_NAME], {INPUT_NAME: input_ids})[0]
+            for row, index in enumerate(indices):
+                out[index] = logprobs[row, :lengths[index] - 1]
+        return out
+
+    def document_logprobs(self, token_ids: Sequence[Sequence[int]]) -> DocumentLogProbs:
+        """Per-token log-probabilities of whole documents (already tokenized) under the window policy."""
+        windows: list[Sequence[int]] = []
+        owner: list[int] = []
+        for doc, ids in enumerate(token_ids):
+            for start, end in self.policy.spans(len(ids)):
+                windows.append(ids[start:end])
+                owner.append(doc)
+        per_window = self.run_windows(windows)
+        pieces: list[list[np.ndarray]] = [[] for _ in token_ids]
+        for doc, logprobs in zip(owner, per_window):
+            pieces[doc].append(logprobs)
+        logprobs = [np.concatenate(p).astype(np.float64) for p in pieces]
+        return DocumentLogProbs(logprobs, np.bincount(np.asarray(owner, dtype=np.int64), minlength=len(token_ids)))
+
+    def text_logprobs(self, texts: Sequence[str]) -> DocumentLogProbs:
+        return self.document_logprobs(self.encode(texts))
