@@ -467,6 +467,18 @@ def test_dockerfile_runtime_stage(name):
         assert base.startswith("python:3.11-slim")
 
 
+def test_image_install_includes_every_module():
+    """The images `pip install .`: every directory of committed selectd modules must be a package
+    setuptools finds with the project's own settings, or the image would miss it."""
+    from setuptools import find_packages
+
+    find = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    packages = set(find_packages(where=str(REPO), include=find["include"]))
+    tracked = subprocess.run(["git", "ls-files", "selectd"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    module_dirs = {str(Path(name).parent).replace("/", ".") for name in tracked.split() if name.endswith(".py")}
+    assert module_dirs and module_dirs <= packages, f"not installed by pip install .: {module_dirs - packages}"
+
+
 def test_baked_models_are_checked_at_build(tmp_path):
     """Run the with-models stage's RUN step against a real model directory, then a corrupted one."""
     from selectd.models.manifest import write_manifest
