@@ -359,3 +359,26 @@ def test_cli_export_verify_and_bench(tmp_path, native_models, parity_texts, caps
     assert _run(cli.add_verify_arguments, cli.verify,
                 [str(out), "--against", str(tmp_path / "missing.bin"), "--texts", str(parity_texts)]) == 2
     assert "missing.bin: no such file" in capsys.readouterr().out
+
+
+# --- models/ build scripts ---------------------------------------------------------------------
+
+def _script(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "models" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_models_scripts_build_lid_and_quality_models(tmp_path, sample_corpus):
+    lid = _script("build_lid").build(tmp_path / "lid")
+    assert _scorer("lid", model_dir=str(lid)).run(["Das ist ein Satz."])["language"][0] == "de"
+    quality = _script("build_quality_fasttext").build(tmp_path / "quality", corpus=sample_corpus)
+    scorer = _scorer("quality", model_dir=str(quality), threshold=0.5)
+    real = "Return the number of items in a container. " * 20
+    spam = "cheap cheap buy now best price click here " * 30
+    signals = scorer.run([real, spam])
+    assert scorer.profile_name == "dclm" and signals["hq_prob"][0] > signals["hq_prob"][1]
