@@ -31,17 +31,23 @@ from selectd.scorers.rules import reference_tables as tables
 #: languages whose datatrove word tokenizer is re-implemented here (datatrove's code, ISO 639-1)
 SUPPORTED_LANGUAGES = {"eng": "en", "en": "en", "eng_Latn": "en"}
 
-GOPHER_PUNCTUATION = frozenset(tables.GOPHER_PUNCTUATION)
 TERMINAL_PUNCTUATION = tuple(tables.TERMINAL_PUNCTUATION)
 SENTENCE_PUNCT_CHARS = frozenset(tables.SENTENCE_PUNCT_CHARS)
+
+
+#: longer than any fixed-length suffix alternative of spaCy's English suffixes ("km/h", "US$", ...)
+_LONGEST_SUFFIX = 8
+_NON_PUNCTUATION = re.compile("[^" + re.escape(tables.GOPHER_PUNCTUATION) + "]")
 
 
 class EnglishSplitter:
     """spaCy's ``en`` tokenizer on one whitespace-free chunk, cached per chunk."""
 
     def __init__(self) -> None:
-        self._prefix = re.compile(tables.EN_PREFIX_PATTERN).search
-        self._suffix = re.compile(tables.EN_SUFFIX_PATTERN).search
+        # every prefix alternative is anchored with ^ (spaCy's compile_prefix_regex), so match()
+        # finds what spaCy's search() finds without trying every start position
+        self._prefix = re.compile(tables.EN_PREFIX_PATTERN).match
+        self._suffix_search = re.compile(tables.EN_SUFFIX_PATTERN).search
         self._infixes = re.compile(tables.EN_INFIX_PATTERN).finditer
         self._url = re.compile(tables.EN_URL_PATTERN).match
         self._specials: dict[str, tuple[str, ...]] = tables.EN_SPECIAL_CASES
@@ -56,9 +62,17 @@ class EnglishSplitter:
 
     def chunk_tokens(self, chunk: str) -> tuple[str, ...]:
         """Tokens of one chunk (a maximal run of non-whitespace characters)."""
-        if chunk in self._specials:
-            return self._specials[chunk]
-        tokens = self._tokenize(chunk, self._specials)
+        specials = self._specials
+        if chunk in specials:
+            return specials[chunk]
+        # Fast paths, exact for these shapes: letters alone match no prefix, suffix, infix or URL
+        # pattern; a trailing , ; : ! ? ) is always a suffix, leaving the letters (or a special case).
+        if chunk.isalpha():
+            return (chunk,)
+        last, base = chunk[-1], chunk[:-1]
+        if last in ",;:!?)" and base.isalpha():
+            return self._merge_special_cases(specials.get(base, (base,)) + (last,))
+        tokens = self._tokenize(chunk, specials)
         return self._merge_special_cases(tokens) if len(tokens) > 1 else tokens
 
     def _tokenize(self, chunk: str, specials: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
@@ -138,6 +152,14 @@ class EnglishSplitter:
                 string = minus_suf
         return string
 
+    def _suffix(self, string: str) -> re.Match | None:
+        """spaCy's suffix search, started near the end: every suffix alternative is anchored with
+        $ and is at most _LONGEST_SUFFIX characters long, except a run of dots (searched in full).
+        Lookbehinds still see the characters before the start position."""
+        if len(string) <= _LONGEST_SUFFIX or string.endswith(".."):
+            return self._suffix_search(string)
+        return self._suffix_search(string, len(string) - _LONGEST_SUFFIX)
+
     def _split_infixes(self, string: str) -> list[str]:
         tokens: list[str] = []
         start = 0
@@ -165,22 +187,28 @@ def _is_punct(token: str) -> bool:
 
 
 class Vocabulary:
-    """Token strings interned to ids, with the per-token features the scorers need."""
+    """Token strings interned to ids, with the per-token features the scorers need.
 
-    _INITIAL = 4096
+    Features are appended to Python lists as tokens are interned (cheap) and copied into the numpy
+    arrays the scorers index with token ids when :meth:`features` is called (once per batch).
+    """
+
+    FEATURES = ("length", "is_word", "has_alpha", "ends_sentence", "opens_sentence")
 
     def __init__(self) -> None:
         self.ids: dict[str, int] = {}
         self.strings: list[str] = []
-        self.length = np.zeros(self._INITIAL, dtype=np.int64)
+        self._pending: dict[str, list] = {name: [] for name in self.FEATURES}
+        #: characters per token
+        self.length = np.zeros(0, dtype=np.int64)
         #: has a character outside datatrove's PUNCTUATION_SET (a Gopher "non-symbol word")
-        self.is_word = np.zeros(self._INITIAL, dtype=bool)
+        self.is_word = np.zeros(0, dtype=bool)
         #: has an alphabetic character
-        self.has_alpha = np.zeros(self._INITIAL, dtype=bool)
+        self.has_alpha = np.zeros(0, dtype=bool)
         #: spaCy sentencizer: the token is a sentence-ending character
-        self.ends_sentence = np.zeros(self._INITIAL, dtype=bool)
+        self.ends_sentence = np.zeros(0, dtype=bool)
         #: spaCy sentencizer: a token that can open a sentence (neither punctuation nor an ender)
-        self.opens_sentence = np.zeros(self._INITIAL, dtype=bool)
+        self.opens_sentence = np.zeros(0, dtype=bool)
 
     def __len__(self) -> int:
         return len(self.strings)
@@ -190,19 +218,25 @@ class Vocabulary:
         if index is not None:
             return index
         index = len(self.strings)
-        if index == len(self.length):
-            for name in ("length", "is_word", "has_alpha", "ends_sentence", "opens_sentence"):
-                array = getattr(self, name)
-                setattr(self, name, np.concatenate([array, np.zeros_like(array)]))
         self.ids[token] = index
         self.strings.append(token)
-        self.length[index] = len(token)
-        self.is_word[index] = any(char not in GOPHER_PUNCTUATION for char in token)
-        self.has_alpha[index] = any(char.isalpha() for char in token)
+        pending = self._pending
+        pending["length"].append(len(token))
+        pending["is_word"].append(_NON_PUNCTUATION.search(token) is not None)
+        pending["has_alpha"].append(any(char.isalpha() for char in token))
         ends = token in SENTENCE_PUNCT_CHARS
-        self.ends_sentence[index] = ends
-        self.opens_sentence[index] = not ends and not _is_punct(token)
+        pending["ends_sentence"].append(ends)
+        pending["opens_sentence"].append(not ends and not _is_punct(token))
         return index
+
+    def sync(self) -> None:
+        """Bring the feature arrays up to date with every interned token."""
+        if not self._pending["length"]:
+            return
+        for name, values in self._pending.items():
+            array = getattr(self, name)
+            setattr(self, name, np.concatenate([array, np.asarray(values, dtype=array.dtype)]))
+            values.clear()
 
 
 @dataclass
@@ -237,6 +271,7 @@ class WordTokenizer:
         self.max_chunks = max_chunks
         self._chunks: dict[str, tuple[int, ...]] = {}
 
+    # Callers index vocab feature arrays after these: they sync the vocabulary first.
     def _chunk_ids(self, chunk: str) -> tuple[int, ...]:
         if len(self._chunks) >= self.max_chunks:
             self._chunks.clear()
@@ -245,10 +280,13 @@ class WordTokenizer:
         self._chunks[chunk] = ids
         return ids
 
-    def chunk_ids(self, chunks: Sequence[str]) -> list[int]:
-        """Token ids of a sequence of chunks, concatenated."""
+    def chunk_ids(self, chunks: Sequence[str], ids: list[int] | None = None) -> list[int]:
+        """Token ids of a sequence of chunks, appended to ``ids`` (a new list by default).
+
+        Call ``vocab.sync()`` before indexing the feature arrays with them.
+        """
         cache = self._chunks
-        ids: list[int] = []
+        ids = [] if ids is None else ids
         extend = ids.extend
         for chunk in chunks:
             cached = cache.get(chunk)
@@ -259,8 +297,9 @@ class WordTokenizer:
         ids: list[int] = []
         offsets = [0]
         for text in texts:
-            ids.extend(self.chunk_ids(text.split()))
+            self.chunk_ids(text.split(), ids)
             offsets.append(len(ids))
+        self.vocab.sync()
         return TokenizedBatch(np.asarray(ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64))
 
     def words(self, text: str) -> list[str]:
@@ -277,6 +316,12 @@ def shared_tokenizer() -> WordTokenizer:
     if _shared is None:
         _shared = WordTokenizer()
     return _shared
+
+
+def reset_shared_tokenizer() -> None:
+    """Start the next :func:`shared_tokenizer` from an empty cache (benchmarks measure cold runs)."""
+    global _shared
+    _shared = None
 
 
 def tokenizer_language(language: str) -> str:

@@ -1,0 +1,125 @@
+"""``selectd bench rules``: docs/s of our rule scorers vs datatrove's filters, same texts, same run.
+
+Per filter, on one CPU core: ours from a cold word cache (a fresh tokenizer, one pass: every chunk
+is new the first time it is seen), ours warm (best of ``--repeat`` later passes), and datatrove's
+``filter`` on a fresh ``Document`` per text. Ours includes the decision (``first_failures`` over
+the default rules), so both sides produce a keep / reject per document; the report also gives how
+often the two decisions agree on these texts.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Callable, Sequence
+
+from selectd.models.benchmark import comparison, emit, read_texts, time_batches
+from selectd.rules import Rule, first_failures
+from selectd.scorers.base import scorer_class
+from selectd.scorers.rules import tokenizer
+
+#: our scorer kind -> datatrove filter class name (in datatrove.pipeline.filters)
+REFERENCES = {
+    "gopher_quality": "GopherQualityFilter",
+    "gopher_repetition": "GopherRepetitionFilter",
+    "c4_quality": "C4QualityFilter",
+    "fineweb_quality": "FineWebQualityFilter",
+}
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--texts", required=True, help="JSONL file with a 'text' field per line")
+    parser.add_argument("--limit", type=int, default=None, help="use at most this many texts")
+    parser.add_argument("--filters", nargs="+", choices=sorted(REFERENCES), default=sorted(REFERENCES),
+                        help="filters to compare (default: all four)")
+    parser.add_argument("--batch-size", type=int, default=256, help="documents per scorer call")
+    parser.add_argument("--repeat", type=int, default=2, help="warm timed passes of ours; the best is reported")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _pin_to_one_core() -> int | None:
+    """Run on a single core, so the comparison is per core whatever the machine."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    core = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {core})
+    return core
+
+
+class _Recorder:
+    """Wraps a batch function and keeps the decisions of the most recent full pass."""
+
+    def __init__(self, run: Callable[[Sequence[str]], list[str | None]], n_texts: int):
+        self._run = run
+        self._n_texts = n_texts
+        self.decisions: list[str | None] = []
+
+    def __call__(self, batch: Sequence[str]) -> None:
+        self.decisions.extend(self._run(batch))
+        del self.decisions[:-self._n_texts]
+
+
+def _ours(kind: str) -> Callable[[Sequence[str]], list[str | None]]:
+    cls = scorer_class(kind)
+    scorer = cls(kind, cls.Options())
+    rules = [Rule(**r) for r in scorer.default_rules()]
+
+    def run(batch: Sequence[str]) -> list[str | None]:
+        return first_failures(rules, scorer.run(batch), len(batch))
+
+    return run
+
+
+def _datatrove(kind: str) -> Callable[[Sequence[str]], list[str | None]]:
+    from datatrove.data import Document
+    from datatrove.pipeline import filters
+
+    reference = getattr(filters, REFERENCES[kind])()
+
+    def run(batch: Sequence[str]) -> list[str | None]:
+        decisions = []
+        for index, text in enumerate(batch):
+            verdict = reference.filter(Document(text=text, id=str(index)))
+            decisions.append(None if verdict is True else verdict[1])
+        return decisions
+
+    return run
+
+
+def compare_filter(kind: str, texts: Sequence[str], batch_size: int, repeat: int) -> dict[str, Any]:
+    """Timings and decision agreement of one filter; ours starts from a cold word cache."""
+    tokenizer.reset_shared_tokenizer()
+    ours = _Recorder(_ours(kind), len(texts))
+    cold = time_batches(f"selectd {kind} (cold cache)", ours, texts, batch_size, repeat=1, warmup=0)
+    warm = time_batches(f"selectd {kind}", ours, texts, batch_size, repeat=repeat, warmup=0)
+    reference = _Recorder(_datatrove(kind), len(texts))
+    datatrove = time_batches(f"datatrove {REFERENCES[kind]}", reference, texts, batch_size, repeat=1, warmup=1)
+    agree = sum((a is None) == (b is None) for a, b in zip(ours.decisions, reference.decisions))
+    return comparison(
+        warm, datatrove,
+        ours_cold={"docs_per_s": cold.docs_per_s, "seconds": cold.seconds},
+        ratio_cold=cold.docs_per_s / datatrove.docs_per_s,
+        decision_agreement=agree / len(texts),
+        rejected={"ours": sum(d is not None for d in ours.decisions),
+                  "reference": sum(d is not None for d in reference.decisions)},
+    )
+
+
+def bench(args: argparse.Namespace) -> int:
+    try:
+        texts = read_texts(args.texts, args.limit)
+    except (ValueError, OSError) as exc:
+        print(f"selectd bench rules: {exc}")
+        return 2
+    core = _pin_to_one_core()
+    results = {kind: compare_filter(kind, texts, args.batch_size, args.repeat) for kind in args.filters}
+    report = {"texts": len(texts), "batch_size": args.batch_size, "core": core, "filters": results}
+    lines = [f"{len(texts)} texts from {args.texts}, batches of {args.batch_size}, one core ({core})"]
+    for kind, r in results.items():
+        lines.append(
+            f"{kind:18s} ours {r['ours']['docs_per_s']:9.0f} docs/s warm, {r['ours_cold']['docs_per_s']:9.0f} cold | "
+            f"datatrove {r['reference']['docs_per_s']:7.1f} docs/s | ratio {r['ratio']:6.1f}x warm, "
+            f"{r['ratio_cold']:6.1f}x cold | decisions agree {100 * r['decision_agreement']:.2f}%"
+        )
+    emit(report, args.json, lines)
+    return 0
+
