@@ -214,6 +214,70 @@ def test_prometheus_config_and_alert_rules_pass_promtool():
             "SelectdDown", "SelectdRebalanceStorm", "SelectdNotReady"} <= names
 
 
+# Alert unit tests for `promtool test rules`: (alert, input series, evaluate at, labels of the
+# alerts expected to fire — none for a case that must stay silent). Series are one sample a minute.
+_SERIES = 'instance="a:9108",job="selectd"'
+ALERT_CASES = [
+    ("SelectdDown", {f"up{{{_SERIES}}}": "0x10"}, "5m", [{"instance": "a:9108", "job": "selectd"}]),
+    ("SelectdDown", {f"up{{{_SERIES}}}": "1x10"}, "5m", []),
+    ("SelectdNotReady", {f"selectd_ready{{{_SERIES}}}": "0x10"}, "8m", [{"instance": "a:9108", "job": "selectd"}]),
+    ("SelectdNotReady", {f"selectd_ready{{{_SERIES}}}": "0 0 0 1 1 1 1 1 1 1"}, "8m", []),
+    ("SelectdBrokerUnreachable", {f"selectd_broker_up{{{_SERIES}}}": "0x10"}, "5m", [{"instance": "a:9108", "job": "selectd"}]),
+    # 2 partitions, 6,000 each and growing by 100 a minute: over 10,000 in total and rising.
+    ("SelectdConsumerLagGrowing", {f'selectd_consumer_lag_messages{{{_SERIES},topic="raw",partition="{p}"}}': "6000+100x40"
+                                   for p in (0, 1)}, "30m", [{"topic": "raw"}]),
+    # high but steady (being worked off as fast as it comes): no alert
+    ("SelectdConsumerLagGrowing", {f'selectd_consumer_lag_messages{{{_SERIES},topic="raw",partition="0"}}': "20000x40"}, "30m", []),
+    ("SelectdNoProgress", {f'selectd_documents_in_total{{{_SERIES},topic="raw"}}': "100x30",
+                           f'selectd_consumer_lag_messages{{{_SERIES},topic="raw",partition="0"}}': "500x30"},
+     "20m", [{"instance": "a:9108"}]),
+    # idle: nothing consumed because nothing is waiting
+    ("SelectdNoProgress", {f'selectd_documents_in_total{{{_SERIES},topic="raw"}}': "100x30",
+                           f'selectd_consumer_lag_messages{{{_SERIES},topic="raw",partition="0"}}': "0x30"}, "20m", []),
+    # busy: lag waiting but documents flowing
+    ("SelectdNoProgress", {f'selectd_documents_in_total{{{_SERIES},topic="raw"}}': "0+100x30",
+                           f'selectd_consumer_lag_messages{{{_SERIES},topic="raw",partition="0"}}': "500x30"}, "20m", []),
+    ("SelectdDeadLetterRateHigh", {f'selectd_documents_in_total{{{_SERIES},topic="raw"}}': "0+100x40",
+                                   f'selectd_dead_letters_total{{{_SERIES},reason="invalid_json"}}': "0+10x40"}, "30m", [{}]),
+    ("SelectdDeadLetterRateHigh", {f'selectd_documents_in_total{{{_SERIES},topic="raw"}}': "0+100x40",
+                                   f'selectd_dead_letters_total{{{_SERIES},reason="invalid_json"}}': "0+1x40"}, "30m", []),
+    ("SelectdModelReloadFailed", {f'selectd_model_reloads_total{{{_SERIES},result="failure"}}': "0 0 0 1 1 1"}, "4m",
+     [{"instance": "a:9108", "job": "selectd", "result": "failure"}]),
+    ("SelectdModelReloadFailed", {f'selectd_model_reloads_total{{{_SERIES},result="success"}}': "0 0 0 1 1 1",
+                                  f'selectd_model_reloads_total{{{_SERIES},result="failure"}}': "0x5"}, "4m", []),
+    ("SelectdRebalanceStorm", {f'selectd_rebalances_total{{{_SERIES},event="revoked"}}': "0+1x30"}, "25m", [{"instance": "a:9108"}]),
+    ("SelectdRebalanceStorm", {f'selectd_rebalances_total{{{_SERIES},event="revoked"}}': "0 0 1 1 1 2 2 2 2 2 2 2 2 2 2 2 2 2 2 2"},
+     "19m", []),
+    ("SelectdProduceFailures", {f'selectd_produce_failures_total{{{_SERIES},topic="train",error="KafkaTimeoutError"}}': "0 0 3 3 3"},
+     "3m", [{"instance": "a:9108", "topic": "train"}]),
+    ("SelectdCommitFailures", {f"selectd_commit_failures_total{{{_SERIES}}}": "0+1x15"}, "10m", [{"instance": "a:9108", "job": "selectd"}]),
+    ("SelectdCommitFailures", {f"selectd_commit_failures_total{{{_SERIES}}}": "0 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1"}, "14m", []),
+]
+
+
+def test_alerts_fire_when_they_should_and_stay_silent_otherwise(tmp_path):
+    """`promtool test rules` over synthetic series, every alert with a firing and a silent case."""
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    severity = {rule["alert"]: rule["labels"]["severity"] for rule in alert_rules()}
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            rule.pop("annotations")  # promtool compares annotations too; these tests are about when alerts fire
+    (tmp_path / "alerts.yml").write_text(yaml.safe_dump(rules))
+    tests = [{"interval": "1m",
+              "input_series": [{"series": series, "values": values} for series, values in inputs.items()],
+              "alert_rule_test": [{"eval_time": at, "alertname": alert,
+                                   "exp_alerts": [{"exp_labels": {**labels, "severity": severity[alert]}} for labels in expected]}]}
+             for alert, inputs, at, expected in ALERT_CASES]
+    (tmp_path / "alerts_test.yml").write_text(yaml.safe_dump({"rule_files": ["alerts.yml"], "evaluation_interval": "1m",
+                                                              "tests": tests}))
+    result = run_tool("promtool", "test", "rules", str(tmp_path / "alerts_test.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    firing = {alert for alert, _, _, expected in ALERT_CASES if expected}
+    silent = {alert for alert, _, _, expected in ALERT_CASES if not expected}
+    assert firing == set(severity), f"alerts never shown to fire: {set(severity) - firing}"
+    assert silent >= set(severity) - {"SelectdBrokerUnreachable", "SelectdProduceFailures"}, "most have a silent case too"
+
+
 def test_every_dashboard_query_parses_with_promtool(tmp_path):
     targets = dashboard_targets()
     rules = {"groups": [{"name": "dashboard", "rules": [
