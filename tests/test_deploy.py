@@ -21,6 +21,7 @@ import copy
 import json
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -661,8 +662,10 @@ def live(broker, sample_corpus, tmp_path_factory):
     n_messages = len(real_lines) + len(BAD_LINES)
 
     services = compose()["services"]
-    compose_config = _container_path(services["selectd"], "/etc/selectd/selectd.toml")
-    daemon = Daemon(compose_config, workdir / "selectd.log",
+    # A copy the reload test can break. It lives in /dev/shm: the daemon's namespace hides the host's /tmp.
+    config_path = Path("/dev/shm") / f"selectd-deploy-{topics.group}.toml"
+    shutil.copyfile(_container_path(services["selectd"], "/etc/selectd/selectd.toml"), config_path)
+    daemon = Daemon(config_path, workdir / "selectd.log",
                     f'kafka.bootstrap_servers=["{broker.bootstrap}"]', f"kafka.group_id={topics.group}",
                     f'kafka.input_topics=["{topics.input}"]', f"topics.accepted={topics.accepted}",
                     f"topics.rejected={topics.rejected}", f"topics.dlq={topics.dlq}",
@@ -693,11 +696,12 @@ def live(broker, sample_corpus, tmp_path_factory):
         out = collect(broker, [topics.accepted, topics.rejected, topics.dlq], n_messages, timeout_s=120)
         assert len({m.offset for m in out if m.topic == topics.dlq}) >= len(BAD_LINES)
         yield {"daemon": daemon, "metrics_url": metrics_url, "prometheus": prometheus, "outputs": out,
-               "n_messages": n_messages, "topics": topics}
+               "n_messages": n_messages, "topics": topics, "config_path": config_path}
     finally:
         if prometheus:
             prometheus.close()
         daemon.close()
+        config_path.unlink(missing_ok=True)
 
 
 def exposed_names(exposition: str) -> tuple[set[str], set[str]]:
@@ -780,3 +784,22 @@ def test_real_prometheus_evaluates_every_alert_rule(live):
     firing = [alert["labels"]["alertname"] for alert in http_json(prometheus.url + "/api/v1/alerts")["data"]["alerts"]
               if alert["state"] == "firing"]
     assert not firing, firing
+
+
+def test_failed_reload_keeps_the_daemon_serving_and_fires_its_alert(live):
+    """Runs last: SIGHUP with a broken config, as an operator's bad ConfigMap edit would."""
+    prometheus: Prometheus = live["prometheus"]
+    daemon: Daemon = live["daemon"]
+    config_path: Path = live["config_path"]
+    good = config_path.read_text()
+    config_path.write_text(good + "\n[[stages]]\nname = \"broken\"\ntype = \"no_such_scorer\"\n")
+    daemon.process.send_signal(signal.SIGHUP)
+    firing = wait_for(lambda: prometheus.query('ALERTS{alertname="SelectdModelReloadFailed",alertstate="firing"}'),
+                      30, "SelectdModelReloadFailed firing")
+    assert firing[0]["metric"]["result"] == "failure"
+    assert daemon.process.poll() is None
+    readyz = live["metrics_url"].rsplit("/", 1)[0] + "/readyz"
+    assert urllib.request.urlopen(readyz, timeout=5).status == 200, "still serving on the old config"
+    config_path.write_text(good)
+    daemon.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: prometheus.query('selectd_model_reloads_total{result="success"} > 0'), 30, "a successful reload")
