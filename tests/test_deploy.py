@@ -18,11 +18,11 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,7 +41,8 @@ from dockerfile_parse import DockerfileParser
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import REPO, Daemon, Topics, collect, create_topics
-from selectd.config import config_from_dict, load_config
+from selectd.config import Config, config_from_dict, load_config
+from selectd.demo.broker import free_port
 
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
@@ -395,7 +396,7 @@ def _partitions_created(job: dict) -> dict[str, int]:
     return {topic: int(n) for topic, n in re.findall(r"^\s*create (\S+) (\d+)$", script, re.M)}
 
 
-def _selectd_config(configmap: dict):
+def _selectd_config(configmap: dict) -> Config:
     return config_from_dict(tomllib.loads(configmap["data"]["selectd.toml"]))
 
 
@@ -466,8 +467,7 @@ def test_kubernetes_deployment_fits_its_config_and_image(directory):
 
 
 def _instructions(path: Path) -> list[dict]:
-    parser = DockerfileParser(fileobj=open(path, "rb"))
-    return parser.structure
+    return DockerfileParser(fileobj=io.BytesIO(path.read_bytes())).structure
 
 
 def _dockerfile_arg(path: Path, name: str) -> str:
@@ -477,7 +477,7 @@ def _dockerfile_arg(path: Path, name: str) -> str:
     raise AssertionError(f"{path}: no ARG {name}=...")
 
 
-def _last_stage(instructions: list[dict], name: str) -> list[dict]:
+def _stage(instructions: list[dict], name: str) -> list[dict]:
     """Instructions of the stage ``FROM ... AS name``."""
     out: list[dict] | None = None
     for item in instructions:
@@ -509,9 +509,10 @@ def _healthcheck_command(path: Path) -> list[str]:
 def test_dockerfile_runtime_stage(name):
     path = DEPLOY / name
     instructions = _instructions(path)
-    runtime = _last_stage(instructions, "runtime")
+    runtime = _stage(instructions, "runtime")
     users = [i["value"] for i in runtime if i["instruction"] == "USER"]
-    assert users and not users[-1].startswith(("0", "root")), "runs as a non-root user"
+    uid = users[-1].split(":")[0].replace("${SELECTD_UID}", _dockerfile_arg(path, "SELECTD_UID"))
+    assert uid.isdigit() and int(uid) != 0, f"runs as a non-root user, not {users[-1]!r}"
     env = _env(runtime)
     assert env["HOME"] == env["TMPDIR"] == "/tmp", "the only writable place with a read-only root filesystem"
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
@@ -548,7 +549,7 @@ def test_baked_models_are_checked_at_build(tmp_path):
     """Run the with-models stage's RUN step against a real model directory, then a corrupted one."""
     from selectd.models.manifest import write_manifest
 
-    (step,) = [i["value"] for i in _last_stage(_instructions(DEPLOY / "Dockerfile"), "with-models") if i["instruction"] == "RUN"]
+    (step,) = [i["value"] for i in _stage(_instructions(DEPLOY / "Dockerfile"), "with-models") if i["instruction"] == "RUN"]
     models = tmp_path / "models"
     model = models / "tiny"
     model.mkdir(parents=True)
@@ -569,12 +570,6 @@ def test_baked_models_are_checked_at_build(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # Live: the compose config against the test broker, scraped by a real Prometheus
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http_json(url: str, timeout: float = 5) -> dict:
@@ -695,8 +690,8 @@ def live(broker, sample_corpus, tmp_path_factory):
         assert f"sent {n_messages} messages" in produced.stderr
         out = collect(broker, [topics.accepted, topics.rejected, topics.dlq], n_messages, timeout_s=120)
         assert len({m.offset for m in out if m.topic == topics.dlq}) >= len(BAD_LINES)
-        yield {"daemon": daemon, "metrics_url": metrics_url, "prometheus": prometheus, "outputs": out,
-               "n_messages": n_messages, "topics": topics, "config_path": config_path}
+        yield {"daemon": daemon, "metrics_url": metrics_url, "prometheus": prometheus, "n_messages": n_messages,
+               "config_path": config_path}
     finally:
         if prometheus:
             prometheus.close()
