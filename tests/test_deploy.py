@@ -306,6 +306,11 @@ def test_dashboard_is_provisionable():
         assert panel["datasource"]["uid"] == uid, panel["title"]
         assert panel["targets"] and all(t["datasource"]["uid"] == uid for t in panel["targets"]), panel["title"]
         assert 0 <= panel["gridPos"]["x"] and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24, panel["title"]
+    boxes = [(panel["title"], panel["gridPos"]) for panel in board["panels"]]
+    for i, (title, a) in enumerate(boxes):
+        for other, b in boxes[i + 1:]:
+            overlap = a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"] and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]
+            assert not overlap, f"panels {title!r} and {other!r} overlap"
     assert MAIN_PANELS <= {title for title, _ in dashboard_targets()}
     variable = board["templating"]["list"][0]
     assert variable["datasource"]["uid"] == uid and "$" + variable["name"] in GRAFANA_VARIABLES
