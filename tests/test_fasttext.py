@@ -22,7 +22,7 @@ fasttext = pytest.importorskip("fasttext")  # test extra: the native oracle
 from selectd.models.benchmark import read_texts  # noqa: E402
 from selectd.models.fasttext import cli  # noqa: E402
 from selectd.models.fasttext.binary import FastTextFormatError, read_model  # noqa: E402
-from selectd.models.fasttext.features import Featurizer, _fnv_scalar, fnv1a  # noqa: E402
+from selectd.models.fasttext.features import Featurizer, _fnv_scalar, compiled_available, fnv1a  # noqa: E402
 from selectd.models.fasttext.model import FastTextOnnx, export_model  # noqa: E402
 from selectd.models.manifest import ModelLoadError  # noqa: E402
 from selectd.scorers.base import scorer_class  # noqa: E402
@@ -135,10 +135,14 @@ def exported(tmp_path_factory, native_models) -> dict[str, Path]:
 
 # --- parity ------------------------------------------------------------------------------------
 
+FEATURIZERS = ["compiled", "numpy"]
+
+
+@pytest.mark.parametrize("featurizer", FEATURIZERS)
 @pytest.mark.parametrize("name", ["lid176", "softmax_bigram", "quantized", "ova_chargrams", "hs"])
-def test_parity_with_native_fasttext(name, exported, native_models, parity_texts):
+def test_parity_with_native_fasttext(name, featurizer, exported, native_models, parity_texts):
     texts = read_texts(parity_texts)
-    report = cli.compare_with_native(exported[name], native_models[name], texts)
+    report = cli.compare_with_native(exported[name], native_models[name], texts, featurizer=featurizer)
     assert report["texts"] >= 2000 + len(EDGE_CASES)
     assert report["top1_mismatches"] == [] and report["top1_agreement"] == 1.0, report
     assert report["prediction_mismatches"] == [], report
@@ -158,10 +162,11 @@ def test_model_shapes_cover_what_they_claim(native_models):
     assert read_model(native_models["hs"]).args.loss == "hs"
 
 
+@pytest.mark.parametrize("featurizer", FEATURIZERS)
 @pytest.mark.parametrize("name", ["lid176", "ova_chargrams", "softmax_bigram"])
-def test_edge_cases_one_by_one_match_native(name, exported, native_models):
+def test_edge_cases_one_by_one_match_native(name, featurizer, exported, native_models):
     """Each edge case alone (batch of one) and all together give native fastText's probabilities."""
-    ours = FastTextOnnx(exported[name])
+    ours = FastTextOnnx(exported[name], featurizer=featurizer)
     native = fasttext.load_model(str(native_models[name]))
     together = ours.predict(EDGE_CASES)
     for index, text in enumerate(EDGE_CASES):
@@ -181,6 +186,20 @@ def test_edge_cases_one_by_one_match_native(name, exported, native_models):
 
 
 # --- featurizer units --------------------------------------------------------------------------
+
+def test_compiled_featurizer_is_built():
+    """pip install -e builds _featurize.c; without it scoring silently runs the slower numpy path."""
+    assert compiled_available()
+
+
+@pytest.mark.parametrize("name", ["lid176", "quantized", "hs"])
+def test_compiled_and_numpy_featurizers_give_identical_ids(name, exported, corpus_texts):
+    texts = corpus_texts[:500] + EDGE_CASES + ["\ud800 lone surrogate", "x" * 100_000]
+    compiled = FastTextOnnx(exported[name], featurizer="compiled").featurizer.featurize(texts)
+    numpy_ids = FastTextOnnx(exported[name], featurizer="numpy").featurizer.featurize(texts)
+    np.testing.assert_array_equal(compiled[1], numpy_ids[1])
+    np.testing.assert_array_equal(compiled[0], numpy_ids[0])
+
 
 def test_fnv1a_is_fasttexts_hash_with_sign_extended_bytes():
     tokens = [b"", b"a", b"hello", "é日本".encode(), b"\xff\x80", b"x" * 5000] + [bytes([i]) * (i % 7 + 1) for i in range(256)]

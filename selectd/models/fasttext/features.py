@@ -305,3 +305,44 @@ class Featurizer:
         docs = np.concatenate(parts_docs)
         order = np.argsort(docs, kind="stable")  # a few sorted runs: a cheap merge
         return ids[order], np.bincount(docs, minlength=len(texts))
+
+
+class CompiledFeaturizer:
+    """The same featurization in C (``_featurize.c``, built by ``pip install -e``): no per-token
+    Python objects, so hashing costs less than native fastText's own prediction."""
+
+    def __init__(self, words: Sequence[bytes], labels: Sequence[bytes], *, bucket: int, minn: int, maxn: int,
+                 word_ngrams: int, pruneidx_size: int = -1, pruneidx: dict[int, int] | None = None):
+        from selectd.models.fasttext._featurize import Featurizer as _Compiled
+
+        bucket_rows = None
+        if pruneidx_size > 0:
+            rows = np.full(bucket, -1, dtype=np.int32)
+            rows[np.fromiter(pruneidx.keys(), dtype=np.int64, count=len(pruneidx))] = \
+                np.fromiter(pruneidx.values(), dtype=np.int32, count=len(pruneidx))
+            bucket_rows = rows.tobytes()
+        self._compiled = _Compiled(list(words), list(labels), bucket, minn, maxn, word_ngrams, bucket_rows,
+                                   pruneidx_size == 0)
+
+    def featurize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`Featurizer.featurize`."""
+        ids, counts = self._compiled.featurize(texts)
+        return np.frombuffer(ids, dtype=np.int64), np.frombuffer(counts, dtype=np.int64)
+
+
+def compiled_available() -> bool:
+    try:
+        from selectd.models.fasttext import _featurize  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_featurizer(words: Sequence[bytes], labels: Sequence[bytes], implementation: str = "auto",
+                    **model_args) -> Featurizer | CompiledFeaturizer:
+    """``compiled`` (C), ``numpy``, or ``auto``: the compiled one when it was built."""
+    if implementation == "compiled" or (implementation == "auto" and compiled_available()):
+        return CompiledFeaturizer(words, labels, **model_args)
+    if implementation not in ("auto", "numpy"):
+        raise ValueError(f"unknown featurizer implementation {implementation!r}; use auto, compiled or numpy")
+    return Featurizer(words, labels, **model_args)

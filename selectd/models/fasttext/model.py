@@ -15,7 +15,7 @@ import numpy as np
 
 from selectd import preprocess
 from selectd.models.fasttext.binary import FastTextModel, read_model
-from selectd.models.fasttext.features import Featurizer
+from selectd.models.fasttext.features import make_featurizer
 from selectd.models.manifest import Manifest, ModelLoadError, load_manifest, sha256_file, write_manifest
 from selectd.models.runtime import ExecutionProvider, make_session
 
@@ -92,7 +92,7 @@ class FastTextOnnx:
     """An exported fastText model: texts in, the probability of every label out."""
 
     def __init__(self, model_dir: Path | str, provider: ExecutionProvider = "cpu", threads: int = 1,
-                 batch_size: int = 64, max_padded_ids: int = 1 << 20):
+                 batch_size: int = 64, max_padded_ids: int = 1 << 20, featurizer: str = "auto"):
         self.manifest = load_manifest(model_dir, expected_kind=MANIFEST_KIND)
         meta = self.manifest.metadata
         manifest_file = self.manifest.directory / "manifest.json"
@@ -109,9 +109,9 @@ class FastTextOnnx:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.batch_size = batch_size
         self.max_padded_ids = max_padded_ids
-        self.featurizer = Featurizer(
+        self.featurizer = make_featurizer(
             _read_vocabulary(self.manifest, nwords),
-            [label.encode(*LABEL_ENCODING) for label in self.labels],
+            [label.encode(*LABEL_ENCODING) for label in self.labels], featurizer,
             pruneidx_size=pruneidx_size, pruneidx=_read_pruneidx(self.manifest, pruneidx_size),
             **featurizer_args)
         self.session = make_session(self.manifest.path(ONNX_NAME), provider, threads)

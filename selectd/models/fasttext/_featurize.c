@@ -1,0 +1,367 @@
+/* fastText's Dictionary::getLine in C: texts -> input-row ids, for selectd's ONNX fastText scorer.
+ *
+ * The same algorithm as features.py (see its docstring and ../shared/specs/fasttext-inference.md):
+ * split UTF-8 bytes on space \n \r \t \v \f \0, end the line with "</s>" (a literal "</s>" token
+ * ends it early), skip label tokens, emit word ids and char n-gram buckets, then word n-grams with
+ * 64-bit wraparound, every bucket through the pruned index when the model has one. It exists
+ * because the per-token work is the whole cost of fastText inference once W·Oᵀ is folded, and a
+ * Python dict lookup per token is slower than native fastText's whole prediction.
+ *
+ * Featurizer(words, labels, bucket, minn, maxn, word_ngrams, bucket_rows, prune_all)
+ *   words, labels: lists of bytes (dictionary order); bucket_rows: None, or bytes of int32[bucket]
+ *   (row after nwords, -1 = pruned away); prune_all: the model keeps no bucket at all.
+ * Featurizer.featurize(texts) -> (ids: bytes of int64, counts: bytes of int64 per text)
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FNV_OFFSET 2166136261u
+#define FNV_PRIME 16777619u
+#define WORD_NGRAM_MULTIPLIER 116049371ull
+
+static const char EOS[] = "</s>";
+static const Py_ssize_t EOS_LEN = 4;
+static const char LABEL_PREFIX[] = "__label__";
+static const Py_ssize_t LABEL_PREFIX_LEN = 9;
+
+typedef struct {
+    void *data;
+    Py_ssize_t size, capacity, item;
+} Buffer;
+
+static int buffer_reserve(Buffer *b, Py_ssize_t extra) {
+    if (b->size + extra <= b->capacity) return 0;
+    Py_ssize_t capacity = b->capacity ? b->capacity : 1024;
+    while (capacity < b->size + extra) capacity *= 2;
+    void *grown = PyMem_Realloc(b->data, (size_t)capacity * b->item);
+    if (!grown) { PyErr_NoMemory(); return -1; }
+    b->data = grown;
+    b->capacity = capacity;
+    return 0;
+}
+
+static inline int push_i64(Buffer *b, int64_t value) {
+    if (b->size == b->capacity && buffer_reserve(b, 1) < 0) return -1;
+    ((int64_t *)b->data)[b->size++] = value;
+    return 0;
+}
+
+static inline int push_i32(Buffer *b, int32_t value) {
+    if (b->size == b->capacity && buffer_reserve(b, 1) < 0) return -1;
+    ((int32_t *)b->data)[b->size++] = value;
+    return 0;
+}
+
+static inline uint32_t fnv1a(const unsigned char *s, Py_ssize_t n) {
+    uint32_t h = FNV_OFFSET;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        h ^= (uint32_t)(int8_t)s[i]; /* fastText sign-extends each byte */
+        h *= FNV_PRIME;
+    }
+    return h;
+}
+
+static inline int is_separator(unsigned char c) {
+    return c == ' ' || c == '\n' || c == '\r' || c == '\t' || c == '\v' || c == '\f' || c == '\0';
+}
+
+typedef struct {
+    PyObject_HEAD
+    char *arena;            /* all dictionary entries' bytes */
+    Py_ssize_t *offset;     /* entry -> start in arena */
+    Py_ssize_t *length;     /* entry -> byte length */
+    char *is_label;         /* entry -> 1 for labels */
+    int32_t *table;         /* open addressing: entry index or -1 */
+    uint32_t *table_hash;   /* FNV hash of the entry in each slot */
+    uint64_t mask;
+    int32_t nwords, nentries;
+    uint32_t bucket;
+    int minn, maxn, word_ngrams, prune_all;
+    int32_t *bucket_rows;   /* NULL: not pruned */
+    int32_t eos_id;
+    uint32_t eos_hash;
+    unsigned char *scratch; /* "<" + token + ">" */
+    Py_ssize_t scratch_size;
+    Buffer ids, hashes;
+} Featurizer;
+
+static int32_t lookup(const Featurizer *f, const unsigned char *token, Py_ssize_t n, uint32_t h) {
+    uint64_t slot = h & f->mask;
+    for (;;) {
+        int32_t entry = f->table[slot];
+        if (entry < 0) return -1;
+        if (f->table_hash[slot] == h && f->length[entry] == n && memcmp(f->arena + f->offset[entry], token, (size_t)n) == 0)
+            return entry;
+        slot = (slot + 1) & f->mask;
+    }
+}
+
+/* fastText's pushHash(hash % bucket): the bucket becomes row nwords + bucket, through the pruned
+ * index if any */
+static inline int push_bucket(Featurizer *f, uint64_t hash) {
+    if (f->prune_all || f->bucket == 0) return 0;
+    uint32_t bucket = (uint32_t)(hash % f->bucket);
+    int64_t row = bucket;
+    if (f->bucket_rows) {
+        row = f->bucket_rows[bucket];
+        if (row < 0) return 0;
+    }
+    return push_i64(&f->ids, (int64_t)f->nwords + row);
+}
+
+/* fastText's computeSubwords over "<" + token + ">" */
+static int push_subwords(Featurizer *f, const unsigned char *token, Py_ssize_t n) {
+    Py_ssize_t size = n + 2;
+    if (size > f->scratch_size) {
+        unsigned char *grown = PyMem_Realloc(f->scratch, (size_t)size * 2);
+        if (!grown) { PyErr_NoMemory(); return -1; }
+        f->scratch = grown;
+        f->scratch_size = size * 2;
+    }
+    unsigned char *w = f->scratch;
+    w[0] = '<';
+    memcpy(w + 1, token, (size_t)n);
+    w[n + 1] = '>';
+    for (Py_ssize_t i = 0; i < size; i++) {
+        if ((w[i] & 0xC0) == 0x80) continue;
+        uint32_t h = FNV_OFFSET;
+        Py_ssize_t j = i;
+        for (int chars = 1; j < size && chars <= f->maxn; chars++) {
+            h = (h ^ (uint32_t)(int8_t)w[j++]) * FNV_PRIME;
+            while (j < size && (w[j] & 0xC0) == 0x80) h = (h ^ (uint32_t)(int8_t)w[j++]) * FNV_PRIME;
+            if (chars >= f->minn && !(chars == 1 && (i == 0 || j == size))) {
+                if (push_bucket(f, h) < 0) return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* one token of getLine; returns -1 on memory error */
+static int add_token(Featurizer *f, const unsigned char *token, Py_ssize_t n) {
+    uint32_t h = fnv1a(token, n);
+    int32_t entry = lookup(f, token, n, h);
+    int is_label = entry >= 0 ? f->is_label[entry]
+                              : (n >= LABEL_PREFIX_LEN && memcmp(token, LABEL_PREFIX, LABEL_PREFIX_LEN) == 0);
+    if (is_label) return 0;
+    if (push_i32(&f->hashes, (int32_t)h) < 0) return -1;
+    if (entry >= 0 && push_i64(&f->ids, entry) < 0) return -1; /* words come first: entry == word id */
+    if (f->maxn > 0 && push_subwords(f, token, n) < 0) return -1;
+    return 0;
+}
+
+static int add_line(Featurizer *f, const unsigned char *data, Py_ssize_t size) {
+    f->hashes.size = 0;
+    const unsigned char *p = data, *end = data + size;
+    for (;;) {
+        while (p < end && is_separator(*p)) p++;
+        if (p == end) break;
+        const unsigned char *token = p;
+        while (p < end && !is_separator(*p)) p++;
+        if (p - token == EOS_LEN && memcmp(token, EOS, EOS_LEN) == 0) break; /* "</s>" ends the line */
+        if (add_token(f, token, p - token) < 0) return -1;
+    }
+    /* the end of line: </s>, never with subwords */
+    if (push_i32(&f->hashes, (int32_t)f->eos_hash) < 0) return -1;
+    if (f->eos_id >= 0 && push_i64(&f->ids, f->eos_id) < 0) return -1;
+    /* word n-grams over the words' hashes, sign-extended to 64 bits, wrapping */
+    const int32_t *hashes = (const int32_t *)f->hashes.data;
+    Py_ssize_t count = f->hashes.size;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        uint64_t h = (uint64_t)(int64_t)hashes[i];
+        for (Py_ssize_t j = i + 1; j < count && j < i + f->word_ngrams; j++) {
+            h = h * WORD_NGRAM_MULTIPLIER + (uint64_t)(int64_t)hashes[j];
+            if (push_bucket(f, h) < 0) return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *featurize(Featurizer *f, PyObject *texts_arg) {
+    PyObject *texts = PySequence_Fast(texts_arg, "featurize() needs a sequence of str");
+    if (!texts) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(texts);
+    PyObject *counts = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int64_t));
+    if (!counts) { Py_DECREF(texts); return NULL; }
+    int64_t *count = (int64_t *)PyBytes_AS_STRING(counts);
+    f->ids.size = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *text = PySequence_Fast_GET_ITEM(texts, i);
+        PyObject *encoded = NULL;
+        const char *data;
+        Py_ssize_t size;
+        if (!PyUnicode_Check(text)) {
+            PyErr_Format(PyExc_TypeError, "text %zd is %.100s, not str", i, Py_TYPE(text)->tp_name);
+            goto fail;
+        }
+        data = PyUnicode_AsUTF8AndSize(text, &size);
+        if (!data) { /* lone surrogates: encode them as Python's "surrogatepass" does */
+            PyErr_Clear();
+            encoded = PyUnicode_AsEncodedString(text, "utf-8", "surrogatepass");
+            if (!encoded) goto fail;
+            data = PyBytes_AS_STRING(encoded);
+            size = PyBytes_GET_SIZE(encoded);
+        }
+        Py_ssize_t before = f->ids.size;
+        int status = add_line(f, (const unsigned char *)data, size);
+        Py_XDECREF(encoded);
+        if (status < 0) goto fail;
+        count[i] = f->ids.size - before;
+    }
+    Py_DECREF(texts);
+    PyObject *ids = PyBytes_FromStringAndSize((const char *)f->ids.data, f->ids.size * (Py_ssize_t)sizeof(int64_t));
+    if (!ids) { Py_DECREF(counts); return NULL; }
+    return Py_BuildValue("(NN)", ids, counts);
+fail:
+    Py_DECREF(texts);
+    Py_DECREF(counts);
+    return NULL;
+}
+
+static void featurizer_dealloc(Featurizer *f) {
+    PyMem_Free(f->arena);
+    PyMem_Free(f->offset);
+    PyMem_Free(f->length);
+    PyMem_Free(f->is_label);
+    PyMem_Free(f->table);
+    PyMem_Free(f->table_hash);
+    PyMem_Free(f->bucket_rows);
+    PyMem_Free(f->scratch);
+    PyMem_Free(f->ids.data);
+    PyMem_Free(f->hashes.data);
+    Py_TYPE(f)->tp_free((PyObject *)f);
+}
+
+static int add_entries(Featurizer *f, PyObject *list, char label, Py_ssize_t *arena_used) {
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(list, i);
+        if (!PyBytes_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "dictionary entries must be bytes");
+            return -1;
+        }
+        int32_t entry = f->nentries++;
+        Py_ssize_t len = PyBytes_GET_SIZE(item);
+        memcpy(f->arena + *arena_used, PyBytes_AS_STRING(item), (size_t)len);
+        f->offset[entry] = *arena_used;
+        f->length[entry] = len;
+        f->is_label[entry] = label;
+        *arena_used += len;
+        uint32_t h = fnv1a((const unsigned char *)PyBytes_AS_STRING(item), len);
+        uint64_t slot = h & f->mask;
+        while (f->table[slot] >= 0) {
+            int32_t other = f->table[slot];
+            if (f->length[other] == len && memcmp(f->arena + f->offset[other], f->arena + f->offset[entry], (size_t)len) == 0) {
+                PyErr_Format(PyExc_ValueError, "duplicate dictionary entry %R", item);
+                return -1;
+            }
+            slot = (slot + 1) & f->mask;
+        }
+        f->table[slot] = entry;
+        f->table_hash[slot] = h;
+    }
+    return 0;
+}
+
+static int featurizer_init(Featurizer *f, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"words", "labels", "bucket", "minn", "maxn", "word_ngrams", "bucket_rows", "prune_all", NULL};
+    PyObject *words, *labels, *bucket_rows;
+    long long bucket;
+    int minn, maxn, word_ngrams, prune_all;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!LiiiOp", keywords, &PyList_Type, &words, &PyList_Type, &labels,
+                                     &bucket, &minn, &maxn, &word_ngrams, &bucket_rows, &prune_all))
+        return -1;
+    if (bucket <= 0 && !prune_all && (maxn > 0 || word_ngrams > 1)) {
+        PyErr_SetString(PyExc_ValueError, "bucket must be positive for a model with hashed features");
+        return -1;
+    }
+    if (bucket > UINT32_MAX || word_ngrams < 1) {
+        PyErr_SetString(PyExc_ValueError, "bucket or word_ngrams out of range");
+        return -1;
+    }
+    Py_ssize_t nwords = PyList_GET_SIZE(words), total = nwords + PyList_GET_SIZE(labels), arena_size = 0;
+    for (Py_ssize_t i = 0; i < total; i++) {
+        PyObject *item = i < nwords ? PyList_GET_ITEM(words, i) : PyList_GET_ITEM(labels, i - nwords);
+        if (!PyBytes_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "dictionary entries must be bytes");
+            return -1;
+        }
+        arena_size += PyBytes_GET_SIZE(item);
+    }
+    uint64_t slots = 1024;
+    while (slots < (uint64_t)total * 2) slots *= 2;
+    f->arena = PyMem_Malloc((size_t)arena_size + 1);
+    f->offset = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(total + 1));
+    f->length = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(total + 1));
+    f->is_label = PyMem_Malloc((size_t)total + 1);
+    f->table = PyMem_Malloc(sizeof(int32_t) * slots);
+    f->table_hash = PyMem_Malloc(sizeof(uint32_t) * slots);
+    if (!f->arena || !f->offset || !f->length || !f->is_label || !f->table || !f->table_hash) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(f->table, 0xFF, sizeof(int32_t) * slots);
+    f->mask = slots - 1;
+    f->nwords = (int32_t)nwords;
+    f->bucket = (uint32_t)bucket;
+    f->minn = minn;
+    f->maxn = maxn;
+    f->word_ngrams = word_ngrams;
+    f->prune_all = prune_all;
+    f->ids.item = sizeof(int64_t);
+    f->hashes.item = sizeof(int32_t);
+    Py_ssize_t used = 0;
+    if (add_entries(f, words, 0, &used) < 0 || add_entries(f, labels, 1, &used) < 0) return -1;
+    if (bucket_rows != Py_None) {
+        Py_buffer view;
+        if (PyObject_GetBuffer(bucket_rows, &view, PyBUF_SIMPLE) < 0) return -1;
+        if (view.len != (Py_ssize_t)sizeof(int32_t) * bucket) {
+            PyBuffer_Release(&view);
+            PyErr_SetString(PyExc_ValueError, "bucket_rows must hold one int32 per bucket");
+            return -1;
+        }
+        f->bucket_rows = PyMem_Malloc((size_t)view.len);
+        if (!f->bucket_rows) { PyBuffer_Release(&view); PyErr_NoMemory(); return -1; }
+        memcpy(f->bucket_rows, view.buf, (size_t)view.len);
+        PyBuffer_Release(&view);
+    }
+    f->eos_hash = fnv1a((const unsigned char *)EOS, EOS_LEN);
+    f->eos_id = lookup(f, (const unsigned char *)EOS, EOS_LEN, f->eos_hash);
+    if (f->eos_id >= 0 && f->is_label[f->eos_id]) f->eos_id = -1;
+    return 0;
+}
+
+static PyMethodDef featurizer_methods[] = {
+    {"featurize", (PyCFunction)featurize, METH_O, "featurize(texts) -> (ids int64 bytes, counts int64 bytes)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject FeaturizerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "selectd.models.fasttext._featurize.Featurizer",
+    .tp_basicsize = sizeof(Featurizer),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "fastText's getLine: texts -> input-row ids",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)featurizer_init,
+    .tp_dealloc = (destructor)featurizer_dealloc,
+    .tp_methods = featurizer_methods,
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_featurize", "fastText featurization in C", -1, NULL};
+
+PyMODINIT_FUNC PyInit__featurize(void) {
+    if (PyType_Ready(&FeaturizerType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&FeaturizerType);
+    if (PyModule_AddObject(m, "Featurizer", (PyObject *)&FeaturizerType) < 0) {
+        Py_DECREF(&FeaturizerType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
