@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 
 from selectd import __version__
 from selectd.parse import DLQ_REASONS
@@ -16,6 +16,9 @@ from selectd.parse import DLQ_REASONS
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 OUTCOMES = ("accepted", "rejected", "dlq", "attributes")
+
+# *_created series double the exposition and no dashboard or alert of ours reads them.
+disable_created_metrics()
 
 
 class Metrics:

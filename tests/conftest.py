@@ -117,8 +117,20 @@ def collect(broker: TansuBroker, topics: list[str], expected: int, timeout_s: fl
     return out
 
 
+GOOD_TEXT = (
+    "The river that runs through the old town was once the main road for trade. Merchants brought salt, "
+    "wool and timber down from the hills, and the market square grew up around the stone bridge where "
+    "the boats were unloaded.\n\nToday the warehouses have become homes and small workshops. Visitors "
+    "walk along the towpath in the summer, and a local society keeps records of the families who "
+    "worked on the water for generations. Their archive holds letters, ledgers and photographs that "
+    "show how the town changed when the railway arrived and the river trade slowly declined.\n\n"
+    "Volunteers have restored two of the original barges, and with the help of a small grant they now "
+    "offer short trips to schools, explaining how locks work and why the canal was built in the first place."
+)
+
+
 def documents(n: int, prefix: str = "doc", text: str | None = None) -> list[tuple[bytes, bytes]]:
-    base = text or ("The quick brown fox jumps over the lazy dog and then it runs to the river. " * 12)
+    base = text or GOOD_TEXT
     return [(f"{prefix}-{i}".encode(), orjson.dumps({"id": f"{prefix}-{i}", "text": base, "n": i, "meta": {"src": "test"}}))
             for i in range(n)]
 
