@@ -377,7 +377,7 @@ def test_cli_export_verify_and_bench(tmp_path, native_models, parity_texts, caps
     # a missing reference file is a clear message, not a traceback
     assert _run(cli.add_verify_arguments, cli.verify,
                 [str(out), "--against", str(tmp_path / "missing.bin"), "--texts", str(parity_texts)]) == 2
-    assert "missing.bin: no such file" in capsys.readouterr().out
+    assert "missing.bin: no such file" in capsys.readouterr().err
 
 
 # --- models/ build scripts ---------------------------------------------------------------------

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -33,7 +34,7 @@ def export(args: argparse.Namespace) -> int:
     try:
         manifest = export_model(args.model, args.out_dir, args.profile)
     except (ModelLoadError, FileExistsError) as exc:
-        print(f"selectd export fasttext: {exc}")
+        print(f"selectd export fasttext: {exc}", file=sys.stderr)
         return 2
     meta = manifest.metadata
     print(f"{args.out_dir}: {meta['args']['loss']} classifier, {len(meta['labels'])} labels, {meta['nwords']} words, "
@@ -127,7 +128,7 @@ def verify(args: argparse.Namespace) -> int:
         texts = read_texts(args.texts, args.limit)
         report = compare_with_native(args.model_dir, args.against, texts, args.batch_size)
     except (ModelLoadError, ValueError, OSError) as exc:
-        print(f"selectd verify: {exc}")
+        print(f"selectd verify: {exc}", file=sys.stderr)
         return 2
     report["tolerance"] = args.tolerance
     report["ok"] = (not report["top1_mismatches"] and not report["prediction_mismatches"]
@@ -184,7 +185,7 @@ def bench(args: argparse.Namespace) -> int:
             "native fastText predict(k=1)": lambda batch: _native_predict(native, batch, 1),
         }, prepared, args.batch_size, args.repeat)
     except (ModelLoadError, ValueError, OSError) as exc:
-        print(f"selectd bench: {exc}")
+        print(f"selectd bench: {exc}", file=sys.stderr)
         return 2
     ours_best, native_all, native_top1 = best.values()
     report = comparison(ours_best, native_all, threads=1, profile=ours.profile,
