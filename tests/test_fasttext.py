@@ -122,6 +122,13 @@ def native_models(tmp_path_factory, training_files) -> dict[str, Path]:
                           "model.quantize(input=data, qnorm=True, retrain=False, cutoff=150000, dsub=2)\n"
                           "model.save_model(output)\n",
                           source=str(models["softmax_bigram"]), data=quality, output=str(models["quantized"]))
+    # cutoff below the vocabulary size keeps only words: pruneidx_size 0, every bucket dropped
+    # (fastText's pushHash drops all hashes then, where "not pruned" is -1)
+    models["quantized_words_only"] = folder / "quantized_words_only.ftz"
+    _native_in_subprocess("model = fasttext.load_model(source)\n"
+                          "model.quantize(input=data, qnorm=False, retrain=False, cutoff=20000, dsub=4)\n"
+                          "model.save_model(output)\n",
+                          source=str(models["softmax_bigram"]), data=quality, output=str(models["quantized_words_only"]))
     return models
 
 
@@ -139,7 +146,7 @@ FEATURIZERS = ["compiled", "numpy"]
 
 
 @pytest.mark.parametrize("featurizer", FEATURIZERS)
-@pytest.mark.parametrize("name", ["lid176", "softmax_bigram", "quantized", "ova_chargrams", "hs"])
+@pytest.mark.parametrize("name", ["lid176", "softmax_bigram", "quantized", "quantized_words_only", "ova_chargrams", "hs"])
 def test_parity_with_native_fasttext(name, featurizer, exported, native_models, parity_texts):
     texts = read_texts(parity_texts)
     report = cli.compare_with_native(exported[name], native_models[name], texts, featurizer=featurizer)
@@ -156,6 +163,8 @@ def test_model_shapes_cover_what_they_claim(native_models):
     assert lid.pruneidx_size == 42765 and lid.input_matrix.shape == (7235 + 42765, 16)
     quantized = read_model(native_models["quantized"])
     assert quantized.quantized and quantized.pruneidx_size > 0 and quantized.args.word_ngrams == 2
+    words_only = read_model(native_models["quantized_words_only"])
+    assert words_only.quantized and words_only.pruneidx_size == 0
     assert read_model(native_models["softmax_bigram"]).args.loss == "softmax"
     ova = read_model(native_models["ova_chargrams"])
     assert (ova.args.loss, ova.args.minn, ova.args.maxn) == ("ova", 2, 5)
@@ -183,6 +192,17 @@ def test_edge_cases_one_by_one_match_native(name, featurizer, exported, native_m
                 assert abs(alone[column] - expected[label]) <= TOLERANCE, (text, label)
             else:  # hs leaves out labels below fastText's 1e-5 floor
                 assert alone[column] <= 1e-5 + TOLERANCE, (text, label)
+
+
+def test_runs_are_capped_by_padded_ids_without_changing_results(exported, corpus_texts):
+    texts = corpus_texts[:200] + [_long_document(corpus_texts)[:200_000]]
+    default = FastTextOnnx(exported["lid176"])
+    capped = FastTextOnnx(exported["lid176"], max_padded_ids=5_000)
+    ids, counts = capped.featurizer.featurize(texts)
+    runs = capped._runs(counts)
+    assert all(len(run) == 1 or len(run) * counts[run].max() <= 5_000 for run in runs)
+    assert sorted(np.concatenate(runs).tolist()) == np.flatnonzero(counts).tolist()
+    np.testing.assert_allclose(capped.predict(texts), default.predict(texts), rtol=1e-5, atol=1e-7)
 
 
 # --- featurizer units --------------------------------------------------------------------------
