@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -37,6 +37,8 @@ SENTENCE_PUNCT_CHARS = frozenset(tables.SENTENCE_PUNCT_CHARS)
 
 #: longer than any fixed-length suffix alternative of spaCy's English suffixes ("km/h", "US$", ...)
 _LONGEST_SUFFIX = 8
+_ASCII_DIGIT = re.compile("[0-9]")
+_INFIX_TRIGGER = re.compile("[.…,\\-–—~+*^:<>=/]|" + tables.ICON_CLASS)
 _NON_PUNCTUATION = re.compile("[^" + re.escape(tables.GOPHER_PUNCTUATION) + "]")
 
 
@@ -48,7 +50,7 @@ class EnglishSplitter:
         # finds what spaCy's search() finds without trying every start position
         self._prefix = re.compile(tables.EN_PREFIX_PATTERN).match
         self._suffix_search = re.compile(tables.EN_SUFFIX_PATTERN).search
-        self._infixes = re.compile(tables.EN_INFIX_PATTERN).finditer
+        self._infix_at = re.compile(tables.EN_INFIX_PATTERN).match
         self._url = re.compile(tables.EN_URL_PATTERN).match
         self._specials: dict[str, tuple[str, ...]] = tables.EN_SPECIAL_CASES
         # spaCy's special-case matcher: special cases that affix splitting would cut, keyed by the
@@ -59,6 +61,7 @@ class EnglishSplitter:
             if len(pieces) > 1:
                 self._merges[pieces] = tokens
         self._longest_merge = max(map(len, self._merges), default=0)
+        self._merge_starts = {pieces[0] for pieces in self._merges}
 
     def chunk_tokens(self, chunk: str) -> tuple[str, ...]:
         """Tokens of one chunk (a maximal run of non-whitespace characters)."""
@@ -83,7 +86,7 @@ class EnglishSplitter:
         if string:
             if string in specials:
                 tokens.extend(specials[string])
-            elif self._url(string):
+            elif "." in string and self._url(string):  # every URL the pattern accepts has a dot
                 tokens.append(string)
             else:
                 tokens.extend(self._split_infixes(string))
@@ -93,6 +96,8 @@ class EnglishSplitter:
     def _merge_special_cases(self, tokens: tuple[str, ...]) -> tuple[str, ...]:
         """spaCy's ``_apply_special_cases`` within one chunk: longest, then leftmost, matches first."""
         n = len(tokens)
+        if not any(token in self._merge_starts for token in tokens[:-1]):
+            return tokens
         matches = [
             (end - start, start, end)
             for start in range(n)
@@ -126,15 +131,13 @@ class EnglishSplitter:
             if string in specials:
                 break
             last_size = len(string)
-            match = self._prefix(string)
-            pre_len = match.end() - match.start() if match else 0
+            pre_len = self._prefix_len(string)
             if pre_len:
                 prefix, minus_pre = string[:pre_len], string[pre_len:]
                 if minus_pre and minus_pre in specials:
                     prefixes.append(prefix)
                     return minus_pre
-            match = self._suffix(string[pre_len:])
-            suf_len = match.end() - match.start() if match else 0
+            suf_len = self._suffix_len(string[pre_len:])
             if suf_len:
                 suffix, minus_suf = string[-suf_len:], string[:-suf_len]
                 if minus_suf and minus_suf in specials:
@@ -152,18 +155,50 @@ class EnglishSplitter:
                 string = minus_suf
         return string
 
-    def _suffix(self, string: str) -> re.Match | None:
-        """spaCy's suffix search, started near the end: every suffix alternative is anchored with
-        $ and is at most _LONGEST_SUFFIX characters long, except a run of dots (searched in full).
-        Lookbehinds still see the characters before the start position."""
+    # The pre-checks below skip a regex search where no alternative of spaCy's pattern can match;
+    # tests/test_rules_tokenizer.py checks the whole split against spaCy itself.
+    def _prefix_len(self, string: str) -> int:
+        # prefixes are punctuation / symbols, except the currencies US$, C$ and A$
+        first = string[0]
+        if first.isalnum() and first not in "UCA":
+            return 0
+        match = self._prefix(string)
+        return match.end() - match.start() if match else 0
+
+    def _suffix_len(self, string: str) -> int:
+        """spaCy's suffix search. Every alternative is anchored with $; none ends in an ASCII digit;
+        the ones ending in a letter are 's and units right after a digit; and apart from a run
+        of dots none is longer than _LONGEST_SUFFIX (lookbehinds still see the text before ``pos``)."""
+        if not string:
+            return 0
+        last = string[-1]
+        if last in "0123456789":
+            return 0
+        if last.isalpha() and string[-2:-1] not in ("'", "’") and not _ASCII_DIGIT.search(string, max(0, len(string) - _LONGEST_SUFFIX)):
+            return 0
         if len(string) <= _LONGEST_SUFFIX or string.endswith(".."):
-            return self._suffix_search(string)
-        return self._suffix_search(string, len(string) - _LONGEST_SUFFIX)
+            match = self._suffix_search(string)
+        else:
+            match = self._suffix_search(string, len(string) - _LONGEST_SUFFIX)
+        return match.end() - match.start() if match else 0
+
+    def _infix_matches(self, string: str) -> Iterator[re.Match]:
+        """What ``finditer`` of spaCy's infix pattern yields, trying only where a match can start:
+        every infix alternative begins with a character of _INFIX_TRIGGER."""
+        end = 0
+        for trigger in _INFIX_TRIGGER.finditer(string):
+            position = trigger.start()
+            if position < end:
+                continue
+            match = self._infix_at(string, position)
+            if match:
+                yield match
+                end = match.end() if match.end() > position else position + 1
 
     def _split_infixes(self, string: str) -> list[str]:
         tokens: list[str] = []
         start = 0
-        for match in self._infixes(string):
+        for match in self._infix_matches(string):
             infix_start, infix_end = match.start(), match.end()
             if infix_start == 0:
                 continue  # spaCy ignores an infix at the very start

@@ -1,0 +1,139 @@
+"""Rule scorers on crafted edge cases: each case hits one datatrove rule, and datatrove agrees."""
+import pytest
+from pydantic import ValidationError
+
+from selectd.rules import Rule, first_failures
+from selectd.scorers import scorer_class, scorer_kinds
+
+filters = pytest.importorskip("datatrove.pipeline.filters")
+from datatrove.data import Document  # noqa: E402
+
+REFERENCE = {
+    "gopher_quality": filters.GopherQualityFilter,
+    "gopher_repetition": filters.GopherRepetitionFilter,
+    "c4_quality": filters.C4QualityFilter,
+    "fineweb_quality": filters.FineWebQualityFilter,
+}
+
+PROSE = (
+    "The committee met on Tuesday to review the budget for the coming year. Members agreed that the "
+    "library should have longer opening hours, and that funding for the reading programme would be "
+    "increased. A vote on the new roof was postponed until the surveyors report back to the board.\n"
+    "Residents who wish to comment can write to the town hall before the end of the month. The minutes "
+    "of the meeting will be published online, together with the figures presented by the treasurer.\n"
+    "Several speakers thanked the volunteers. They said the summer festival had been the best attended "
+    "in a decade, with visitors coming from across the region to see the parade and the fireworks.\n"
+)
+
+
+def verdicts(kind, texts, **options):
+    cls = scorer_class(kind)
+    scorer = cls(kind, cls.Options(**options))
+    rules = [Rule(**r) for r in scorer.default_rules()]
+    ours = first_failures(rules, scorer.run(texts), len(texts))
+    reference = []
+    for text in texts:
+        verdict = REFERENCE[kind](**options).filter(Document(text=text, id="x"))
+        reference.append(None if verdict is True else verdict[1])
+    return ours, reference
+
+
+def long_words_text():
+    return " ".join(["extraordinarily"] * 40 + ["the", "of", "and"] * 5) + "."
+
+
+CASES = {
+    "gopher_quality": [
+        (PROSE, None),
+        ("The cat and the dog sat with me.", "gopher_short_doc"),
+        (long_words_text(), "gopher_above_avg_threshold"),
+        (" ".join(["a", "of", "to", "be", "it", "is"] * 15), "gopher_below_avg_threshold"),
+        (PROSE + " ".join(["#tag"] * 40), "gopher_too_many_hashes"),
+        (PROSE + " ".join(["wait..."] * 40), "gopher_too_many_ellipsis"),
+        ("\n".join(["- the item of the list and more words here"] * 30), "gopher_too_many_bullets"),
+        (PROSE + "\n".join(["and then the story went on..."] * 6), "gopher_too_many_end_ellipsis"),
+        (PROSE + " ".join(["123", "4.5", "%", "678"] * 40), "gopher_below_alpha_threshold"),
+        (" ".join(["Lovely weather today my friend we enjoy sunny days"] * 8), "gopher_enough_stop_words"),
+    ],
+    "gopher_repetition": [
+        (PROSE, None),
+        ("\n\n".join(["Same paragraph here."] * 4 + ["Different one.", "Another."]), "dup_para_frac"),
+        ("Intro.\n\n" + "\n\n".join(["A much longer repeated paragraph with plenty of characters in it."] * 2)
+         + "\n\nOther text one.\n\nOther text two.\n\nOther text three.\n\nOther four.", "dup_para_char_frac"),
+        ("\n".join(["line one", "line two", "line one", "line one", "line two", "line three"]), "dup_line_frac"),
+        (PROSE + "\n".join(f"Unique line number {i}." for i in range(6)) + "\n"
+         + "\n".join(["This long line is repeated to build character weight. " * 9] * 2), "dup_line_char_frac"),
+        (" ".join(["buy now"] * 30) + " " + PROSE.replace("\n", " "), "top_2_gram"),
+        (PROSE.replace("\n", " ") + " " + " ".join(f"w{i} alpha beta gamma" for i in range(20)), "top_3_gram"),
+        (PROSE.replace("\n", " ") * 2, "duplicated_5_n_grams"),
+    ],
+    "c4_quality": [
+        (PROSE, None),
+        (PROSE + "Lorem ipsum dolor sit amet, consectetur adipiscing elit.\n", "lorem_ipsum"),
+        (PROSE + "The function returns {a dictionary} of values.\n", "curly_bracket"),
+        ("One line. Two sentences here.\nAnd a third one here.", "too_few_sentences"),
+        ("Please enable JavaScript to view this site. It is required. Really it is.\n" * 2
+         + "This site uses cookies. We use cookies to track you. Please accept them.\n", "too_few_sentences"),
+        ("A line with a citation at the end [1]\nAnother one with a note [citation needed]\n"
+         "Short. Lines. Here. And. More. Text.", None),
+        ("Bad {bracket} first. Then more words here.\nLorem ipsum dolor sit amet, and more.", "curly_bracket"),
+        ("no terminal punctuation on this line\nnor on this one\nnor here either", "too_few_sentences"),
+    ],
+    "fineweb_quality": [
+        (PROSE, None),
+        ("\n\n   \n", "empty"),
+        ("\n".join(["a line without punctuation at the end"] * 3 + ["Different text without any stop"] * 20),
+         "line_punct_ratio"),
+        ("\n".join(["Short line."] * 2 + [f"Item {i}." for i in range(20)] + [PROSE]), "short_line_ratio"),
+        (PROSE + PROSE.splitlines()[0] + "\n", "char_dup_ratio"),
+        ("\n".join(f"Word {i}." for i in range(40)) + "\n" + "\n".join(["A much longer line of text so that the "
+         "short line rule does not trigger first, really."] * 1), "short_line_ratio"),
+        ("\n".join(f"Supercalifragilistic{i} antidisestablishmentarianism." for i in range(30)), "list_ratio"),
+    ],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_each_rule_fires_as_in_datatrove(kind):
+    texts = [text for text, _ in CASES[kind]]
+    expected = [reason for _, reason in CASES[kind]]
+    ours, reference = verdicts(kind, texts)
+    assert reference == expected, "the crafted case does not exercise the intended datatrove rule"
+    assert ours == expected
+
+
+def test_all_four_kinds_are_registered():
+    assert {"gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality"} <= set(scorer_kinds())
+
+
+def test_signals_are_float_arrays_one_per_document():
+    for kind in CASES:
+        cls = scorer_class(kind)
+        signals = cls(kind, cls.Options()).run([PROSE, "short text."])
+        assert signals and all(values.shape == (2,) and values.dtype.kind == "f" for values in signals.values())
+
+
+def test_options_mirror_datatrove_arguments():
+    cls = scorer_class("gopher_quality")
+    rules = cls("q", cls.Options(min_doc_words=10, max_avg_word_length=None)).default_rules()
+    short = next(r for r in rules if r["reason"] == "gopher_short_doc")
+    assert short["min"] == 10
+    assert not any(r["reason"] == "gopher_above_avg_threshold" for r in rules)
+    ours, reference = verdicts("gopher_quality", ["The committee and the council met with members of the public."],
+                               min_doc_words=10, min_stop_words=3)
+    assert ours == reference == [None]
+    ours, reference = verdicts("gopher_repetition", [PROSE.replace("\n", " ") * 2],
+                               dup_n_grams=((5, 0.9), (10, 0.3)))
+    assert ours == reference == ["duplicated_10_n_grams"]
+    ours, reference = verdicts("c4_quality", ["One line. Two sentences here."], min_num_sentences=2)
+    assert ours == reference == [None]
+
+
+def test_bad_options_are_rejected_with_a_reason():
+    cls = scorer_class("c4_quality")
+    with pytest.raises(ValidationError, match="extra"):
+        cls.Options(split_paragraphs=False)
+    with pytest.raises(ValidationError, match="English"):
+        cls.Options(language="fra")
+    with pytest.raises(ValidationError, match="at least 1"):
+        scorer_class("gopher_repetition").Options(top_n_grams=[(0, 0.2)])
