@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Callable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 from selectd.models.benchmark import comparison, emit, read_texts, time_batches
 from selectd.rules import Rule, first_failures
@@ -43,13 +44,19 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def _pin_to_one_core() -> int | None:
-    """Run on a single core, so the comparison is per core whatever the machine."""
+@contextmanager
+def _one_core() -> Iterator[int | None]:
+    """Run on a single core, so the comparison is per core whatever the machine; restore after."""
     if not hasattr(os, "sched_setaffinity"):
-        return None
-    core = min(os.sched_getaffinity(0))
+        yield None
+        return
+    cores = os.sched_getaffinity(0)
+    core = min(cores)
     os.sched_setaffinity(0, {core})
-    return core
+    try:
+        yield core
+    finally:
+        os.sched_setaffinity(0, cores)
 
 
 class _Recorder:
@@ -126,8 +133,8 @@ def bench(args: argparse.Namespace) -> int:
         print(f"selectd bench rules: --warm-texts must leave texts to time ({n_warm} of {len(texts)})")
         return 2
     warm_texts, timed_texts = texts[:n_warm], texts[n_warm:]
-    core = _pin_to_one_core()
-    results = {kind: compare_filter(kind, warm_texts, timed_texts, args.batch_size) for kind in args.filters}
+    with _one_core() as core:
+        results = {kind: compare_filter(kind, warm_texts, timed_texts, args.batch_size) for kind in args.filters}
     report = {"texts": len(timed_texts), "warm_texts": n_warm, "batch_size": args.batch_size, "core": core,
               "filters": results}
     lines = [f"{len(timed_texts)} timed texts from {args.texts} (after {n_warm} warm-up texts), "
