@@ -41,3 +41,6 @@ def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.setLevel(level)
     # kafka-python is chatty at INFO (connection churn); its warnings still come through.
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # Its event loop warns whenever a CPU-bound batch holds the GIL for >100 ms; heartbeats still
+    # run (the commit protocol keeps polling), so that warning is noise for a scoring daemon.
+    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)

@@ -8,7 +8,7 @@ metrics, then stops the daemon with SIGTERM (drain) and prints the summary.
 """
 from __future__ import annotations
 
-import os
+import logging
 import signal
 import subprocess
 import sys
@@ -63,14 +63,31 @@ def _progress(totals: dict[str, float], produced: int, began: float) -> str:
             f"rejected {int(totals.get('outcome:rejected', 0))} dlq {int(totals.get('outcome:dlq', 0))} | {rate:,.0f} docs/s ")
 
 
+#: model directories the example config uses, and the repo script that builds each (nothing downloaded)
+DEMO_MODELS = [
+    (REPO / "models" / "lid176", ["models/build_lid.py"]),
+    (REPO / "models" / "quality_fasttext", ["models/build_quality_fasttext.py", "--corpus", "{corpus}"]),
+]
+
+
+def ensure_models(corpus: Path) -> None:
+    for directory, command in DEMO_MODELS:
+        if (directory / "manifest.json").exists():
+            continue
+        print(f"building {directory.relative_to(REPO)} ({command[0]})")
+        subprocess.run([sys.executable, *(part.format(corpus=corpus) for part in command)], cwd=REPO, check=True)
+
+
 def run_embedded(docs: int = 5000, partitions: int = 2, keep: bool = False, workdir: Path = Path("artifacts/demo"),
                  config_path: Path = EXAMPLE_CONFIG) -> int:
+    # kafka-python logs connection churn at ERROR when the broker stops at the end; not news here.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     workdir.mkdir(parents=True, exist_ok=True)
     corpus = workdir / f"sample-{docs}.jsonl"
     if not corpus.exists():
         print(f"building the sample corpus ({docs} documents) -> {corpus}")
         build_corpus(corpus, n_docs=docs, seed=0)
-    config = load_config(config_path)
+    ensure_models(corpus)
     with TansuBroker(log_path=workdir / "tansu.log") as broker:
         print(f"broker: Tansu on {broker.bootstrap} (memory storage)")
         overrides = [f'kafka.bootstrap_servers=["{broker.bootstrap}"]', f"metrics.port={free_port()}",
@@ -82,9 +99,10 @@ def run_embedded(docs: int = 5000, partitions: int = 2, keep: bool = False, work
             outputs[config.topics.attributes] = 1
         ensure_topics(config.kafka, {**{t: partitions for t in config.kafka.input_topics}, **outputs})
         args = [sys.executable, "-m", "selectd.cli", "run", "--config", str(config_path)]
+        # The example config names model directories relative to the repository root.
         for item in overrides + ["logging.format=text", "logging.level=WARNING"]:
             args += ["--set", item]
-        daemon = subprocess.Popen(args, cwd=os.getcwd())
+        daemon = subprocess.Popen(args, cwd=REPO)
         url = f"http://{config.metrics.host}:{config.metrics.port}/metrics"
         print(f"daemon: pid {daemon.pid}, metrics at {url}")
         try:
@@ -93,6 +111,7 @@ def run_embedded(docs: int = 5000, partitions: int = 2, keep: bool = False, work
             print(f"produced {produced} messages to {config.kafka.input_topics[0]} ({len(MALFORMED)} malformed)")
             totals: dict[str, float] = {}
             first_out = None
+            last_line = 0.0
             while daemon.poll() is None:
                 try:
                     totals = _scrape(url)
@@ -102,8 +121,13 @@ def run_embedded(docs: int = 5000, partitions: int = 2, keep: bool = False, work
                 done = sum(totals.get(f"outcome:{o}", 0) for o in ("accepted", "rejected", "dlq"))
                 if done and first_out is None:
                     first_out = time.monotonic()
-                sys.stdout.write(_progress(totals, produced, began))
-                sys.stdout.flush()
+                line = _progress(totals, produced, began)
+                if sys.stdout.isatty():
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+                elif time.monotonic() - last_line >= 5:  # a log file gets a line every 5 s, not a flood
+                    print(line.strip(), flush=True)
+                    last_line = time.monotonic()
                 if done >= produced and not keep:
                     break
                 time.sleep(0.5)
