@@ -7,10 +7,14 @@ Failure policy (so nothing is dropped silently):
    reason ``produce_failed`` and the error in a header;
 3. anything else still failing (broker down, DLQ itself failing) raises :class:`DeliveryError`:
    the commit protocol then does not commit the batch and retries it after a backoff.
+A dead letter larger than the producer's ``max_request_size`` (a huge input, or an output made too
+large by one) would fail forever and block its partition: it is sent with its value cut to fit,
+its own ``selectd.*`` headers kept and ``selectd.truncated_from_bytes`` giving the original size.
 Every failure is counted in ``selectd_produce_failures_total``.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Sequence
@@ -34,6 +38,26 @@ PERMANENT_ERRORS = (
     kafka_errors.UnknownTopicOrPartitionError,
     kafka_errors.KafkaTimeoutError,  # metadata for the topic never arrived: missing topic, auto-create off
 )
+
+#: errors of a record over the producer's size limit: resending it unchanged can never succeed
+SIZE_ERRORS = (kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordListTooLargeError)
+#: what kafka-python adds to a record's key, value and headers (a batch header of 61 bytes, record
+#: framing and varints), with room to spare
+RECORD_OVERHEAD_BYTES = 512
+
+
+def fit_dead_letter(letter: Output, max_request_size: int) -> Output:
+    """``letter`` unchanged if it fits the producer's limit; else its value cut to fit, the input's own
+    headers dropped (they may be what is huge) and the original value size in a header."""
+    headers_size = sum(len(k.encode()) + len(v) for k, v in letter.headers)
+    size = len(letter.value or b"") + len(letter.key or b"") + headers_size + RECORD_OVERHEAD_BYTES
+    if size <= max_request_size:
+        return letter
+    headers = [(k, v) for k, v in letter.headers if k.startswith("selectd.")]
+    headers.append(("selectd.truncated_from_bytes", str(len(letter.value or b"")).encode()))
+    key = (letter.key or b"")[:1024] if letter.key is not None else None
+    room = max_request_size - RECORD_OVERHEAD_BYTES - len(key or b"") - sum(len(k.encode()) + len(v) for k, v in headers)
+    return dataclasses.replace(letter, key=key, value=(letter.value or b"")[:max(0, room)], headers=headers)
 
 
 class DeliveryError(Exception):
@@ -94,13 +118,21 @@ class KafkaSink:
         self.metrics.count_delivered([out for out in outputs if id(out) not in undelivered])
 
     def _dead_letter_undeliverable(self, failed: list[tuple[Output, Exception]]) -> None:
-        transient = [(out, exc) for out, exc in failed if not isinstance(exc, PERMANENT_ERRORS) or out.outcome == "dlq"]
+        # A dead letter that failed for its size is sent again cut to fit; any other DLQ failure is transient.
+        transient = [(out, exc) for out, exc in failed if not isinstance(exc, PERMANENT_ERRORS)
+                     or (out.outcome == "dlq" and not isinstance(exc, SIZE_ERRORS))]
         if transient:
             out, exc = transient[0]
             raise DeliveryError(f"{len(transient)} outputs undelivered after retries, e.g. to {out.topic!r}: {exc!r}")
         dlq = self.config.topics.dlq
+        limit = self.config.kafka.max_request_size
         letters = []
         for out, exc in failed:
+            if out.outcome == "dlq":
+                log.warning("dead letter too large; sending it truncated", extra={"bytes": len(out.value or b""),
+                            "source": f"{out.record.topic}:{out.record.partition}:{out.record.offset}"})
+                letters.append(fit_dead_letter(out, limit))
+                continue
             log.warning("output dead-lettered", extra={"topic": out.topic, "error": repr(exc)[:300],
                                                        "source": f"{out.record.topic}:{out.record.partition}:{out.record.offset}"})
             letters.append(Output(dlq, out.record.key, out.record.value,
@@ -108,6 +140,7 @@ class KafkaSink:
                                    ("selectd.error", repr(exc)[:1000].encode()),
                                    ("selectd.intended_topic", out.topic.encode()), *source_headers(out.record)],
                                   "dlq", "produce_failed", out.record, out.doc_id))
+            letters[-1] = fit_dead_letter(letters[-1], limit)
         still = self._send_all(letters)
         if still:
             raise DeliveryError(f"dead-lettering {len(still)} undeliverable outputs failed: {still[0][1]!r}")
