@@ -68,8 +68,11 @@ class KafkaSink:
     def __init__(self, config: Config, metrics: Metrics):
         self.config = config
         self.metrics = metrics
-        kafka = config.kafka
-        self.producer = KafkaProducer(
+        self.producer: KafkaProducer | None = self._new_producer()
+
+    def _new_producer(self) -> KafkaProducer:
+        kafka = self.config.kafka
+        return KafkaProducer(
             **connection_kwargs(kafka),
             acks="all",
             enable_idempotence=True,
@@ -100,6 +103,18 @@ class KafkaSink:
         return failed
 
     def deliver(self, outputs: Sequence[Output]) -> None:
+        if self.producer is None:
+            self.producer = self._new_producer()
+        try:
+            self._deliver(outputs)
+        except DeliveryError:
+            # An idempotent producer that hit a fatal error (e.g. InitProducerId failing while a broker
+            # restarts) fails every later send: the retry of the batch gets a fresh one.
+            self.producer.close(timeout=0)
+            self.producer = None
+            raise
+
+    def _deliver(self, outputs: Sequence[Output]) -> None:
         policy = self.config.delivery
         failed = self._send_all(outputs)
         for attempt in range(policy.produce_retries):
@@ -147,4 +162,5 @@ class KafkaSink:
         self.metrics.count_delivered(letters)
 
     def close(self, timeout_s: float = 10) -> None:
-        self.producer.close(timeout=timeout_s)
+        if self.producer is not None:
+            self.producer.close(timeout=timeout_s)
