@@ -1,0 +1,162 @@
+"""Reliability, shorter than the loadtest runs but through the same code (loadtest/faults.py, poison.py,
+soak.py): kill -9 cycles, a broker restart, a group losing a member, produce failures, poison input,
+and a short soak. The full runs and their figures: ``python -m loadtest.faults`` / ``loadtest.soak``.
+"""
+from __future__ import annotations
+
+
+import pytest
+from kafka import TopicPartition
+from kafka import errors as kafka_errors
+
+from conftest import Topics, collect, create_topics, write_config
+from loadtest import faults
+from loadtest.soak import soak
+from selectd.commit import CommitLoop
+from selectd.config import load_config
+from selectd.metrics import Metrics
+from selectd.parse import Record
+from selectd.router import Output
+from selectd.sinks.kafka import DeliveryError, KafkaSink
+
+pytestmark = pytest.mark.kafka
+
+MB = 1024 * 1024
+
+
+def test_kill_9_cycles_lose_nothing_and_duplicate_at_most_one_batch_per_crash(broker, tmp_path):
+    report = faults.kill_cycles(broker.bootstrap, tmp_path, docs=5000, kills=3, rate=1500, max_gap_s=3.0)
+    assert report.kills == 3
+    assert report.missing == 0, report.lines()
+    assert max(report.duplicates_per_crash) <= report.batch_max_docs, report.lines()
+
+
+def test_broker_restart_daemon_reports_not_ready_stays_up_and_resumes(tmp_path):
+    # The test broker keeps data in memory only: after the restart topics and committed offsets are
+    # gone, so this checks the daemon's side, not the survival of data on the broker.
+    report = faults.broker_restart(tmp_path, down_s=8)
+    assert report.not_ready_after_s < 15, "/readyz turned 503 while the broker was down"
+    assert report.broker_up_while_down == 0
+    assert report.alive_while_down, "the daemon did not exit"
+    assert report.resumed_after_s < 90, "new messages were processed once the broker was back"
+    assert report.ready_again and report.new_missing == 0
+
+
+def test_three_member_group_loses_one_member_mid_stream(broker, tmp_path):
+    report = faults.group_member_loss(broker.bootstrap, tmp_path, docs=3000, rate=600)
+    assert report.missing == 0, report.lines()
+
+
+def test_outputs_too_large_for_the_producer_are_dead_lettered_counted_and_committed(broker, tmp_path):
+    report = faults.produce_failures(broker.bootstrap, tmp_path, documents_n=200, every=10)
+    assert report.too_large == 20
+    assert report.dead_lettered_produce_failed == 20, report.lines()
+    assert report.truncated == 20, "dead letters over the limit themselves were cut to fit"
+    assert report.failures_counted >= 20
+    assert report.routed_ok == 180 and report.missing == 0
+    assert report.committed_all, "the partition was not blocked by an undeliverable dead letter"
+
+
+def _sink_config(broker, topics: Topics, tmp_path, delivery: str = ""):
+    path = write_config(tmp_path / "c.toml", broker, topics, extra="[delivery]\nretry_backoff_s = 0.01\n" + delivery)
+    return load_config(path)
+
+
+def _output(topic: str, offset: int) -> Output:
+    record = Record("in", 0, offset, b"k%d" % offset, b'{"id": "x", "text": "y"}')
+    return Output(topic, record.key, record.value, [], "accepted", None, record, "x")
+
+
+def _fail_sends(sink: KafkaSink, topics: set[str], error: type[Exception]) -> None:
+    """Make the sink's producer fail sends to ``topics`` the way kafka-python does for ``error``."""
+    send = sink.producer.send
+
+    def failing(topic, **kwargs):
+        if topic in topics:
+            raise error(f"injected for {topic}")
+        return send(topic, **kwargs)
+
+    sink.producer.send = failing
+
+
+def test_missing_topic_output_is_dead_lettered_and_counted(broker, tmp_path):
+    # Tansu creates a missing topic on first use and cannot be told not to; with auto-create off a real
+    # broker never returns metadata for the topic and kafka-python's send() raises KafkaTimeoutError
+    # after max_block_ms. That error is injected at the producer here.
+    topics = Topics(partitions=1)
+    create_topics(broker, topics)
+    config = _sink_config(broker, topics, tmp_path)
+    metrics = Metrics()
+    sink = KafkaSink(config, metrics)
+    _fail_sends(sink, {"no-such-topic"}, kafka_errors.KafkaTimeoutError)
+    sink.deliver([_output("no-such-topic", 0), _output(topics.accepted, 1)])
+    sink.close()
+    dlq = collect(broker, [topics.dlq], 1, timeout_s=20)
+    assert len(dlq) == 1
+    headers = dict(dlq[0].headers)
+    assert headers["selectd.reason"] == b"produce_failed" and headers["selectd.intended_topic"] == b"no-such-topic"
+    assert metrics.produce_failures.labels("no-such-topic", "KafkaTimeoutError")._value.get() == 1
+    assert metrics.dead_letters.labels("produce_failed")._value.get() == 1
+    assert len(collect(broker, [topics.accepted], 1, timeout_s=20)) == 1
+
+
+def test_transient_produce_failure_raises_and_the_batch_is_not_committed(broker, tmp_path):
+    topics = Topics(partitions=1)
+    create_topics(broker, topics)
+    config = _sink_config(broker, topics, tmp_path, "produce_retries = 2\n")
+    metrics = Metrics()
+    sink = KafkaSink(config, metrics)
+    # The DLQ fails too, so nothing can take the output: the batch must stay uncommitted.
+    _fail_sends(sink, {topics.accepted, topics.dlq}, kafka_errors.NotLeaderForPartitionError)
+
+    class Source:
+        """Records what the commit loop does with the consumer."""
+        def __init__(self):
+            self.commits, self.rewound = [], []
+            self.assignment = type("A", (), {"owned": lambda _self: {TopicPartition("in", 0)}, "joined": True})()
+            self.consumer = type("C", (), {"commit": lambda _self, offsets: self.commits.append(offsets)})()
+
+        def keep_alive(self): pass
+        def resume(self): pass
+        def rewind(self, records): self.rewound.extend(records)
+
+    class Pipeline:
+        def process(self, records):
+            return [_output(topics.accepted, r.offset) for r in records]
+
+    source = Source()
+    loop = CommitLoop(config, Pipeline(), source, sink, metrics)
+    records = [Record("in", 0, offset, b"k", b"{}") for offset in range(3)]
+    with pytest.raises(DeliveryError):
+        loop.run_batch(records)
+    assert source.commits == [], "an undelivered batch is never committed"
+    loop.stop.set()  # the backoff after the error returns at once
+    loop._on_broker_error(records, DeliveryError("x"))
+    assert source.rewound == records, "the batch is read again"
+    assert metrics.broker_up._value.get() == 0 and metrics.ready._value.get() == 0
+    assert metrics.produce_failures.labels(topics.accepted, "NotLeaderForPartitionError")._value.get() == 3 * 3
+    assert metrics.produce_retries._value.get() == 2 * 3
+    assert metrics.documents_out.labels(topics.accepted, "accepted")._value.get() == 0
+    sink.close()
+
+
+def test_poison_corpus_every_bad_message_dead_lettered_every_good_one_routed(broker, tmp_path):
+    # 3,000 malformed messages here (the full run: 10,000, `python -m loadtest.faults --only poison`),
+    # one 10 MB text and one value over max_message_bytes among them.
+    run = faults.poison(broker.bootstrap, tmp_path, n_bad=3000, rss_bound_bytes=600 * MB, huge_texts=1)
+    assert run.alive, "the daemon never exits on bad input"
+    assert run.report.ok, run.lines()
+    assert run.report.bad >= 3000 and run.report.good > 2000
+    reasons = set(run.report.dlq_by_reason)
+    assert {"invalid_json", "invalid_utf8", "invalid_unicode", "not_an_object", "missing_id", "id_not_string",
+            "missing_text", "text_not_string", "empty_text", "text_too_large", "message_too_large", "tombstone",
+            "produce_failed"} <= reasons
+    assert run.peak_rss_bytes < run.rss_bound_bytes, run.lines()
+
+
+def test_short_soak_keeps_rss_flat(broker, tmp_path):
+    lines: list[str] = []
+    report = soak(broker.bootstrap, tmp_path, seconds=60, rate=300, sample_s=5, warmup_samples=2, on_sample=lines.append)
+    assert report.alive and len(report.samples) >= 10
+    assert report.samples[-1].routed > 10_000, lines
+    assert report.growth_bytes() < 20 * MB, lines
