@@ -177,7 +177,6 @@ class Featurizer:
         self.maxn = maxn
         self.word_ngrams = word_ngrams
         self.cache_limit = cache_limit
-        self.pruneidx_size = pruneidx_size
         self.bucket_row: np.ndarray | None = None
         if pruneidx_size >= 0:  # pruned .ftz: only the listed buckets have rows (0 listed: none)
             self.bucket_row = np.full(bucket, -1, dtype=np.int64)

@@ -12,10 +12,14 @@ table: each id then gathers ``rows`` floats instead of ``dim``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from selectd.models.fasttext.binary import FastTextModel
+
+if TYPE_CHECKING:
+    import onnx
 
 OPSET = 17
 #: fastText's sigmoid table (loss.cc): 512 steps over [-8, 8]
@@ -24,7 +28,7 @@ MAX_SIGMOID = 8
 #: fastText adds this inside every log (std_log)
 LOG_EPSILON = 1e-5
 #: fold in row blocks so a multi-GB input matrix is never converted to float64 at once
-FOLD_BLOCK_ROWS = 1 << 18
+FOLD_BLOCK_ROWS = 1 << 16
 
 
 def sigmoid_table() -> np.ndarray:

@@ -105,6 +105,10 @@ class FastTextOnnx:
                                    word_ngrams=int(args["word_ngrams"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"{manifest_file}: incomplete fastText metadata ({exc!r})") from exc
+        expected_rows = nwords + (featurizer_args["bucket"] if pruneidx_size < 0 else pruneidx_size) + 1
+        if table_rows != expected_rows:
+            raise ModelLoadError(f"{manifest_file}: table_rows {table_rows} does not match nwords + buckets + 1 "
+                                 f"= {expected_rows}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.batch_size = batch_size
