@@ -156,15 +156,17 @@ def _sentences_per_line(tokenizer: WordTokenizer, lines: list[list[str]]) -> np.
     """
     if not lines:
         return np.zeros(0)
-    ids: list[int] = []
-    line_lengths = np.empty(len(lines), dtype=np.int64)
+    tokenizer.start_batch()
+    chunk_ids: list[int] = []
+    chunks_per_line = np.empty(len(lines), dtype=np.int64)
     for index, chunks in enumerate(lines):
-        before = len(ids)
-        tokenizer.chunk_ids(chunks, ids)
-        line_lengths[index] = len(ids) - before
-    tokenizer.vocab.sync()
-    token_ids = np.asarray(ids, dtype=np.int64)
-    line_of_token = np.repeat(np.arange(len(lines)), line_lengths)
+        tokenizer.chunk_ids(chunks, chunk_ids)
+        chunks_per_line[index] = len(chunks)
+    tokenizer.sync()
+    chunk_array = np.asarray(chunk_ids, dtype=np.int64)
+    token_ids = tokenizer.expand(chunk_array)
+    line_of_chunk = np.repeat(np.arange(len(lines)), chunks_per_line)
+    line_of_token = np.repeat(line_of_chunk, tokenizer.chunk_token_counts(chunk_array))
     ends = tokenizer.vocab.ends_sentence[token_ids]
     opens = tokenizer.vocab.opens_sentence[token_ids]
     relevant = ends | opens

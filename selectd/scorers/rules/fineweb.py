@@ -48,7 +48,7 @@ class FineWebQuality(RuleScorer):
             punct_lines[i] = sum(1 for line in non_blank if line.endswith(self._stop_chars))
             short_lines[i] = sum(1 for line in non_blank if len(line) <= o.short_line_length)
             duplicate_chars[i] = duplicates(non_blank)[1]
-        words = self.tokenizer.tokenize(texts).counts
+        words = self.tokenizer.token_counts(texts)
         return {
             "lines": lines,
             "line_punct_ratio": ratio(punct_lines, lines),

@@ -295,51 +295,107 @@ class TokenizedBatch:
 
 
 class WordTokenizer:
-    """Shared per-process tokenizer: chunk -> token ids cache over one :class:`Vocabulary`.
+    """Shared per-process tokenizer: a chunk table over one :class:`Vocabulary`.
 
-    The chunk cache is bounded (``max_chunks``); when full it is cleared, the vocabulary kept.
+    Every distinct whitespace-separated chunk gets a chunk id, its tokens' ids stored once in a
+    flat array. A document becomes a list of chunk ids (one C-level dictionary lookup per chunk:
+    ``map(dict.__getitem__, text.split())``), and numpy expands chunk ids to token ids. The table
+    is bounded (``max_chunks``); when full it is cleared between batches, the vocabulary kept.
     """
 
     def __init__(self, max_chunks: int = 1_000_000) -> None:
         self.splitter = EnglishSplitter()
         self.vocab = Vocabulary()
         self.max_chunks = max_chunks
-        self._chunks: dict[str, tuple[int, ...]] = {}
+        self._clear_chunks()
 
-    # Callers index vocab feature arrays after these: they sync the vocabulary first.
-    def _chunk_ids(self, chunk: str) -> tuple[int, ...]:
-        if len(self._chunks) >= self.max_chunks:
-            self._chunks.clear()
+    def _clear_chunks(self) -> None:
+        self._chunk_index: dict[str, int] = {}
+        self._pending_tokens: list[int] = []   # token ids of chunks added since the last sync
+        self._pending_counts: list[int] = []   # their token counts
+        self._chunk_tokens = np.zeros(0, dtype=np.int64)   # token ids of all chunks, flat
+        self._chunk_start = np.zeros(0, dtype=np.int64)    # where each chunk's tokens start in it
+        self._chunk_count = np.zeros(0, dtype=np.int64)    # how many tokens each chunk has
+
+    def _add_chunk(self, chunk: str) -> int:
+        index = self._chunk_index.get(chunk)
+        if index is not None:
+            return index
         intern = self.vocab.intern
-        ids = tuple(intern(token) for token in self.splitter.chunk_tokens(chunk))
-        self._chunks[chunk] = ids
-        return ids
+        tokens = [intern(token) for token in self.splitter.chunk_tokens(chunk)]
+        index = len(self._chunk_index)
+        self._chunk_index[chunk] = index
+        self._pending_tokens.extend(tokens)
+        self._pending_counts.append(len(tokens))
+        return index
 
-    def chunk_ids(self, chunks: Sequence[str], ids: list[int] | None = None) -> list[int]:
-        """Token ids of a sequence of chunks, appended to ``ids`` (a new list by default).
+    def chunk_ids(self, chunks: Sequence[str], out: list[int]) -> None:
+        """Append the chunk id of each chunk to ``out``; call :meth:`sync` before expanding them."""
+        before = len(out)
+        try:
+            out.extend(map(self._chunk_index.__getitem__, chunks))
+        except KeyError:  # new chunks: undo the partial extend and take the slow path
+            del out[before:]
+            out.extend(map(self._add_chunk, chunks))
 
-        Call ``vocab.sync()`` before indexing the feature arrays with them.
-        """
-        cache = self._chunks
-        ids = [] if ids is None else ids
-        extend = ids.extend
-        for chunk in chunks:
-            cached = cache.get(chunk)
-            extend(cached if cached is not None else self._chunk_ids(chunk))
-        return ids
+    def sync(self) -> None:
+        """Bring the chunk and vocabulary arrays up to date with every chunk seen so far."""
+        self.vocab.sync()
+        if not self._pending_counts:
+            return
+        counts = np.asarray(self._pending_counts, dtype=np.int64)
+        starts = len(self._chunk_tokens) + np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self._chunk_tokens = np.concatenate([self._chunk_tokens, np.asarray(self._pending_tokens, dtype=np.int64)])
+        self._chunk_start = np.concatenate([self._chunk_start, starts])
+        self._chunk_count = np.concatenate([self._chunk_count, counts])
+        self._pending_tokens.clear()
+        self._pending_counts.clear()
 
-    def tokenize(self, texts: Sequence[str]) -> TokenizedBatch:
-        ids: list[int] = []
+    def start_batch(self) -> None:
+        """Call before collecting a batch's chunk ids: a full chunk table is cleared here, never
+        while chunk ids are held."""
+        if len(self._chunk_index) >= self.max_chunks:
+            self._clear_chunks()
+
+    def chunk_token_counts(self, chunks: np.ndarray) -> np.ndarray:
+        """Number of tokens of each chunk id (synced)."""
+        return self._chunk_count[chunks]
+
+    def _batch_chunks(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Chunk ids of a batch, concatenated, and each document's offsets into them."""
+        self.start_batch()
+        chunk_ids: list[int] = []
         offsets = [0]
         for text in texts:
-            self.chunk_ids(text.split(), ids)
-            offsets.append(len(ids))
-        self.vocab.sync()
-        return TokenizedBatch(np.asarray(ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64))
+            self.chunk_ids(text.split(), chunk_ids)
+            offsets.append(len(chunk_ids))
+        self.sync()
+        return np.asarray(chunk_ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
+
+    def token_counts(self, texts: Sequence[str]) -> np.ndarray:
+        """Number of words (datatrove's split) of each text, without building the token list."""
+        chunks, offsets = self._batch_chunks(texts)
+        cumulative = np.concatenate([[0], np.cumsum(self.chunk_token_counts(chunks))])
+        return cumulative[offsets[1:]] - cumulative[offsets[:-1]]
+
+    def expand(self, chunks: np.ndarray) -> np.ndarray:
+        """Token ids of a sequence of chunk ids (synced), concatenated."""
+        counts = self.chunk_token_counts(chunks)
+        total = int(counts.sum())
+        ends = np.cumsum(counts)
+        # position of each token in the flat chunk-token array: its chunk's start + its index in it
+        within = np.arange(total) - np.repeat(ends - counts, counts)
+        return self._chunk_tokens[np.repeat(self._chunk_start[chunks], counts) + within]
+
+    def tokenize(self, texts: Sequence[str]) -> TokenizedBatch:
+        chunks, offsets = self._batch_chunks(texts)
+        cumulative = np.concatenate([[0], np.cumsum(self.chunk_token_counts(chunks))])
+        return TokenizedBatch(self.expand(chunks), cumulative[offsets])
 
     def words(self, text: str) -> list[str]:
+        chunks, _ = self._batch_chunks([text])
         strings = self.vocab.strings
-        return [strings[i] for i in self.chunk_ids(text.split())]
+        return [strings[i] for i in self.expand(chunks).tolist()]
 
 
 _shared: WordTokenizer | None = None
