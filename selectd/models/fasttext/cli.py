@@ -49,6 +49,8 @@ def _reference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="use only the first N texts")
     parser.add_argument("--batch-size", type=int, default=256, help="documents per call, both sides")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--featurizer", choices=["auto", "compiled", "numpy"], default="auto",
+                        help="host tokenization: the C extension (auto when built) or numpy")
 
 
 def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,7 +128,7 @@ def compare_with_native(model_dir: Path, model_path: Path, texts: Sequence[str],
 def verify(args: argparse.Namespace) -> int:
     try:
         texts = read_texts(args.texts, args.limit)
-        report = compare_with_native(args.model_dir, args.against, texts, args.batch_size)
+        report = compare_with_native(args.model_dir, args.against, texts, args.batch_size, args.featurizer)
     except (ModelLoadError, ValueError, OSError) as exc:
         print(f"selectd verify: {exc}", file=sys.stderr)
         return 2
@@ -172,7 +174,7 @@ def bench(args: argparse.Namespace) -> int:
     try:
         texts = read_texts(args.texts, args.limit)
         rss_before = _current_rss_bytes()
-        ours = FastTextOnnx(args.model_dir, threads=1)
+        ours = FastTextOnnx(args.model_dir, threads=1, featurizer=args.featurizer)
         rss_loaded = _current_rss_bytes()
         prepared = [preprocess.profile(ours.profile)(t) for t in texts]
         # first pass: nothing warmed up (ONNX Runtime's first runs, the numpy featurizer's token cache)
