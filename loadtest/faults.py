@@ -5,8 +5,10 @@
 Scenarios (each also runs, smaller, in tests/test_reliability.py through the same functions):
 
 - ``kill``: kill -9 the daemon at random moments while documents stream through, restarting it each
-  time; every id must come out (accepted / rejected / DLQ); duplicates are counted per crash and
-  must stay within one batch (``batch.max_docs``) per crash.
+  time; the moments are spread over the whole stream (each kill comes once the routed count passed a
+  random point of it, then after a random fraction of a second, so it lands mid-batch); every id must
+  come out (accepted / rejected / DLQ); duplicates are counted per crash and must stay within one
+  batch (``batch.max_docs``) per crash.
 - ``broker``: stop the broker and start it again on the same port. The test broker keeps everything
   in memory, so topics, data and committed offsets are gone after the restart: this checks the
   daemon's side only — it reports not-ready (/readyz 503, ``selectd_broker_up`` 0), keeps running,
@@ -63,8 +65,10 @@ class KillReport:
 
 
 def kill_cycles(bootstrap: str, workdir: Path, docs: int, kills: int, rate: float, seed: int = 0,
-                partitions: int = 4, max_docs: int = 200, max_gap_s: float = 6.0, nice: int = 0) -> KillReport:
+                partitions: int = 4, max_docs: int = 200, nice: int = 0) -> KillReport:
     rng = random.Random(seed)
+    # where in the stream (documents routed) each kill comes
+    kill_points = sorted(rng.sample(range(docs // 50, docs * 19 // 20), kills))
     names = TopicNames(partitions)
     names.create(bootstrap)
     config = write_config(workdir / f"{names.tag}.toml", bootstrap, names, max_docs=max_docs)
@@ -80,14 +84,14 @@ def kill_cycles(bootstrap: str, workdir: Path, docs: int, kills: int, rate: floa
     try:
         for cycle in range(kills):
             daemon = DaemonProcess(config, log_path, nice)
-            # A random moment once the member joined (a daemon killed before it joins tests nothing).
             daemon.wait_for_event("partitions assigned", 90)
-            time.sleep(rng.uniform(0.2, max_gap_s))
+            _wait(lambda: reader.distinct_count() >= kill_points[cycle], timeout_s=300, step_s=0.02)
+            time.sleep(rng.uniform(0, 0.5))
             if daemon.alive():
                 peak_rss = max(peak_rss, daemon.peak_rss_bytes())
             daemon.kill()
             kill_times.append(time.monotonic())
-            _say(f"kill {cycle + 1}/{kills}: produced {streamer.sent}, routed ids {len(reader.distinct_keys())}")
+            _say(f"kill {cycle + 1}/{kills}: produced {streamer.sent}, routed ids {reader.distinct_count()}")
         daemon = DaemonProcess(config, log_path, nice)
         streamer.join()
         if streamer.error:
@@ -240,7 +244,7 @@ def group_member_loss(bootstrap: str, workdir: Path, docs: int, members: int = 3
         streamer.start()
         # Kill one member once it has routed some of the stream, so it dies holding work in flight.
         victim = daemons[0]
-        _wait(lambda: len(reader.distinct_keys()) >= docs // 4, 120, 0.05)
+        _wait(lambda: reader.distinct_count() >= docs // 4, 120, 0.05)
         victim.kill()
         streamer.join()
         wanted = {key for key, _ in messages}
@@ -369,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.faults", description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=100_000, help="documents streamed through the kill cycles")
     parser.add_argument("--kills", type=int, default=20)
-    parser.add_argument("--rate", type=float, default=800.0, help="documents/s produced during the kill cycles")
+    parser.add_argument("--rate", type=float, default=1000.0, help="documents/s produced during the kill cycles")
     parser.add_argument("--group-docs", type=int, default=20_000)
     parser.add_argument("--poison", type=int, default=10_000, help="malformed messages in the poison run")
     parser.add_argument("--rss-bound-mb", type=float, default=1024.0, help="peak RSS allowed in the poison run")

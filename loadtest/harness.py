@@ -231,6 +231,7 @@ class OutputReader(threading.Thread):
         super().__init__(daemon=True, name="loadtest-reader")
         self.bootstrap, self.topics = bootstrap, topics
         self.received: list[tuple[float, str, bytes | None, dict[str, bytes]]] = []
+        self._keys: set[bytes | None] = set()
         self._halt = threading.Event()
         self._lock = threading.Lock()
 
@@ -245,6 +246,7 @@ class OutputReader(threading.Thread):
                     now = time.monotonic()
                     with self._lock:
                         self.received.extend((now, m.topic, m.key, dict(m.headers)) for m in messages)
+                        self._keys.update(m.key for m in messages)
         finally:
             consumer.close()
 
@@ -253,7 +255,12 @@ class OutputReader(threading.Thread):
             return list(self.received)
 
     def distinct_keys(self) -> set[bytes | None]:
-        return {key for _, _, key, _ in self.snapshot()}
+        with self._lock:
+            return set(self._keys)
+
+    def distinct_count(self) -> int:
+        with self._lock:
+            return len(self._keys)
 
     def wait_for(self, keys: set[bytes], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

@@ -25,7 +25,7 @@ MB = 1024 * 1024
 
 
 def test_kill_9_cycles_lose_nothing_and_duplicate_at_most_one_batch_per_crash(broker, tmp_path):
-    report = faults.kill_cycles(broker.bootstrap, tmp_path, docs=5000, kills=3, rate=1500, max_gap_s=3.0)
+    report = faults.kill_cycles(broker.bootstrap, tmp_path, docs=5000, kills=3, rate=1500)
     assert report.kills == 3
     assert report.missing == 0, report.lines()
     assert max(report.duplicates_per_crash) <= report.batch_max_docs, report.lines()
