@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
                       field_validator, model_validator)
 
 from selectd.rules import Rule
@@ -44,12 +44,21 @@ def _resolve_secret(value: Any) -> Any:
 
 
 Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
+#: Kafka's legal topic names; kafka-python raises a plain ValueError for others at the first send,
+#: which would stop the daemon mid-stream instead of failing the config
+def _not_dots(name: str) -> str:
+    if name in (".", ".."):
+        raise ValueError(f"topic name {name!r} is not allowed")
+    return name
+
+
+TopicName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$"), AfterValidator(_not_dots)]
 
 
 class KafkaSection(Section):
     bootstrap_servers: list[str] = Field(min_length=1, description="host:port of brokers")
     group_id: str = Field(min_length=1)
-    input_topics: list[str] = Field(min_length=1)
+    input_topics: list[TopicName] = Field(min_length=1)
     client_id: str = "selectd"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = Field(default=10_000, ge=1000)
@@ -88,10 +97,10 @@ class KafkaSection(Section):
 
 
 class TopicsSection(Section):
-    accepted: str = Field(min_length=1, description="default topic for accepted documents")
-    rejected: str = Field(min_length=1)
-    dlq: str = Field(min_length=1)
-    attributes: str | None = Field(default=None, description="Dolma-style attribute records; off when unset")
+    accepted: TopicName = Field(description="default topic for accepted documents")
+    rejected: TopicName
+    dlq: TopicName
+    attributes: TopicName | None = Field(default=None, description="Dolma-style attribute records; off when unset")
 
 
 class InputSection(Section):
@@ -155,7 +164,7 @@ class StageConfig(Section):
 
 class RouteConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    topic: str = Field(min_length=1)
+    topic: TopicName
     when: list[Rule] = Field(default_factory=list, description="all must pass; signals as stage.signal")
 
 
