@@ -160,3 +160,18 @@ def test_short_soak_keeps_rss_flat(broker, tmp_path):
     assert report.alive and len(report.samples) >= 10
     assert report.samples[-1].routed > 10_000, lines
     assert report.growth_bytes() < 20 * MB, lines
+
+
+@pytest.mark.parametrize("key, value", [("topics.accepted", "bad topic!"), ("topics.dlq", ".."),
+                                        ("kafka.input_topics", ["t" * 250])])
+def test_an_illegal_topic_name_is_a_config_error_not_a_crash_at_the_first_send(broker, tmp_path, key, value):
+    # kafka-python raises a plain ValueError (not a KafkaError) when sending to such a topic, which
+    # the delivery policy does not handle: the daemon would stop at its first batch.
+    from selectd.config import ConfigError, apply_override, config_from_dict
+    import tomllib
+
+    path = write_config(tmp_path / "c.toml", broker, Topics(1))
+    data = tomllib.loads(path.read_text())
+    apply_override(data, key.split("."), value)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        config_from_dict(data)
