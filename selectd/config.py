@@ -44,14 +44,16 @@ def _resolve_secret(value: Any) -> Any:
 
 
 Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
-#: Kafka's legal topic names; kafka-python raises a plain ValueError for others at the first send,
-#: which would stop the daemon mid-stream instead of failing the config
+
+
 def _not_dots(name: str) -> str:
     if name in (".", ".."):
         raise ValueError(f"topic name {name!r} is not allowed")
     return name
 
 
+#: Kafka's legal topic names; kafka-python raises a plain ValueError for others at the first send,
+#: which would stop the daemon mid-stream instead of failing the config
 TopicName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$"), AfterValidator(_not_dots)]
 
 
