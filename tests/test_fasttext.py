@@ -129,6 +129,18 @@ def native_models(tmp_path_factory, training_files) -> dict[str, Path]:
                           "model.quantize(input=data, qnorm=False, retrain=False, cutoff=20000, dsub=4)\n"
                           "model.save_model(output)\n",
                           source=str(models["softmax_bigram"]), data=quality, output=str(models["quantized_words_only"]))
+    # a quantized output matrix needs >= 256 rows: 300 arbitrary labels (near-uniform outputs, so
+    # native's top label is often a tie, which verify reports apart from real mismatches)
+    many_labels = folder / "many_labels.txt"
+    with open(quality) as source, open(many_labels, "w") as out:
+        for index, line in enumerate(source):
+            out.write(f"__label__c{index % 300} {line.split(' ', 1)[1]}")
+    models["quantized_output"] = folder / "quantized_output.ftz"
+    _native_in_subprocess("model = fasttext.train_supervised(data, dim=8, wordNgrams=2, bucket=50000, epoch=1, "
+                          "thread=1, verbose=0)\n"
+                          "model.quantize(input=data, qnorm=True, qout=True, retrain=False, cutoff=30000, dsub=2)\n"
+                          "model.save_model(output)\n",
+                          data=str(many_labels), output=str(models["quantized_output"]))
     return models
 
 
@@ -146,7 +158,8 @@ FEATURIZERS = ["compiled", "numpy"]
 
 
 @pytest.mark.parametrize("featurizer", FEATURIZERS)
-@pytest.mark.parametrize("name", ["lid176", "softmax_bigram", "quantized", "quantized_words_only", "ova_chargrams", "hs"])
+@pytest.mark.parametrize("name", ["lid176", "softmax_bigram", "quantized", "quantized_words_only", "quantized_output",
+                                  "ova_chargrams", "hs"])
 def test_parity_with_native_fasttext(name, featurizer, exported, native_models, parity_texts):
     texts = read_texts(parity_texts)
     report = cli.compare_with_native(exported[name], native_models[name], texts, featurizer=featurizer)
@@ -163,6 +176,8 @@ def test_model_shapes_cover_what_they_claim(native_models):
     assert lid.pruneidx_size == 42765 and lid.input_matrix.shape == (7235 + 42765, 16)
     quantized = read_model(native_models["quantized"])
     assert quantized.quantized and quantized.pruneidx_size > 0 and quantized.args.word_ngrams == 2
+    quantized_output = read_model(native_models["quantized_output"])
+    assert quantized_output.quantized and quantized_output.output_matrix.shape == (300, 8)
     words_only = read_model(native_models["quantized_words_only"])
     assert words_only.quantized and words_only.pruneidx_size == 0
     assert read_model(native_models["softmax_bigram"]).args.loss == "softmax"
