@@ -1,0 +1,297 @@
+"""Causal LMs on ONNX Runtime: parity with PyTorch, CoLoR / Min-K% / perplexity maths, window policy, load checks.
+
+Fixture models are tiny GPT-2 and GPT-NeoX prior / conditional pairs trained for a few seconds
+on the sample corpus (conditional = prior fine-tuned on its python-docs documents), exported
+once per session.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from selectd.models.causal_lm import cli  # noqa: E402
+from selectd.models.causal_lm.export import TorchReference, export  # noqa: E402
+from selectd.models.causal_lm.model import CausalLM, WindowPolicy  # noqa: E402
+from selectd.models.causal_lm.train import build_color_pair, save_checkpoint, tiny_model, train_tokenizer  # noqa: E402
+from selectd.models.manifest import ModelLoadError, load_manifest, write_manifest  # noqa: E402
+from selectd.scorers.base import scorer_class  # noqa: E402
+from selectd.scorers.causal_lm import mean_cross_entropy, min_k_prob  # noqa: E402
+
+CONTEXT = 128
+WINDOW = 64  # below the context, so long documents are windowed
+TARGET_SOURCE = "python-docs"
+
+
+@pytest.fixture(scope="session")
+def corpus(sample_corpus) -> list[dict]:
+    return [orjson.loads(line) for line in sample_corpus.read_bytes().splitlines()]
+
+
+@pytest.fixture(scope="session")
+def eval_texts(corpus) -> list[str]:
+    """Held-out documents (not used in training), cut to keep the test fast; a few are windowed."""
+    return [r["text"][:1200] for r in corpus[2000:2600]]
+
+
+@pytest.fixture(scope="session", params=["gpt2", "gpt_neox"])
+def pair(request, corpus, tmp_path_factory):
+    """(architecture, checkpoints, exported prior dir, exported conditional dir)."""
+    torch.set_num_threads(1)  # the CI machine has 2 shared cores: more threads only contend
+    general = [r["text"][:3000] for r in corpus[:500]]
+    target = [r["text"][:3000] for r in corpus[:2000] if r["source"] == TARGET_SOURCE]
+    root = tmp_path_factory.mktemp(f"lm-{request.param}")
+    checkpoints = build_color_pair(general, target, root, architecture=request.param, vocab_size=512, context=CONTEXT,
+                                   hidden=32, layers=2, heads=2, prior_steps=60, conditional_steps=40,
+                                   sequence_length=64)
+    export(checkpoints.prior, root / "prior.onnx.d")
+    export(checkpoints.conditional, root / "conditional.onnx.d")
+    return request.param, checkpoints, root / "prior.onnx.d", root / "conditional.onnx.d"
+
+
+def _reference_logprobs(checkpoint: Path, texts: list[str]) -> list[np.ndarray]:
+    torch.set_num_threads(1)
+    return TorchReference(checkpoint, WINDOW).text_logprobs(texts)
+
+
+def test_token_logprobs_match_pytorch(pair, eval_texts):
+    _, checkpoints, prior_dir, conditional_dir = pair
+    texts = eval_texts[:80]
+    for model_dir, checkpoint in ((prior_dir, checkpoints.prior), (conditional_dir, checkpoints.conditional)):
+        ours = CausalLM(model_dir, window=WINDOW).text_logprobs(texts)
+        theirs = _reference_logprobs(checkpoint, texts)
+        assert [len(a) for a in ours.logprobs] == [len(b) for b in theirs]
+        assert max(ours.windows) > 1, "some documents must span several windows"
+        worst = max(float(np.abs(a - b).max()) for a, b in zip(ours.logprobs, theirs) if len(a))
+        assert worst <= 1e-4, f"{model_dir}: max |Δ log-prob| {worst}"
+
+
+def test_color_scores_rank_like_pytorch_on_500_documents(pair, eval_texts):
+    _, checkpoints, prior_dir, conditional_dir = pair
+    texts = eval_texts[:500]
+    scorer = scorer_class("color_filter")("color", scorer_class("color_filter").Options(
+        prior_model_dir=str(prior_dir), conditional_model_dir=str(conditional_dir), window=WINDOW))
+    signals = scorer.run(texts)
+    prior = _reference_logprobs(checkpoints.prior, texts)
+    conditional = _reference_logprobs(checkpoints.conditional, texts)
+    expected = np.array([mean_cross_entropy(p) - mean_cross_entropy(c) for p, c in zip(prior, conditional)])
+    scored = ~np.isnan(expected)
+    assert scored.sum() >= 500 - 5
+    assert np.array_equal(np.isnan(signals["color"]), ~scored)
+    assert np.array_equal(np.argsort(signals["color"][scored], kind="stable"), np.argsort(expected[scored], kind="stable"))
+    # the fine-tuning moved the conditional model: target-like documents gain the most
+    assert np.nanstd(signals["color"]) > 0.01
+    np.testing.assert_allclose(signals["color"], signals["ce_prior"] - signals["ce_conditional"])
+
+
+def test_color_filter_prefers_target_documents(pair, corpus):
+    _, _, prior_dir, conditional_dir = pair
+    held_out = corpus[2000:]
+    target = [r["text"][:1200] for r in held_out if r["source"] == TARGET_SOURCE][:40]
+    other = [r["text"][:1200] for r in held_out if r["source"] not in (TARGET_SOURCE, "synthetic")][:40]
+    scorer = scorer_class("color_filter")("color", scorer_class("color_filter").Options(
+        prior_model_dir=str(prior_dir), conditional_model_dir=str(conditional_dir), window=WINDOW))
+    assert np.nanmean(scorer.run(target)["color"]) > np.nanmean(scorer.run(other)["color"])
+
+
+def _detect_pretrain_min_k(model, text_ids: list[int], ratio: float) -> float:
+    """detect-pretrain-code's Min-K% Prob, written as in the reference (one document, whole)."""
+    input_ids = torch.tensor(text_ids).unsqueeze(0)
+    with torch.no_grad():
+        logits = model(input_ids).logits
+    probs = torch.nn.functional.log_softmax(logits[0, :-1], dim=-1)
+    token_log_probs = probs.gather(dim=-1, index=input_ids[0][1:].unsqueeze(-1)).squeeze(-1)
+    all_prob = token_log_probs.numpy().tolist()
+    k_length = int(len(all_prob) * ratio)
+    topk_prob = np.sort(all_prob)[:k_length]
+    return -np.mean(topk_prob).item()
+
+
+def test_min_k_and_perplexity_match_direct_reference(pair, eval_texts):
+    _, checkpoints, prior_dir, _ = pair
+    ratio = 0.2
+    scorer = scorer_class("causal_lm")("lm", scorer_class("causal_lm").Options(
+        model_dir=str(prior_dir), window=CONTEXT, min_k_ratio=ratio))
+    reference = TorchReference(checkpoints.prior, CONTEXT)
+    candidates = [t[:200] for t in eval_texts[:200]]
+    fitting = [(t, i) for t, i in zip(candidates, reference.encode(candidates)) if 2 / ratio <= len(i) <= CONTEXT][:50]
+    assert len(fitting) >= 20
+    texts, ids = [t for t, _ in fitting], [i for _, i in fitting]
+    assert [len(i) for i in scorer.model.encode(texts)] == [len(i) for i in ids]
+    signals = scorer.run(texts)
+    expected_min_k = np.array([_detect_pretrain_min_k(reference.model, i, ratio) for i in ids])
+    np.testing.assert_allclose(signals["min_k"], expected_min_k, atol=1e-4)
+    # same maths on the same log-probabilities: equal to the last bit
+    lps = reference.document_logprobs(ids)
+    for lp in lps:
+        k = int(len(lp) * ratio)
+        assert min_k_prob(lp, ratio) == -np.mean(np.sort(lp)[:k]).item()
+    expected_ppl = np.array([float(torch.exp(torch.nn.functional.cross_entropy(
+        reference.model(torch.tensor([i])).logits[0, :-1], torch.tensor(i[1:])))) for i in ids])
+    np.testing.assert_allclose(signals["perplexity"], expected_ppl, rtol=1e-4)
+    np.testing.assert_array_equal(signals["tokens"], [len(i) - 1 for i in ids])
+
+
+def test_min_k_of_short_documents_uses_at_least_one_token():
+    lp = np.array([-1.0, -3.0, -2.0])
+    assert min_k_prob(lp, 0.2) == 3.0  # floor(3 * 0.2) = 0 -> the reference's NaN; we take the lowest
+    assert min_k_prob(lp, 0.7) == 2.5
+    assert np.isnan(min_k_prob(np.empty(0), 0.2)) and np.isnan(mean_cross_entropy(np.empty(0)))
+
+
+def test_window_policy_predicts_every_token_once_and_is_recorded(pair, eval_texts):
+    _, _, prior_dir, _ = pair
+    model = CausalLM(prior_dir, window=WINDOW)
+    ids = max(model.encode(eval_texts[:50]), key=len)
+    assert len(ids) > 3 * WINDOW
+    result = model.document_logprobs([ids, ids[:1], []])
+    assert len(result.logprobs[0]) == len(ids) - 1
+    assert result.windows[0] == -(-(len(ids) - 1) // (WINDOW - 1))
+    spans = WindowPolicy(WINDOW).spans(len(ids))
+    assert all(b[0] == a[1] - 1 for a, b in zip(spans, spans[1:])), "windows overlap by exactly one token"
+    # a window is scored exactly as the same tokens alone
+    second = model.run_windows([ids[spans[1][0]:spans[1][1]]])[0]
+    np.testing.assert_allclose(result.logprobs[0][WINDOW - 1:2 * (WINDOW - 1)], second, atol=1e-5)
+    assert len(result.logprobs[1]) == 0 and len(result.logprobs[2]) == 0
+
+    scorer = scorer_class("causal_lm")("lm", scorer_class("causal_lm").Options(model_dir=str(prior_dir), window=WINDOW))
+    signals = scorer.run(["", "x", eval_texts[0]])
+    assert np.isnan(signals["ce"][0]) and np.isnan(signals["min_k"][1]) and np.isfinite(signals["ce"][2])
+    assert signals["tokens"][0] == 0
+    assert f"window={WINDOW} stride={WINDOW - 1}" in scorer.versions()["window_policy"]
+    assert "token-weighted" in scorer.versions()["window_policy"]
+
+
+# --- load-time failures ---------------------------------------------------------------------
+
+def _copy(model_dir: Path, tmp_path: Path) -> Path:
+    target = tmp_path / model_dir.name
+    shutil.copytree(model_dir, target)
+    return target
+
+
+def _rewrite_manifest(model_dir: Path) -> None:
+    manifest = load_manifest(model_dir, verify=False)
+    write_manifest(model_dir, manifest.kind, manifest.metadata)
+
+
+def test_window_longer_than_context_fails_at_load(pair):
+    _, _, prior_dir, _ = pair
+    with pytest.raises(ModelLoadError, match=f"window of {CONTEXT + 1} tokens is longer than the model's context of {CONTEXT}"):
+        CausalLM(prior_dir, window=CONTEXT + 1)
+    with pytest.raises(ModelLoadError, match="longer than the model's context"):
+        scorer_class("causal_lm")("lm", scorer_class("causal_lm").Options(model_dir=str(prior_dir), window=1024))
+
+
+def test_tokenizer_of_another_vocabulary_fails_at_load(pair, corpus, tmp_path):
+    _, _, prior_dir, _ = pair
+    broken = _copy(prior_dir, tmp_path)
+    train_tokenizer([r["text"] for r in corpus[:200]], 2048).save(str(broken / "tokenizer.json"))
+    _rewrite_manifest(broken)
+    with pytest.raises(ModelLoadError, match="vocabulary mismatch"):
+        CausalLM(broken, window=WINDOW)
+
+
+def test_color_pair_with_different_tokenizers_fails_at_load(pair, corpus, tmp_path):
+    _, _, prior_dir, conditional_dir = pair
+    other = _copy(conditional_dir, tmp_path)
+    vocab = load_manifest(prior_dir).metadata["vocab_size"]
+    train_tokenizer([r["text"] for r in corpus[800:1200]], vocab).save(str(other / "tokenizer.json"))
+    _rewrite_manifest(other)
+    options = scorer_class("color_filter").Options(prior_model_dir=str(prior_dir), conditional_model_dir=str(other),
+                                                   window=WINDOW)
+    with pytest.raises(ModelLoadError, match="tokenizer differs from the prior's"):
+        scorer_class("color_filter")("color", options)
+
+
+def test_bad_models_fail_at_load(pair, tmp_path):
+    _, _, prior_dir, _ = pair
+    tampered = _copy(prior_dir, tmp_path / "tampered")
+    with open(tampered / "model.onnx", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ModelLoadError, match="sha256 mismatch"):
+        CausalLM(tampered, window=WINDOW)
+
+    garbage = _copy(prior_dir, tmp_path / "garbage")
+    (garbage / "model.onnx").write_bytes(b"not an onnx graph")
+    _rewrite_manifest(garbage)
+    with pytest.raises(ModelLoadError, match="ONNX Runtime cannot load it"):
+        CausalLM(garbage, window=WINDOW)
+
+    # a graph with the right signature that does not return log-probabilities (logits, say)
+    import onnx
+    from onnx import helper
+
+    not_logprobs = _copy(prior_dir, tmp_path / "negated")
+    graph = onnx.load(str(not_logprobs / "model.onnx"))
+    for node in graph.graph.node:
+        node.output[:] = ["raw" if name == "token_logprobs" else name for name in node.output]
+    graph.graph.node.append(helper.make_node("Neg", ["raw"], ["token_logprobs"]))
+    onnx.save(graph, str(not_logprobs / "model.onnx"))
+    _rewrite_manifest(not_logprobs)
+    with pytest.raises(ModelLoadError, match="are not log-probabilities"):
+        CausalLM(not_logprobs, window=WINDOW)
+
+    other_kind = _copy(prior_dir, tmp_path / "kind")
+    manifest = json.loads((other_kind / "manifest.json").read_text())
+    manifest["kind"] = "hf-classifier"
+    (other_kind / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError, match="expected 'causal-lm'"):
+        CausalLM(other_kind, window=WINDOW)
+
+
+# --- Llama (BOS template, grouped-query attention) ---------------------------------------
+
+def test_llama_exports_with_parity(corpus, tmp_path, eval_texts):
+    tokenizer = train_tokenizer([r["text"] for r in corpus[:300]], 384, bos=True)
+    model = tiny_model("llama", tokenizer.get_vocab_size(), CONTEXT, 32, 2, 4, tokenizer.token_to_id("<|endoftext|>"))
+    checkpoint = save_checkpoint(model, tokenizer, tmp_path / "llama", bos=True)
+    manifest = export(checkpoint, tmp_path / "llama.onnx.d")
+    assert manifest.metadata["architecture"] == "llama"
+    lm = CausalLM(tmp_path / "llama.onnx.d", window=WINDOW)
+    texts = eval_texts[:20]
+    encoded = lm.encode(texts)
+    assert all(ids[0] == tokenizer.token_to_id("<s>") for ids in encoded)
+    ours = lm.document_logprobs(encoded).logprobs
+    theirs = _reference_logprobs(checkpoint, texts)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(ours, theirs)) <= 1e-4
+
+
+# --- the family CLI -------------------------------------------------------------------------
+
+def _run(verb: str, argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    getattr(cli, f"add_{verb}_arguments")(parser)
+    return getattr(cli, verb)(parser.parse_args(argv))
+
+
+def test_cli_export_verify_bench(pair, eval_texts, tmp_path, capsys):
+    architecture, checkpoints, prior_dir, conditional_dir = pair
+    texts = tmp_path / "texts.jsonl"
+    texts.write_bytes(b"\n".join(orjson.dumps({"text": t}) for t in eval_texts[:60]))
+    out = tmp_path / "exported"
+    assert _run("export", [str(checkpoints.conditional), str(out)]) == 0
+    assert load_manifest(out).kind == cli.MANIFEST_KIND
+    assert "max |Δ log-prob| vs PyTorch" in capsys.readouterr().out
+    assert _run("verify", [str(prior_dir), "--against", str(checkpoints.prior), "--texts", str(texts),
+                           "--window", str(WINDOW), "--conditional", str(out),
+                           "--conditional-against", str(checkpoints.conditional), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["color"]["same_order"]
+    assert report["models"]["prior"]["max_abs_token_logprob_diff"] <= 1e-4
+    # verify fails against the wrong checkpoint
+    assert _run("verify", [str(prior_dir), "--against", str(checkpoints.conditional), "--texts", str(texts),
+                           "--window", str(WINDOW)]) == 1
+    capsys.readouterr()
+    assert _run("bench", [str(prior_dir), "--against", str(checkpoints.prior), "--texts", str(texts),
+                          "--window", str(WINDOW), "--limit", "20", "--repeat", "1", "--json"]) == 0
+    bench = json.loads(capsys.readouterr().out)
+    assert bench["tokens"] > 0 and bench["tokens_per_s"]["ours"] > 0 and bench["ratio"] > 0
+    assert bench["architecture"] == architecture
