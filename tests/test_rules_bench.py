@@ -34,7 +34,7 @@ def test_bench_reports_every_filter_against_datatrove(tmp_path, capsys):
     assert report["texts"] == len(TEXTS) - 6 and report["warm_texts"] == 6
     assert set(report["filters"]) == set(bench.REFERENCES)
     for kind, result in report["filters"].items():
-        for side in ("ours", "reference", "ours_cold"):
+        for side in ("ours", "reference", "ours_cold", "ours_hot"):
             assert result[side]["docs_per_s"] > 0, (kind, side)
         assert result["ratio"] == pytest.approx(result["ours"]["docs_per_s"] / result["reference"]["docs_per_s"])
         assert result["decision_agreement"] == 1.0

@@ -34,6 +34,8 @@ class FineWebQuality(RuleScorer):
     def __init__(self, name: str, options: FineWebQualityOptions):
         super().__init__(name, options)
         self._stop_chars = options.stop_chars if options.stop_chars is not None else TERMINAL_PUNCTUATION
+        # str.endswith(tuple) tries every entry; with single characters a set lookup is the same test
+        self._stop_char_set = frozenset(self._stop_chars) if all(len(c) == 1 for c in self._stop_chars) else None
 
     def score(self, texts: Sequence[str]) -> Signals:
         o: FineWebQualityOptions = self.options
@@ -45,7 +47,10 @@ class FineWebQuality(RuleScorer):
         for i, text in enumerate(texts):
             non_blank = [line for line in text.split("\n") if line.strip()]
             lines[i] = len(non_blank)
-            punct_lines[i] = sum(1 for line in non_blank if line.endswith(self._stop_chars))
+            if self._stop_char_set is not None:
+                punct_lines[i] = sum(1 for line in non_blank if line[-1] in self._stop_char_set)
+            else:
+                punct_lines[i] = sum(1 for line in non_blank if line.endswith(self._stop_chars))
             short_lines[i] = sum(1 for line in non_blank if len(line) <= o.short_line_length)
             duplicate_chars[i] = duplicates(non_blank)[1]
         words = self.tokenizer.token_counts(texts)

@@ -33,7 +33,8 @@ def live_tables() -> dict[str, Any]:
     from spacy.lang.char_classes import LIST_ICONS
     from spacy.pipeline.sentencizer import Sentencizer
 
-    tokenizer = spacy.blank("en").tokenizer
+    nlp = spacy.blank("en")
+    tokenizer = nlp.tokenizer
     return {
         "SPACY_VERSION": spacy.__version__,
         "DATATROVE_VERSION": datatrove.__version__ if hasattr(datatrove, "__version__") else _dist_version("datatrove"),
@@ -41,6 +42,9 @@ def live_tables() -> dict[str, Any]:
         "EN_SUFFIX_PATTERN": tokenizer.suffix_search.__self__.pattern,
         "EN_INFIX_PATTERN": tokenizer.infix_finditer.__self__.pattern,
         "EN_URL_PATTERN": tokenizer.url_match.__self__.pattern,
+        # the alternatives the suffix / infix patterns are joined from (spacy.util.compile_*_regex)
+        "EN_SUFFIXES": tuple(piece for piece in nlp.Defaults.suffixes if piece.strip()),
+        "EN_INFIXES": tuple(piece for piece in nlp.Defaults.infixes if piece.strip()),
         # the symbol class inside the infix pattern, to pre-check chunks before the infix search
         "ICON_CLASS": LIST_ICONS[0],
         "EN_SPECIAL_CASES": {

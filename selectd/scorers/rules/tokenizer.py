@@ -19,8 +19,10 @@ array operations over token ids instead of per-word Python.
 """
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
+from re import _constants as sre, _parser as sre_parse  # the stdlib's own regex parser (3.11)
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -42,22 +44,91 @@ _INFIX_TRIGGER = re.compile("[.…,\\-–—~+*^:<>=/]|" + tables.ICON_CLASS)
 _NON_PUNCTUATION = re.compile("[^" + re.escape(tables.GOPHER_PUNCTUATION) + "]")
 
 
-class EnglishSplitter:
-    """spaCy's ``en`` tokenizer on one whitespace-free chunk, cached per chunk."""
+def _edge_chars(pattern: str, last: bool) -> frozenset[int] | None:
+    """Code points the first (``last=False``) or last character a match of ``pattern`` consumes
+    can be, read from the parsed pattern; None when that is not known (then: any)."""
+    return _sequence_edge(list(sre_parse.parse(pattern)), last)
 
-    def __init__(self) -> None:
+
+def _sequence_edge(items: list, last: bool) -> frozenset[int] | None:
+    for op, av in reversed(items) if last else items:
+        if op in (sre.AT, sre.ASSERT, sre.ASSERT_NOT):
+            continue  # zero width: anchors and lookarounds consume nothing
+        return _node_edge(op, av, last)
+    return None
+
+
+def _node_edge(op, av, last: bool) -> frozenset[int] | None:
+    if op == sre.LITERAL:
+        return frozenset((av,))
+    if op == sre.IN:
+        chars: set[int] = set()
+        for item_op, item in av:
+            if item_op == sre.LITERAL:
+                chars.add(item)
+            elif item_op == sre.RANGE:
+                chars.update(range(item[0], item[1] + 1))
+            else:
+                return None  # negated class or category
+        return frozenset(chars)
+    if op == sre.BRANCH:
+        chars = set()
+        for branch in av[1]:
+            edge = _sequence_edge(list(branch), last)
+            if edge is None:
+                return None
+            chars |= edge
+        return frozenset(chars)
+    if op == sre.SUBPATTERN:
+        return _sequence_edge(list(av[-1]), last)
+    if op in (sre.MAX_REPEAT, sre.MIN_REPEAT) and av[0] > 0:
+        return _sequence_edge(list(av[2]), last)
+    return None
+
+
+class _ByChar:
+    """An alternation of regex pieces, re-compiled per character with only the pieces whose match
+    can start (or end) with that character, in their original order: the leftmost match and the
+    alternative chosen are unchanged, and the big shared character classes are tried far less."""
+
+    def __init__(self, pieces: Sequence[str], anchor: str, last: bool):
+        self._pieces = [piece + anchor for piece in pieces]
+        self._edges = [_edge_chars(piece, last) for piece in pieces]
+        self._compiled: dict[str, re.Pattern | None] = {}
+
+    def get(self, char: str) -> re.Pattern | None:
+        compiled = self._compiled.get(char, False)
+        if compiled is False:
+            code = ord(char)
+            pieces = [piece for piece, edge in zip(self._pieces, self._edges) if edge is None or code in edge]
+            compiled = re.compile("|".join(pieces)) if pieces else None
+            self._compiled[char] = compiled
+        return compiled
+
+
+class EnglishSplitter:
+    """spaCy's ``en`` tokenizer on one whitespace-free chunk."""
+
+    def __init__(self, max_memo: int = 200_000) -> None:
+        if "|".join(p + "$" for p in tables.EN_SUFFIXES) != tables.EN_SUFFIX_PATTERN or (
+            "|".join(tables.EN_INFIXES) != tables.EN_INFIX_PATTERN
+        ):
+            raise RuntimeError("reference_tables.py is inconsistent: regenerate it with tables.py")
         # every prefix alternative is anchored with ^ (spaCy's compile_prefix_regex), so match()
         # finds what spaCy's search() finds without trying every start position
         self._prefix = re.compile(tables.EN_PREFIX_PATTERN).match
-        self._suffix_search = re.compile(tables.EN_SUFFIX_PATTERN).search
-        self._infix_at = re.compile(tables.EN_INFIX_PATTERN).match
+        self._suffixes = _ByChar(tables.EN_SUFFIXES, "$", last=True)
+        self._infixes = _ByChar(tables.EN_INFIXES, "", last=False)
         self._url = re.compile(tables.EN_URL_PATTERN).match
         self._specials: dict[str, tuple[str, ...]] = tables.EN_SPECIAL_CASES
+        #: affix split (before special-case merging) of strings seen, e.g. "word" inside "(word),"
+        self._memo: dict[str, tuple[str, ...]] = {}
+        self._max_memo = max_memo
         # spaCy's special-case matcher: special cases that affix splitting would cut, keyed by the
         # tokens they are cut into (spaCy's PhraseMatcher patterns)
         self._merges: dict[tuple[str, ...], tuple[str, ...]] = {}
         for string, tokens in self._specials.items():
-            pieces = self._tokenize(string, {})
+            pieces = self._split(string, {}, None)
             if len(pieces) > 1:
                 self._merges[pieces] = tokens
         self._longest_merge = max(map(len, self._merges), default=0)
@@ -65,33 +136,54 @@ class EnglishSplitter:
 
     def chunk_tokens(self, chunk: str) -> tuple[str, ...]:
         """Tokens of one chunk (a maximal run of non-whitespace characters)."""
-        specials = self._specials
-        if chunk in specials:
-            return specials[chunk]
-        # Fast paths, exact for these shapes: letters alone match no prefix, suffix, infix or URL
-        # pattern; a trailing , ; : ! ? ) is always a suffix, leaving the letters (or a special case).
-        if chunk.isalpha():
-            return (chunk,)
-        last, base = chunk[-1], chunk[:-1]
-        if last in ",;:!?)" and base.isalpha():
-            return self._merge_special_cases(specials.get(base, (base,)) + (last,))
-        tokens = self._tokenize(chunk, specials)
+        if len(self._memo) >= self._max_memo:
+            self._memo.clear()
+        tokens = self._split(chunk, self._specials, self._memo)
         return self._merge_special_cases(tokens) if len(tokens) > 1 else tokens
 
-    def _tokenize(self, chunk: str, specials: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
-        prefixes: list[str] = []
-        suffixes: list[str] = []
-        string = self._split_affixes(chunk, prefixes, suffixes, specials)
-        tokens = list(prefixes)
-        if string:
-            if string in specials:
-                tokens.extend(specials[string])
-            elif "." in string and self._url(string):  # every URL the pattern accepts has a dot
-                tokens.append(string)
-            else:
-                tokens.extend(self._split_infixes(string))
-        tokens.extend(reversed(suffixes))
-        return tuple(tokens)
+    def _split(self, string: str, specials: dict[str, tuple[str, ...]],
+               memo: dict[str, tuple[str, ...]] | None) -> tuple[str, ...]:
+        """spaCy's ``_split_affixes`` + ``_attach_tokens``. Each pass of spaCy's loop peels at
+        most one prefix and one suffix and goes on with the rest as if it were a new chunk, so
+        the rest is split recursively (and memoised: a known word inside new punctuation is
+        a dictionary hit)."""
+        if not string:
+            return ()
+        if string in specials:
+            return specials[string]
+        if memo is not None:
+            known = memo.get(string)
+            if known is not None:
+                return known
+        if string.isalpha():
+            tokens: tuple[str, ...] = (string,)  # letters match no prefix, suffix, infix or URL
+        else:
+            tokens = self._split_once(string, specials, memo)
+        if memo is not None:
+            memo[string] = tokens
+        return tokens
+
+    def _split_once(self, string: str, specials: dict[str, tuple[str, ...]],
+                    memo: dict[str, tuple[str, ...]] | None) -> tuple[str, ...]:
+        pre_len = self._prefix_len(string)
+        if pre_len:
+            prefix, minus_pre = string[:pre_len], string[pre_len:]
+            if minus_pre and minus_pre in specials:
+                return (prefix,) + specials[minus_pre]
+        suf_len = self._suffix_len(string[pre_len:])
+        if suf_len:
+            suffix, minus_suf = string[-suf_len:], string[:-suf_len]
+            if minus_suf and minus_suf in specials:
+                return specials[minus_suf] + (suffix,)
+        if pre_len and suf_len and pre_len + suf_len <= len(string):
+            return (prefix,) + self._split(string[pre_len:-suf_len], specials, memo) + (suffix,)
+        if pre_len:
+            return (prefix,) + self._split(minus_pre, specials, memo)
+        if suf_len:
+            return self._split(minus_suf, specials, memo) + (suffix,)
+        if "." in string and self._url(string):  # every URL the pattern accepts has a dot
+            return (string,)
+        return tuple(self._split_infixes(string))
 
     def _merge_special_cases(self, tokens: tuple[str, ...]) -> tuple[str, ...]:
         """spaCy's ``_apply_special_cases`` within one chunk: longest, then leftmost, matches first."""
@@ -124,37 +216,6 @@ class EnglishSplitter:
                 index = end
         return tuple(merged)
 
-    def _split_affixes(self, string: str, prefixes: list[str], suffixes: list[str],
-                       specials: dict[str, tuple[str, ...]]) -> str:
-        last_size = 0
-        while string and len(string) != last_size:
-            if string in specials:
-                break
-            last_size = len(string)
-            pre_len = self._prefix_len(string)
-            if pre_len:
-                prefix, minus_pre = string[:pre_len], string[pre_len:]
-                if minus_pre and minus_pre in specials:
-                    prefixes.append(prefix)
-                    return minus_pre
-            suf_len = self._suffix_len(string[pre_len:])
-            if suf_len:
-                suffix, minus_suf = string[-suf_len:], string[:-suf_len]
-                if minus_suf and minus_suf in specials:
-                    suffixes.append(suffix)
-                    return minus_suf
-            if pre_len and suf_len and pre_len + suf_len <= len(string):
-                prefixes.append(prefix)
-                suffixes.append(suffix)
-                string = string[pre_len:-suf_len]
-            elif pre_len:
-                prefixes.append(prefix)
-                string = minus_pre
-            elif suf_len:
-                suffixes.append(suffix)
-                string = minus_suf
-        return string
-
     # The pre-checks below skip a regex search where no alternative of spaCy's pattern can match;
     # tests/test_rules_tokenizer.py checks the whole split against spaCy itself.
     def _prefix_len(self, string: str) -> int:
@@ -174,12 +235,16 @@ class EnglishSplitter:
         last = string[-1]
         if last in "0123456789":
             return 0
-        if last.isalpha() and string[-2:-1] not in ("'", "’") and not _ASCII_DIGIT.search(string, max(0, len(string) - _LONGEST_SUFFIX)):
+        if (last.isalpha() and string[-2:-1] not in ("'", "’")
+                and not _ASCII_DIGIT.search(string, max(0, len(string) - _LONGEST_SUFFIX))):
+            return 0
+        pattern = self._suffixes.get(last)
+        if pattern is None:
             return 0
         if len(string) <= _LONGEST_SUFFIX or string.endswith(".."):
-            match = self._suffix_search(string)
+            match = pattern.search(string)
         else:
-            match = self._suffix_search(string, len(string) - _LONGEST_SUFFIX)
+            match = pattern.search(string, len(string) - _LONGEST_SUFFIX)
         return match.end() - match.start() if match else 0
 
     def _infix_matches(self, string: str) -> Iterator[re.Match]:
@@ -190,7 +255,8 @@ class EnglishSplitter:
             position = trigger.start()
             if position < end:
                 continue
-            match = self._infix_at(string, position)
+            pattern = self._infixes.get(string[position])
+            match = pattern.match(string, position) if pattern is not None else None
             if match:
                 yield match
                 end = match.end() if match.end() > position else position + 1
@@ -216,9 +282,14 @@ class EnglishSplitter:
         return [token for chunk in text.split() for token in self.chunk_tokens(chunk)]
 
 
+@functools.cache
+def _is_punct_char(char: str) -> bool:
+    return unicodedata.category(char).startswith("P")
+
+
 def _is_punct(token: str) -> bool:
     # spaCy's Token.is_punct: every character in a Unicode punctuation category
-    return all(unicodedata.category(char).startswith("P") for char in token)
+    return all(map(_is_punct_char, token))
 
 
 class Vocabulary:
@@ -317,26 +388,26 @@ class WordTokenizer:
         self._chunk_start = np.zeros(0, dtype=np.int64)    # where each chunk's tokens start in it
         self._chunk_count = np.zeros(0, dtype=np.int64)    # how many tokens each chunk has
 
-    def _add_chunk(self, chunk: str) -> int:
-        index = self._chunk_index.get(chunk)
-        if index is not None:
-            return index
+    def _add_chunk(self, chunk: str) -> None:
         intern = self.vocab.intern
         tokens = [intern(token) for token in self.splitter.chunk_tokens(chunk)]
         index = len(self._chunk_index)
         self._chunk_index[chunk] = index
         self._pending_tokens.extend(tokens)
         self._pending_counts.append(len(tokens))
-        return index
 
     def chunk_ids(self, chunks: Sequence[str], out: list[int]) -> None:
         """Append the chunk id of each chunk to ``out``; call :meth:`sync` before expanding them."""
+        index = self._chunk_index
         before = len(out)
         try:
-            out.extend(map(self._chunk_index.__getitem__, chunks))
-        except KeyError:  # new chunks: undo the partial extend and take the slow path
+            out.extend(map(index.__getitem__, chunks))
+        except KeyError:  # new chunks: undo the partial extend, add them, look up again
             del out[before:]
-            out.extend(map(self._add_chunk, chunks))
+            for chunk in chunks:
+                if chunk not in index:
+                    self._add_chunk(chunk)
+            out.extend(map(index.__getitem__, chunks))
 
     def sync(self) -> None:
         """Bring the chunk and vocabulary arrays up to date with every chunk seen so far."""
