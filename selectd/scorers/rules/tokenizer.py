@@ -133,6 +133,8 @@ class EnglishSplitter:
                 self._merges[pieces] = tokens
         self._longest_merge = max(map(len, self._merges), default=0)
         self._merge_starts = {pieces[0] for pieces in self._merges}
+        #: special cases made of letters only: the one kind of letters-only chunk that is not one token
+        self.letter_specials = frozenset(string for string in self._specials if string.isalpha())
 
     def chunk_tokens(self, chunk: str) -> tuple[str, ...]:
         """Tokens of one chunk (a maximal run of non-whitespace characters)."""
@@ -444,10 +446,27 @@ class WordTokenizer:
         return np.asarray(chunk_ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
 
     def token_counts(self, texts: Sequence[str]) -> np.ndarray:
-        """Number of words (datatrove's split) of each text, without building the token list."""
-        chunks, offsets = self._batch_chunks(texts)
-        cumulative = np.concatenate([[0], np.cumsum(self.chunk_token_counts(chunks))])
-        return cumulative[offsets[1:]] - cumulative[offsets[:-1]]
+        """Number of words (datatrove's split) of each text, without building the token list.
+
+        A chunk of letters only is one token unless it is a special case ("cannot"), so only the
+        other chunks are looked up in the (large) chunk table.
+        """
+        self.start_batch()
+        letter_specials = self.splitter.letter_specials
+        chunk_ids: list[int] = []
+        offsets = [0]
+        simple = np.empty(len(texts), dtype=np.int64)
+        for i, text in enumerate(texts):
+            chunks = text.split()
+            other = [c for c in chunks if not c.isalpha() or c in letter_specials]
+            simple[i] = len(chunks) - len(other)
+            self.chunk_ids(other, chunk_ids)
+            offsets.append(len(chunk_ids))
+        self.sync()
+        counts = self.chunk_token_counts(np.asarray(chunk_ids, dtype=np.int64))
+        cumulative = np.concatenate([[0], np.cumsum(counts)])
+        ends = np.asarray(offsets, dtype=np.int64)
+        return simple + cumulative[ends[1:]] - cumulative[ends[:-1]]
 
     def expand(self, chunks: np.ndarray) -> np.ndarray:
         """Token ids of a sequence of chunk ids (synced), concatenated."""
