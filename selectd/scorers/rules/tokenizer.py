@@ -358,9 +358,6 @@ class TokenizedBatch:
     ids: np.ndarray
     offsets: np.ndarray
 
-    def doc(self, index: int) -> np.ndarray:
-        return self.ids[self.offsets[index]:self.offsets[index + 1]]
-
     @property
     def counts(self) -> np.ndarray:
         return np.diff(self.offsets)
