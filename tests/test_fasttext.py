@@ -163,6 +163,8 @@ FEATURIZERS = ["compiled", "numpy"]
 def test_parity_with_native_fasttext(name, featurizer, exported, native_models, parity_texts):
     texts = read_texts(parity_texts)
     report = cli.compare_with_native(exported[name], native_models[name], texts, featurizer=featurizer)
+    print(f"parity {name} ({featurizer}): {report['texts']} texts, top-1 agreement {report['top1_agreement']}, "
+          f"{report['top1_ties']} ties, max |Δp| {report['max_abs_diff']:.3g}")
     assert report["texts"] >= 2000 + len(EDGE_CASES)
     assert report["top1_mismatches"] == [] and report["top1_agreement"] == 1.0, report
     assert report["prediction_mismatches"] == [], report
