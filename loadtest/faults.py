@@ -81,6 +81,7 @@ def kill_cycles(bootstrap: str, workdir: Path, docs: int, kills: int, rate: floa
     kill_times: list[float] = []
     peak_rss = 0
     log_path = workdir / f"{names.tag}-daemon.log"
+    daemon: DaemonProcess | None = None
     try:
         for cycle in range(kills):
             daemon = DaemonProcess(config, log_path, nice)
@@ -104,6 +105,8 @@ def kill_cycles(bootstrap: str, workdir: Path, docs: int, kills: int, rate: floa
             raise RuntimeError(f"the last daemon did not drain cleanly; log: {log_path}")
     finally:
         reader.stop()
+        if daemon:
+            daemon.close()
     received = reader.snapshot()
     counts = Counter(key for _, _, key, _ in received)
     per_crash = [0] * kills
@@ -158,6 +161,7 @@ def broker_restart(workdir: Path, down_s: float = 15.0, nice: int = 0) -> Broker
 
     broker = TansuBroker(log_path=workdir / "tansu-restart.log").start()
     names = TopicNames(2)
+    daemon: DaemonProcess | None = None
     try:
         names.create(broker.bootstrap)
         config = write_config(workdir / f"{names.tag}.toml", broker.bootstrap, names, metrics="lag_interval_s = 1.0")
@@ -211,6 +215,8 @@ def broker_restart(workdir: Path, down_s: float = 15.0, nice: int = 0) -> Broker
         return BrokerRestartReport(not_ready if not_ready is not None else float("inf"), broker_up, alive, down_s,
                                    resumed_after, ready_again, missing)
     finally:
+        if daemon:
+            daemon.close()
         broker.stop()
 
 
@@ -297,20 +303,23 @@ def produce_failures(bootstrap: str, workdir: Path, documents_n: int = 200, ever
         messages.append((key, value))
     oversized = {key for i, (key, _) in enumerate(messages) if i % every == 0}
     daemon = DaemonProcess(config, workdir / f"{names.tag}-daemon.log", nice)
-    url = daemon.metrics_url()
     reader = OutputReader(bootstrap, list(names.outputs.values()))
-    reader.start()
-    streamer = Streamer(bootstrap, names.input, messages)
-    streamer.start()
-    streamer.join()
-    reader.wait_for({k for k, _ in messages}, 90)
-    time.sleep(1)
-    reader.stop()
-    failures = metric(url, "selectd_produce_failures_total", error="MessageSizeTooLargeError")
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=names.group, enable_auto_commit=False)
-    committed = _wait(lambda: consumer.committed(TopicPartition(names.input, 0)) == documents_n, 30) is not None
-    consumer.close(autocommit=False)
-    daemon.terminate()
+    try:
+        url = daemon.metrics_url()
+        reader.start()
+        streamer = Streamer(bootstrap, names.input, messages)
+        streamer.start()
+        streamer.join()
+        reader.wait_for({k for k, _ in messages}, 90)
+        time.sleep(1)
+        failures = metric(url, "selectd_produce_failures_total", error="MessageSizeTooLargeError")
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=names.group, enable_auto_commit=False)
+        committed = _wait(lambda: consumer.committed(TopicPartition(names.input, 0)) == documents_n, 30) is not None
+        consumer.close(autocommit=False)
+        daemon.terminate()
+    finally:
+        reader.stop()
+        daemon.close()
     received = reader.snapshot()
     dlq = names.outputs["dlq"]
     produce_failed = {key for _, topic, key, headers in received
@@ -348,21 +357,24 @@ def poison(bootstrap: str, workdir: Path, n_bad: int, rss_bound_bytes: int, huge
     del messages
     daemon = DaemonProcess(config, workdir / f"{names.tag}-daemon.log", nice)
     reader = OutputReader(bootstrap, list(names.outputs.values()))
-    reader.start()
-    peak = 0
-    deadline = time.monotonic() + max(180.0, n_bad / 50)
-    while time.monotonic() < deadline and daemon.alive():
-        peak = max(peak, daemon.peak_rss_bytes())
-        where = {(int(h["selectd.source.partition"]), int(h["selectd.source.offset"])) for _, _, _, h in reader.snapshot()}
-        if len(where & placed.keys()) == len(placed):
-            break
+    try:
+        reader.start()
+        peak = 0
+        deadline = time.monotonic() + max(180.0, n_bad / 50)
+        while time.monotonic() < deadline and daemon.alive():
+            peak = max(peak, daemon.peak_rss_bytes())
+            where = {(int(h["selectd.source.partition"]), int(h["selectd.source.offset"])) for _, _, _, h in reader.snapshot()}
+            if len(where & placed.keys()) == len(placed):
+                break
+            time.sleep(1)
         time.sleep(1)
-    time.sleep(1)
-    alive = daemon.alive()
-    if alive:
-        peak = max(peak, daemon.peak_rss_bytes())
-        daemon.terminate()
-    reader.stop()
+        alive = daemon.alive()
+        if alive:
+            peak = max(peak, daemon.peak_rss_bytes())
+            daemon.terminate()
+    finally:
+        reader.stop()
+        daemon.close()
     outputs = [(topic, headers) for _, topic, _, headers in reader.snapshot()]
     return PoisonRun(check_outputs(placed, outputs, names.outputs["dlq"]), alive, peak, rss_bound_bytes,
                      time.monotonic() - began)

@@ -197,7 +197,8 @@ class Streamer(threading.Thread):
 
     def stop(self) -> None:
         self._halt.set()
-        self.join(30)
+        if self.ident is not None:  # started
+            self.join(30)
 
     def run(self) -> None:
         from kafka import KafkaProducer
@@ -272,4 +273,5 @@ class OutputReader(threading.Thread):
 
     def stop(self) -> None:
         self._halt.set()
-        self.join(10)
+        if self.ident is not None:  # started
+            self.join(10)
