@@ -31,7 +31,7 @@ def test_bench_reports_every_filter_against_datatrove(tmp_path, capsys):
     code, out = run_bench(tmp_path, capsys, "--json", "--warm-texts", "6")
     assert code == 0
     report = json.loads(out)
-    assert report["texts"] == len(TEXTS) - 6 and report["warm_texts"] == 6
+    assert report["texts"] == len(TEXTS) - 6 and report["warm_texts"] == 6 and report["clock"] == "cpu"
     assert set(report["filters"]) == set(bench.REFERENCES)
     for kind, result in report["filters"].items():
         for side in ("ours", "reference", "ours_cold", "ours_hot"):
@@ -42,15 +42,16 @@ def test_bench_reports_every_filter_against_datatrove(tmp_path, capsys):
 
 
 def test_bench_text_report_and_filter_choice(tmp_path, capsys):
-    code, out = run_bench(tmp_path, capsys, "--filters", "c4_quality", "--limit", "10")
+    code, out = run_bench(tmp_path, capsys, "--filters", "c4_quality", "--limit", "10", "--clock", "wall")
     assert code == 0
     lines = out.strip().splitlines()
+    assert "wall time" in lines[0]
     assert lines[0].startswith("5 timed texts") and len(lines) == 2 and lines[1].startswith("c4_quality")
 
 
 def test_bench_refuses_bad_input(tmp_path, capsys):
     missing = argparse.Namespace(texts=str(tmp_path / "missing.jsonl"), limit=None, filters=["c4_quality"],
-                                 batch_size=4, warm_texts=None, json=False)
+                                 batch_size=4, warm_texts=None, clock="cpu", json=False)
     assert bench.bench(missing) == 2
     assert "missing.jsonl" in capsys.readouterr().out
     code, out = run_bench(tmp_path, capsys, "--warm-texts", str(len(TEXTS)))

@@ -1,5 +1,8 @@
 """``selectd bench rules``: docs/s of our rule scorers vs datatrove's filters, same texts, same run.
 
+Times are this process's CPU seconds by default (``--clock wall`` for wall time): every side is
+single-threaded, and on a machine shared with other work CPU time is the steadier figure.
+
 The texts are split in two: the first ``--warm-texts`` only warm our per-chunk word cache, the
 rest are timed. Per filter, on one CPU core, on the timed texts:
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
@@ -42,6 +46,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="documents per scorer call")
     parser.add_argument("--warm-texts", type=int, default=None,
                         help="texts used only to warm our word cache (default: the first half)")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="time with this process's CPU time (default: steady on a shared machine; "
+                             "every side is single-threaded) or with wall time")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -100,20 +107,22 @@ def _datatrove(kind: str) -> Callable[[Sequence[str]], list[str | None]]:
     return run
 
 
-def compare_filter(kind: str, warm_texts: Sequence[str], texts: Sequence[str], batch_size: int) -> dict[str, Any]:
+def compare_filter(kind: str, warm_texts: Sequence[str], texts: Sequence[str], batch_size: int,
+                   clock: Callable[[], float] = time.process_time) -> dict[str, Any]:
     """Timings and decision agreement of one filter on ``texts``."""
     tokenizer.reset_shared_tokenizer()
     cold = time_batches(f"selectd {kind} (cold cache)", _Recorder(_ours(kind), len(texts)), texts,
-                        batch_size, repeat=1, warmup=0)
+                        batch_size, repeat=1, warmup=0, clock=clock)
     tokenizer.reset_shared_tokenizer()
     ours = _Recorder(_ours(kind), len(texts))
     for start in range(0, len(warm_texts), batch_size):
         ours(warm_texts[start:start + batch_size])
-    steady = time_batches(f"selectd {kind}", ours, texts, batch_size, repeat=1, warmup=0)
-    hot = time_batches(f"selectd {kind} (hot cache)", ours, texts, batch_size, repeat=1, warmup=0)
+    steady = time_batches(f"selectd {kind}", ours, texts, batch_size, repeat=1, warmup=0, clock=clock)
+    hot = time_batches(f"selectd {kind} (hot cache)", ours, texts, batch_size, repeat=1, warmup=0, clock=clock)
     reference = _Recorder(_datatrove(kind), len(texts))
     # warmup: the first batch loads spaCy, which is not what we compare
-    datatrove = time_batches(f"datatrove {REFERENCES[kind]}", reference, texts, batch_size, repeat=1, warmup=1)
+    datatrove = time_batches(f"datatrove {REFERENCES[kind]}", reference, texts, batch_size, repeat=1, warmup=1,
+                             clock=clock)
     agree = sum((a is None) == (b is None) for a, b in zip(ours.decisions, reference.decisions))
     return comparison(
         steady, datatrove,
@@ -138,12 +147,14 @@ def bench(args: argparse.Namespace) -> int:
         print(f"selectd bench rules: --warm-texts must leave texts to time ({n_warm} of {len(texts)})")
         return 2
     warm_texts, timed_texts = texts[:n_warm], texts[n_warm:]
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     with _one_core() as core:
-        results = {kind: compare_filter(kind, warm_texts, timed_texts, args.batch_size) for kind in args.filters}
+        results = {kind: compare_filter(kind, warm_texts, timed_texts, args.batch_size, clock)
+                   for kind in args.filters}
     report = {"texts": len(timed_texts), "warm_texts": n_warm, "batch_size": args.batch_size, "core": core,
-              "filters": results}
+              "clock": args.clock, "filters": results}
     lines = [f"{len(timed_texts)} timed texts from {args.texts} (after {n_warm} warm-up texts), "
-             f"batches of {args.batch_size}, one core ({core})"]
+             f"batches of {args.batch_size}, one core ({core}), {args.clock} time"]
     for kind, r in results.items():
         lines.append(
             f"{kind:18s} ours {r['ours']['docs_per_s']:6.0f} docs/s steady, {r['ours_cold']['docs_per_s']:6.0f} cold, "

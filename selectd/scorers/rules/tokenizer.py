@@ -301,16 +301,14 @@ def _is_punct(token: str) -> bool:
 class Vocabulary:
     """Token strings interned to ids, with the per-token features the scorers need.
 
-    Features are appended to Python lists as tokens are interned (cheap) and copied into the numpy
-    arrays the scorers index with token ids when :meth:`features` is called (once per batch).
+    Interning only records the string; :meth:`sync` (once per batch) computes the features of the
+    tokens added since, into the numpy arrays the scorers index with token ids.
     """
-
-    FEATURES = ("length", "is_word", "has_alpha", "ends_sentence", "opens_sentence")
 
     def __init__(self) -> None:
         self.ids: dict[str, int] = {}
         self.strings: list[str] = []
-        self._pending: dict[str, list] = {name: [] for name in self.FEATURES}
+        self._synced = 0
         #: characters per token
         self.length = np.zeros(0, dtype=np.int64)
         #: has a character outside datatrove's PUNCTUATION_SET (a Gopher "non-symbol word")
@@ -327,28 +325,28 @@ class Vocabulary:
 
     def intern(self, token: str) -> int:
         index = self.ids.get(token)
-        if index is not None:
-            return index
-        index = len(self.strings)
-        self.ids[token] = index
-        self.strings.append(token)
-        pending = self._pending
-        pending["length"].append(len(token))
-        pending["is_word"].append(_NON_PUNCTUATION.search(token) is not None)
-        pending["has_alpha"].append(any(char.isalpha() for char in token))
-        ends = token in SENTENCE_PUNCT_CHARS
-        pending["ends_sentence"].append(ends)
-        pending["opens_sentence"].append(not ends and not _is_punct(token))
+        if index is None:
+            index = self.ids[token] = len(self.strings)
+            self.strings.append(token)
         return index
 
     def sync(self) -> None:
-        """Bring the feature arrays up to date with every interned token."""
-        if not self._pending["length"]:
+        """Compute the features of every token interned since the last sync."""
+        new = self.strings[self._synced:]
+        if not new:
             return
-        for name, values in self._pending.items():
+        ends = [token in SENTENCE_PUNCT_CHARS for token in new]
+        features = {
+            "length": list(map(len, new)),
+            "is_word": [_NON_PUNCTUATION.search(token) is not None for token in new],
+            "has_alpha": [token.isalpha() or any(map(str.isalpha, token)) for token in new],
+            "ends_sentence": ends,
+            "opens_sentence": [not end and not _is_punct(token) for token, end in zip(new, ends)],
+        }
+        for name, values in features.items():
             array = getattr(self, name)
             setattr(self, name, np.concatenate([array, np.asarray(values, dtype=array.dtype)]))
-            values.clear()
+        self._synced = len(self.strings)
 
 
 @dataclass
