@@ -77,7 +77,7 @@ def train_lm(model: nn.Module, token_stream: Sequence[int], steps: int, sequence
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        recent = (recent + [float(loss)])[-10:]
+        recent = (recent + [float(loss.detach())])[-10:]
     model.eval()
     return sum(recent) / len(recent)
 
@@ -104,10 +104,14 @@ class ColorPair:
 def build_color_pair(general: Sequence[str], target: Sequence[str], out_dir: Path, architecture: Architecture = "gpt_neox",
                      vocab_size: int = 1024, context: int = 512, hidden: int = 64, layers: int = 2, heads: int = 4,
                      prior_steps: int = 200, conditional_steps: int = 100, sequence_length: int = 128,
-                     batch_size: int = 8, seed: int = 0) -> ColorPair:
-    """Train a tokenizer and a prior on ``general``, fine-tune a copy on ``target``; save both checkpoints."""
+                     batch_size: int = 8, tokenizer_docs: int = 1000, seed: int = 0) -> ColorPair:
+    """Train a tokenizer and a prior on ``general``, fine-tune a copy on ``target``; save both checkpoints.
+
+    The tokenizer learns from the first ``tokenizer_docs`` general documents (BPE training time
+    grows with the text; a thousand documents settle a few thousand merges).
+    """
     bos = architecture == "llama"
-    tokenizer = train_tokenizer(general, vocab_size, bos=bos)
+    tokenizer = train_tokenizer(general[:tokenizer_docs], vocab_size, bos=bos)
     eos_id = tokenizer.token_to_id(END_OF_TEXT)
 
     def stream(texts: Sequence[str]) -> list[int]:
