@@ -46,6 +46,8 @@ SOURCE_WEIGHTS: dict[str, float] = {
     "package-docs": 0.16,
     "system-docs": 0.16,
 }
+#: share of real documents whose prose paragraphs are unwrapped to one line, like extracted web text
+UNWRAPPED_SHARE = 0.7
 #: share of synthetic low-quality documents in the corpus
 SYNTHETIC_SHARE = 0.12
 #: how many non-English languages the translations source covers (those with the most text)
@@ -280,6 +282,25 @@ def _cut(piece: Piece, rng: random.Random) -> Iterator[str]:
         yield "\n\n".join(document)
 
 
+_MARKUP_LINE = re.compile(r"\s|[-*•#>|=+`~_]|\d+[.)]\s")
+
+
+def _unwrap(text: str) -> str:
+    """Text as a web page's text extraction gives it: each prose paragraph on one line.
+
+    Files in /usr/share/doc and docstrings are hard-wrapped at ~72 columns; extracted web text
+    has one line per paragraph. A paragraph is joined only when none of its lines looks like
+    markup or code (indented, a bullet, a heading, a table row, a numbered item).
+    """
+    paragraphs = []
+    for paragraph in text.split("\n\n"):
+        lines = paragraph.split("\n")
+        if len(lines) > 1 and not any(_MARKUP_LINE.match(line) for line in lines):
+            paragraph = " ".join(line.strip() for line in lines)
+        paragraphs.append(paragraph)
+    return "\n\n".join(paragraphs)
+
+
 def _pool(source: str, cap: int, rng: random.Random) -> dict[str, list[str]]:
     """Documents cut from one source, by language; reading stops after ``cap`` documents
     (except for translations, where stopping early would drop whole languages)."""
@@ -463,7 +484,12 @@ def build_corpus(out_path: Path, n_docs: int = 5000, seed: int = 0) -> dict:
 
     english = [text for source, lang, text in real if lang == "en"] or [text for _, _, text in real]
     kinds = sorted(SYNTHETIC)
-    records = [{"text": text, "source": source, "lang": lang, "kind": "real"} for source, lang, text in real]
+    # most real documents read like extracted web text; the rest keep their hard-wrapped lines
+    records = [
+        {"text": _unwrap(text) if rng.random() < UNWRAPPED_SHARE else text, "source": source, "lang": lang,
+         "kind": "real"}
+        for source, lang, text in real
+    ]
     for index in range(n_synthetic):
         kind = kinds[index % len(kinds)]
         text = SYNTHETIC[kind](rng, rng.choice(english))
