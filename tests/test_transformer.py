@@ -447,7 +447,7 @@ def test_selectd_verify_dispatches_on_the_manifest_kind(exported, texts_file):
     from selectd.cli import main
 
     assert main(["verify", str(exported["bert"]), "--against", str(source_of(exported["bert"])),
-                 "--texts", str(texts_file), "--limit", "40"]) == 0
+                 "--texts", str(texts_file), "--limit", "40", "--min-agreement", "0.9"]) == 0
 
 
 # --- the demo toxicity classifier -------------------------------------------------------------

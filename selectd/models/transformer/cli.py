@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     _reference_args(parser)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads, both ONNX Runtime and torch")
     parser.add_argument("--repeat", type=int, default=2, help="timed passes; the best is reported")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="cpu: this process's CPU seconds (steady on a shared machine; with --threads 1 "
+                             "equal to wall time on an idle one); wall: elapsed time")
 
 
 def bench(args: argparse.Namespace) -> int:
@@ -148,12 +152,16 @@ def bench(args: argparse.Namespace) -> int:
     except (ModelLoadError, ValueError, OSError) as exc:
         print(f"selectd bench hf: {exc}", file=sys.stderr)
         return 2
-    torch_timing = time_batches("pytorch-eager", reference.logits, texts, args.batch_size, repeat=args.repeat)
-    report: dict[str, Any] = {"threads": args.threads, "batch_size": args.batch_size, "precisions": {}}
-    lines = [f"{len(texts)} texts, batch {args.batch_size}, {args.threads} thread(s); "
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    torch_timing = time_batches("pytorch-eager", reference.logits, texts, args.batch_size, repeat=args.repeat,
+                                clock=clock)
+    report: dict[str, Any] = {"threads": args.threads, "batch_size": args.batch_size, "clock": args.clock,
+                              "precisions": {}}
+    lines = [f"{len(texts)} texts, batch {args.batch_size}, {args.threads} thread(s), {args.clock} clock; "
              f"PyTorch eager {torch_timing.docs_per_s:.1f} docs/s"]
     for precision, model in models.items():
-        timing = time_batches(f"onnxruntime-{precision}", model.logits, texts, args.batch_size, repeat=args.repeat)
+        timing = time_batches(f"onnxruntime-{precision}", model.logits, texts, args.batch_size, repeat=args.repeat,
+                              clock=clock)
         report["precisions"][precision] = comparison(timing, torch_timing)
         lines.append(f"  ONNX Runtime {precision}: {timing.docs_per_s:.1f} docs/s, "
                      f"{timing.docs_per_s / torch_timing.docs_per_s:.2f}x PyTorch eager")
