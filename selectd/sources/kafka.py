@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -96,8 +97,8 @@ class KafkaSource:
                                           message.value, message.timestamp, list(message.headers or [])))
             if size >= limits.max_bytes:
                 break
-        for record in records:
-            self.metrics.documents_in.labels(record.topic).inc()
+        for topic, count in Counter(record.topic for record in records).items():
+            self.metrics.documents_in.labels(topic).inc(count)
         return records
 
     def keep_alive(self) -> None:
