@@ -631,10 +631,13 @@ class Prometheus:
 
 
 # The container's filesystem, without a container: a private mount namespace where the root
-# filesystem is read-only and /tmp is a fresh tmpfs, with the image's HOME/TMPDIR/PYTHONDONTWRITEBYTECODE.
+# filesystem is read-only and HOME/TMPDIR point at a fresh tmpfs (the image's /tmp), with
+# PYTHONDONTWRITEBYTECODE. The tmpfs goes on a new scratch directory, not over /tmp, so a checkout
+# or virtualenv that happens to live under /tmp stays visible to the daemon.
 READ_ONLY_ROOT = ("unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
-                  "mount -o remount,bind,ro / && mount -t tmpfs -o size=64m tmpfs /tmp"
-                  ' && HOME=/tmp TMPDIR=/tmp PYTHONDONTWRITEBYTECODE=1 exec "$@"', "read-only-root")
+                  'scratch=$(mktemp -d) && mount -t tmpfs -o size=64m tmpfs "$scratch"'
+                  ' && mount -o remount,bind,ro /'
+                  ' && HOME="$scratch" TMPDIR="$scratch" PYTHONDONTWRITEBYTECODE=1 exec "$@"', "read-only-root")
 
 
 def root_mount_options(pid: int) -> set[str]:
@@ -662,8 +665,7 @@ def live(broker, sample_corpus, tmp_path_factory):
     n_messages = len(real_lines) + len(BAD_LINES)
 
     services = compose()["services"]
-    # A copy the reload test can break. It lives in /dev/shm: the daemon's namespace hides the host's /tmp.
-    config_path = Path("/dev/shm") / f"selectd-deploy-{topics.group}.toml"
+    config_path = workdir / "selectd.toml"  # a copy the reload test can break
     shutil.copyfile(_container_path(services["selectd"], "/etc/selectd/selectd.toml"), config_path)
     daemon = Daemon(config_path, workdir / "selectd.log",
                     f'kafka.bootstrap_servers=["{broker.bootstrap}"]', f"kafka.group_id={topics.group}",
