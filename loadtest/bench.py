@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 import orjson
 
 from loadtest.reporter import Report, measure
-from selectd.demo.broker import TansuBroker, free_port
+from selectd.demo.broker import TansuBroker
 from selectd.demo.corpus import build_corpus
 
 REPO = Path(__file__).resolve().parent.parent

@@ -105,13 +105,18 @@ def documents(n: int, prefix: str, start: int = 0) -> list[tuple[bytes, bytes]]:
 class DaemonProcess:
     """``selectd run`` as a child process: kill -9, SIGTERM, its metrics URL and its resident memory."""
 
-    def __init__(self, config: Path, log_path: Path, nice: int = 0):
+    def __init__(self, config: Path, log_path: Path, *overrides: str, nice: int = 0, launcher: tuple[str, ...] = ()):
+        """``overrides``: ``--set`` items; ``launcher``: a command prefix the daemon runs under (e.g. a
+        read-only-root mount namespace)."""
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self._log_offset = log_path.stat().st_size
         command = [sys.executable, "-m", "selectd.cli", "run", "--config", str(config)]
+        for item in overrides:
+            command += ["--set", item]
         if nice:
             command = ["nice", "-n", str(nice), *command]
+        command = [*launcher, *command]
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.started = time.monotonic()
@@ -142,9 +147,12 @@ class DaemonProcess:
                 if line.get("event") == event:
                     return line
             if not self.alive():
-                raise RuntimeError(f"daemon exited ({self.process.returncode}) before {event!r}; log: {self.log_path}")
+                raise RuntimeError(f"daemon exited ({self.process.returncode}) before {event!r}:\n{self._log_tail()}")
             time.sleep(0.1)
-        raise TimeoutError(f"no {event!r} within {timeout_s} s; log: {self.log_path}")
+        raise TimeoutError(f"no {event!r} within {timeout_s} s:\n{self._log_tail()}")
+
+    def _log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_bytes()[-chars:].decode("utf-8", "replace")
 
     def metrics_url(self, timeout_s: float = 60) -> str:
         return self.wait_for_event("metrics listening", timeout_s)["url"]

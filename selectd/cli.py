@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"selectd: invalid config\n  " + str(exc).replace("\n", "\n  "), file=sys.stderr)
+        print("selectd: invalid config\n  " + str(exc).replace("\n", "\n  "), file=sys.stderr)
         return 2
     except ModelLoadError as exc:
         print(f"selectd: cannot load model: {exc}", file=sys.stderr)

@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 import itertools
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -13,6 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from loadtest.harness import DaemonProcess
 from selectd.demo.broker import TansuBroker
 
 REPO = Path(__file__).resolve().parent.parent
@@ -135,63 +132,13 @@ def documents(n: int, prefix: str = "doc", text: str | None = None) -> list[tupl
             for i in range(n)]
 
 
-class Daemon:
-    """``selectd run`` as a child process (so tests can SIGTERM and kill -9 it)."""
-
-    def __init__(self, config: Path, log_path: Path, *overrides: str, launcher: tuple[str, ...] = ()):
-        """``launcher``: a command prefix the daemon runs under (e.g. a read-only-root mount namespace)."""
-        self.log_path = log_path
-        args = [*launcher, sys.executable, "-m", "selectd.cli", "run", "--config", str(config)]
-        for item in overrides:
-            args += ["--set", item]
-        self.log = open(log_path, "ab")
-        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    def log_lines(self) -> list[dict]:
-        lines = []
-        for raw in self.log_path.read_bytes().splitlines():
-            try:
-                lines.append(orjson.loads(raw))
-            except orjson.JSONDecodeError:
-                pass
-        return lines
-
-    def wait_for_event(self, event: str, timeout_s: float = 60) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for line in self.log_lines():
-                if line.get("event") == event:
-                    return line
-            if self.process.poll() is not None:
-                raise AssertionError(f"daemon exited ({self.process.returncode}) before {event!r}:\n"
-                                     + self.log_path.read_text()[-3000:])
-            time.sleep(0.1)
-        raise AssertionError(f"no {event!r} within {timeout_s} s:\n" + self.log_path.read_text()[-3000:])
-
-    def metrics_url(self) -> str:
-        return self.wait_for_event("metrics listening")["url"]
-
-    def terminate(self, timeout_s: float = 60) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout_s)
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait()
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.kill()
-        self.log.close()
-
-
 @pytest.fixture
 def daemons():
-    started: list[Daemon] = []
+    """Start ``selectd run`` child processes; every one still running at the end is killed."""
+    started: list[DaemonProcess] = []
 
-    def start(config: Path, log_path: Path, *overrides: str) -> Daemon:
-        daemon = Daemon(config, log_path, *overrides)
+    def start(config: Path, log_path: Path, *overrides: str) -> DaemonProcess:
+        daemon = DaemonProcess(config, log_path, *overrides)
         started.append(daemon)
         return daemon
 

@@ -12,18 +12,10 @@ import orjson
 import pytest
 
 from conftest import Topics, collect, create_topics, documents, produce, write_config
+from loadtest.harness import RULE_STAGES
 
 pytestmark = pytest.mark.kafka
 
-RULE_STAGES = """
-[[stages]]
-name = "gopher"
-type = "gopher_quality"
-
-[[stages]]
-name = "repetition"
-type = "gopher_repetition"
-"""
 
 SMALL_TEXT_LIMIT = "[input]\nmax_text_bytes = 4000\n"  # so BAD_MESSAGES' 5,000-byte text is dead-lettered
 
@@ -143,7 +135,7 @@ def test_sigterm_drains_delivers_and_commits(broker, daemons, tmp_path):
     time.sleep(2)
     assert daemon.terminate() == 0, "drain exits 0"
     producer.join()
-    assert any(line.get("event") == "draining" for line in daemon.log_lines())
+    assert any(line.get("event") == "draining" for line in daemon.events())
     committed = _committed(broker, topics)
     out = collect(broker, [topics.accepted, topics.rejected, topics.dlq], sum(committed.values()), timeout_s=30)
     delivered = Counter((int(dict(m.headers)["selectd.source.partition"]), int(dict(m.headers)["selectd.source.offset"]))
@@ -165,7 +157,7 @@ def test_two_daemons_split_partitions(broker, daemons, tmp_path):
 
     def owned(daemon) -> set[str]:
         # the latest assignment logged by the member (each rebalance logs the new set)
-        lines = [line for line in daemon.log_lines() if line.get("event") == "partitions assigned"]
+        lines = [line for line in daemon.events() if line.get("event") == "partitions assigned"]
         return set(lines[-1]["partitions"]) if lines else set()
 
     while time.monotonic() < deadline and not (owned(first) and owned(second)
@@ -275,7 +267,7 @@ def test_sighup_reloads_without_leaving_the_group(broker, daemons, tmp_path):
     out = collect(broker, [topics.accepted], 25)
     assert {orjson.loads(m.value)["selectd"]["scores"].keys() == {"gopher", "repetition"}
             for m in out if m.key.startswith(b"still")} == {True}, "the old pipeline keeps running"
-    revocations = [line for line in daemon.log_lines() if line.get("event") == "partitions revoked" and line["partitions"]]
+    revocations = [line for line in daemon.events() if line.get("event") == "partitions revoked" and line["partitions"]]
     assert not revocations, "reloads never left the group"
     assert daemon.terminate() == 0
 
@@ -318,6 +310,6 @@ def test_slow_batch_does_not_evict_the_member(broker, daemons, tmp_path):
     assert len({m.key for m in out}) == 50
     time.sleep(1)
     assert daemon.terminate(timeout_s=30) == 0
-    revocations = [line for line in daemon.log_lines() if line.get("event") == "partitions revoked" and line["partitions"]][:-1]
+    revocations = [line for line in daemon.events() if line.get("event") == "partitions revoked" and line["partitions"]][:-1]
     assert not revocations, "no rebalance while the slow batch ran (the last revocation is the shutdown)"
     assert _committed(broker, topics) == {0: 50}

@@ -40,7 +40,8 @@ import yaml
 from dockerfile_parse import DockerfileParser
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import REPO, Daemon, Topics, collect, create_topics
+from conftest import REPO, Topics, collect, create_topics
+from loadtest.harness import DaemonProcess
 from selectd.config import Config, config_from_dict, load_config
 from selectd.demo.broker import free_port
 
@@ -667,7 +668,7 @@ def live(broker, sample_corpus, tmp_path_factory):
     services = compose()["services"]
     config_path = workdir / "selectd.toml"  # a copy the reload test can break
     shutil.copyfile(_container_path(services["selectd"], "/etc/selectd/selectd.toml"), config_path)
-    daemon = Daemon(config_path, workdir / "selectd.log",
+    daemon = DaemonProcess(config_path, workdir / "selectd.log",
                     f'kafka.bootstrap_servers=["{broker.bootstrap}"]', f"kafka.group_id={topics.group}",
                     f'kafka.input_topics=["{topics.input}"]', f"topics.accepted={topics.accepted}",
                     f"topics.rejected={topics.rejected}", f"topics.dlq={topics.dlq}",
@@ -791,7 +792,7 @@ def test_real_prometheus_evaluates_every_alert_rule(live):
 def test_failed_reload_keeps_the_daemon_serving_and_fires_its_alert(live):
     """Runs last: SIGHUP with a broken config, as an operator's bad ConfigMap edit would."""
     prometheus: Prometheus = live["prometheus"]
-    daemon: Daemon = live["daemon"]
+    daemon: DaemonProcess = live["daemon"]
     config_path: Path = live["config_path"]
     good = config_path.read_text()
     config_path.write_text(good + "\n[[stages]]\nname = \"broken\"\ntype = \"no_such_scorer\"\n")
