@@ -99,15 +99,14 @@ def _family_command(parser_group, verb: str) -> None:
     from selectd.models.families import FAMILIES, family
 
     for name in FAMILIES:
-        try:
-            module = family(name)
-        except ModuleNotFoundError:
-            continue
+        module = family(name)
         add = getattr(module, f"add_{verb}_arguments", None)
         run = getattr(module, verb, None)
         if add is None or run is None:
             continue
-        sub = parser_group.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else None)
+        summary = (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else None
+        # argparse %-formats help strings; a docstring such as "Min-K% Prob" must not be read as one.
+        sub = parser_group.add_parser(name, help=summary.replace("%", "%%") if summary else None)
         add(sub)
         sub.set_defaults(func=run)
 

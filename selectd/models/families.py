@@ -32,21 +32,7 @@ def family(name: str) -> ModuleType:
 
 def family_for_kind(kind: str) -> ModuleType:
     for name in FAMILIES:
-        try:
-            module = family(name)
-        except ImportError:
-            continue
+        module = family(name)
         if getattr(module, "MANIFEST_KIND", None) == kind:
             return module
     raise ValueError(f"no model family exports manifests of kind {kind!r}")
-
-
-def available_families() -> list[str]:
-    names = []
-    for name in FAMILIES:
-        try:
-            family(name)
-        except ImportError:
-            continue
-        names.append(name)
-    return names
