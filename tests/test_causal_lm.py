@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # export extra, part of the test extra
 
 from selectd.models.causal_lm import cli  # noqa: E402
 from selectd.models.causal_lm.export import TorchReference, export  # noqa: E402

@@ -6,9 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-pytest.importorskip("torch")
 
 from selectd.models.manifest import load_manifest  # noqa: E402
 from selectd.scorers.base import scorer_class  # noqa: E402

@@ -17,7 +17,7 @@ import onnxruntime as ort
 import orjson
 import pytest
 
-fasttext = pytest.importorskip("fasttext")  # test extra: the native oracle
+import fasttext  # test extra: the native oracle
 
 from selectd.models.benchmark import read_texts  # noqa: E402
 from selectd.models.fasttext import cli  # noqa: E402

@@ -7,7 +7,6 @@ import pytest
 
 from selectd.scorers.rules import bench
 
-pytest.importorskip("datatrove")
 
 TEXTS = [
     "The committee met on Tuesday to review the budget for the coming year. Members agreed that the "

