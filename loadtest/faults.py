@@ -84,7 +84,7 @@ def kill_cycles(bootstrap: str, workdir: Path, docs: int, kills: int, rate: floa
     daemon: DaemonProcess | None = None
     try:
         for cycle in range(kills):
-            daemon = DaemonProcess(config, log_path, nice)
+            daemon = DaemonProcess(config, log_path, nice=nice)
             daemon.wait_for_event("partitions assigned", 90)
             _wait(lambda: reader.distinct_count() >= kill_points[cycle], timeout_s=300, step_s=0.02)
             time.sleep(rng.uniform(0, 0.5))
@@ -93,7 +93,7 @@ def kill_cycles(bootstrap: str, workdir: Path, docs: int, kills: int, rate: floa
             daemon.kill()
             kill_times.append(time.monotonic())
             _say(f"kill {cycle + 1}/{kills}: produced {streamer.sent}, routed ids {reader.distinct_count()}")
-        daemon = DaemonProcess(config, log_path, nice)
+        daemon = DaemonProcess(config, log_path, nice=nice)
         streamer.join()
         if streamer.error:
             raise RuntimeError(f"producing the input failed: {streamer.error!r}")
@@ -165,7 +165,7 @@ def broker_restart(workdir: Path, down_s: float = 15.0, nice: int = 0) -> Broker
     try:
         names.create(broker.bootstrap)
         config = write_config(workdir / f"{names.tag}.toml", broker.bootstrap, names, metrics="lag_interval_s = 1.0")
-        daemon = DaemonProcess(config, workdir / f"{names.tag}-daemon.log", nice)
+        daemon = DaemonProcess(config, workdir / f"{names.tag}-daemon.log", nice=nice)
         url = daemon.metrics_url()
         from kafka import KafkaProducer
 
@@ -239,7 +239,7 @@ def group_member_loss(bootstrap: str, workdir: Path, docs: int, members: int = 3
     names = TopicNames(6)
     names.create(bootstrap)
     config = write_config(workdir / f"{names.tag}.toml", bootstrap, names)
-    daemons = [DaemonProcess(config, workdir / f"{names.tag}-m{i}.log", nice) for i in range(members)]
+    daemons = [DaemonProcess(config, workdir / f"{names.tag}-m{i}.log", nice=nice) for i in range(members)]
     reader = OutputReader(bootstrap, list(names.outputs.values()))
     reader.start()
     try:
@@ -302,7 +302,7 @@ def produce_failures(bootstrap: str, workdir: Path, documents_n: int = 200, ever
             value = orjson.dumps({**orjson.loads(value), "blob": "b" * 2 * limit})
         messages.append((key, value))
     oversized = {key for i, (key, _) in enumerate(messages) if i % every == 0}
-    daemon = DaemonProcess(config, workdir / f"{names.tag}-daemon.log", nice)
+    daemon = DaemonProcess(config, workdir / f"{names.tag}-daemon.log", nice=nice)
     reader = OutputReader(bootstrap, list(names.outputs.values()))
     try:
         url = daemon.metrics_url()
@@ -355,7 +355,7 @@ def poison(bootstrap: str, workdir: Path, n_bad: int, rss_bound_bytes: int, huge
     began = time.monotonic()
     placed = produce_corpus(bootstrap, names.input, messages)
     del messages
-    daemon = DaemonProcess(config, workdir / f"{names.tag}-daemon.log", nice)
+    daemon = DaemonProcess(config, workdir / f"{names.tag}-daemon.log", nice=nice)
     reader = OutputReader(bootstrap, list(names.outputs.values()))
     try:
         reader.start()

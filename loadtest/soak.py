@@ -55,7 +55,7 @@ def soak(bootstrap: str, workdir: Path, seconds: float, rate: float, sample_s: f
     names = TopicNames(2)
     names.create(bootstrap)
     config = write_config(workdir / f"{names.tag}.toml", bootstrap, names)
-    daemon = DaemonProcess(config, workdir / f"{names.tag}-daemon.log", nice)
+    daemon = DaemonProcess(config, workdir / f"{names.tag}-daemon.log", nice=nice)
     report = SoakReport(warmup_samples=warmup_samples)
     streamer = Streamer(bootstrap, names.input, (document("soak", i) for i in itertools.count()), rate)
     try:
