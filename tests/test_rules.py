@@ -1,4 +1,5 @@
 """Rule scorers on crafted edge cases: each case hits one datatrove rule, and datatrove agrees."""
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -137,3 +138,89 @@ def test_bad_options_are_rejected_with_a_reason():
         cls.Options(language="fra")
     with pytest.raises(ValidationError, match="at least 1"):
         scorer_class("gopher_repetition").Options(top_n_grams=[(0, 0.2)])
+
+
+def _repetition_candidates(rng, n_docs=40):
+    """Candidate n-grams as _ngram_repetition passes them: few distinct keys, so repeats (and
+    jumps over overlapping repeats) are common."""
+    positions, keys, chars, docs = [], [], [], []
+    for doc in sorted(rng.choice(n_docs + 10, size=n_docs, replace=False)):
+        if doc >= n_docs:
+            continue
+        doc_positions = np.sort(rng.choice(400, size=int(rng.integers(1, 120)), replace=False))
+        positions += doc_positions.tolist()
+        keys += rng.integers(0, 6, size=len(doc_positions)).tolist()
+        chars += rng.integers(1, 30, size=len(doc_positions)).tolist()
+        docs += [doc] * len(doc_positions)
+    return (np.asarray(positions, dtype=np.int64), np.asarray(keys, dtype=np.uint64) * np.uint64(2**61 + 1),
+            np.asarray(chars, dtype=np.int64), np.asarray(docs, dtype=np.int64), n_docs)
+
+
+def _datatrove_scan(sequence, n):
+    """datatrove's find_all_duplicate over a key sequence (every position, not only candidates)."""
+    seen, total, index = set(), 0, 0
+    while index < len(sequence) - n + 1:
+        gram = tuple(sequence[index:index + n])
+        if gram in seen:
+            total += n
+            index += n
+        else:
+            seen.add(gram)
+            index += 1
+    return total
+
+
+@pytest.mark.parametrize("n", [1, 3, 7])
+def test_repetition_scan_compiled_equals_python(n):
+    from selectd.scorers.rules.gopher import greedy_repeated_chars
+
+    rng = np.random.default_rng(n)
+    for _ in range(20):
+        positions, keys, chars, docs, n_docs = _repetition_candidates(rng)
+        python = greedy_repeated_chars(n, positions, keys, chars, docs, n_docs, implementation="python")
+        compiled = greedy_repeated_chars(n, positions, keys, chars, docs, n_docs, implementation="compiled")
+        np.testing.assert_array_equal(compiled, python)
+        assert python.any()  # the generated candidates do repeat
+
+
+def test_repetition_scan_equals_datatrove_on_token_sequences():
+    """The candidate-only scan (either implementation) gives datatrove's totals on whole sequences."""
+    from selectd.scorers.rules.gopher import greedy_repeated_chars
+
+    rng = np.random.default_rng(0)
+    n = 3
+    for implementation in ("python", "compiled"):
+        for _ in range(30):
+            sequence = rng.integers(0, 3, size=int(rng.integers(0, 60))).tolist()
+            grams = [tuple(sequence[i:i + n]) for i in range(len(sequence) - n + 1)]
+            counts = {gram: grams.count(gram) for gram in grams}
+            candidates = [i for i, gram in enumerate(grams) if counts[gram] > 1]
+            ids = {gram: index for index, gram in enumerate(counts)}
+            totals = greedy_repeated_chars(
+                n, np.asarray(candidates, dtype=np.int64),
+                np.asarray([ids[grams[i]] for i in candidates], dtype=np.uint64),
+                np.full(len(candidates), n, dtype=np.int64), np.zeros(len(candidates), dtype=np.int64), 1,
+                implementation=implementation)
+            assert totals[0] == _datatrove_scan(sequence, n)
+
+
+def test_repetition_scan_rejects_mismatched_arrays():
+    from selectd.scorers.rules.gopher import greedy_repeated_chars
+
+    with pytest.raises(ValueError, match="keys"):
+        greedy_repeated_chars(2, np.arange(3), np.arange(2, dtype=np.uint64), np.ones(3), np.zeros(3), 1,
+                              implementation="compiled")
+
+
+def test_paragraph_and_line_splits_equal_datatrove_regexes():
+    import random
+    import re
+
+    from selectd.scorers.rules.gopher import _lines, _paragraphs
+
+    rng = random.Random(0)
+    samples = ["", "\n", "a", "a\n", "\na", "a\n\n\n\nb", "a\n\n\n\n\nb\n\n", " \n\n \n"]
+    samples += ["".join(rng.choice("ab\n \t") for _ in range(rng.randint(0, 24))) for _ in range(20_000)]
+    for text in samples:
+        assert _paragraphs(text) == re.split(r"\n{2,}", text.strip()), repr(text)
+        assert _lines(text) == re.split("\n+", text), repr(text)

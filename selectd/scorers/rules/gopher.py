@@ -3,7 +3,6 @@
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -12,6 +11,11 @@ from pydantic import Field, field_validator
 from selectd.scorers.base import Signals, register
 from selectd.scorers.rules.common import RuleOptions, RuleScorer, duplicates, enabled, ratio, rule
 from selectd.scorers.rules.tokenizer import TokenizedBatch
+
+try:
+    from selectd.scorers.rules._repetition import greedy_repeated_chars as _compiled_scan
+except ImportError:  # built without a C compiler: the Python scan below gives the same totals, slower
+    _compiled_scan = None
 
 STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
 
@@ -121,8 +125,6 @@ def _distinct_members(batch: TokenizedBatch, member_ids: np.ndarray) -> np.ndarr
 
 # --- repetition ------------------------------------------------------------------------------------
 
-_PARAGRAPH_BREAK = re.compile(r"\n{2,}")
-_LINE_BREAK = re.compile("\n+")
 # odd 64-bit multiplier for rolling n-gram hashes of token ids (arithmetic wraps mod 2**64)
 _HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 _DOC_SALT = np.uint64(0xD6E8FEB86659FD93)
@@ -175,11 +177,11 @@ class GopherRepetition(RuleScorer):
         for i, text in enumerate(texts):
             if not text:
                 continue
-            paragraphs = _PARAGRAPH_BREAK.split(text.strip())
+            paragraphs = _paragraphs(text)
             count, duplicate_chars = duplicates(paragraphs)
             signals["dup_para_frac"][i] = count / len(paragraphs)
             signals["dup_para_char_frac"][i] = duplicate_chars / len(text)
-            lines = _LINE_BREAK.split(text)
+            lines = _lines(text)
             count, duplicate_chars = duplicates(lines)
             signals["dup_line_frac"][i] = count / len(lines)
             signals["dup_line_char_frac"][i] = duplicate_chars / len(text)
@@ -203,6 +205,22 @@ class GopherRepetition(RuleScorer):
         rules += [rule(f"top_{n}_gram_char_frac", f"top_{n}_gram", max=limit) for n, limit in o.top_n_grams]
         rules += [rule(f"dup_{n}_gram_char_frac", f"duplicated_{n}_n_grams", max=limit) for n, limit in o.dup_n_grams]
         return rules
+
+
+# datatrove splits with re.split(r"\n{2,}", text.strip()) and re.split("\n+", text); these give the
+# same lists (tests/test_rules.py) with str.split, about ten times faster than the regex scan.
+def _paragraphs(text: str) -> list[str]:
+    """``re.split(r"\n{2,}", text.strip())``: a run of k newlines leaves k // 2 - 1 empty parts
+    and, when k is odd, one newline at the start of the next part."""
+    return [part[1:] if part[:1] == "\n" else part for part in text.strip().split("\n\n") if part] or [""]
+
+
+def _lines(text: str) -> list[str]:
+    """``re.split("\n+", text)``: empty parts only at the ends (text starting / ending with a newline)."""
+    parts = text.split("\n")
+    if len(parts) < 3:
+        return parts
+    return [parts[0], *filter(None, parts[1:-1]), parts[-1]]
 
 
 def _ngram_repetition(batch: TokenizedBatch, token_lengths: np.ndarray, top_ns: list[int],
@@ -243,10 +261,9 @@ def _ngram_repetition(batch: TokenizedBatch, token_lengths: np.ndarray, top_ns: 
             top[n] = _top_chars(n, candidates, count_at, doc_of_token, doc_start, batch.counts, cumulative)
         candidates = candidates[count_at > 1]
         if n in repeated and len(candidates):
-            key_at = (hashes[candidates] + salted[candidates]).tolist()
-            chars_at = (cumulative[candidates + n] - cumulative[candidates]).tolist()
-            repeated[n] = _greedy_repeated_chars(n, candidates.tolist(), key_at, chars_at,
-                                                 doc_of_token[candidates].tolist(), n_docs)
+            repeated[n] = greedy_repeated_chars(n, candidates, hashes[candidates] + salted[candidates],
+                                                cumulative[candidates + n] - cumulative[candidates],
+                                                doc_of_token[candidates], n_docs)
     return top, repeated
 
 
@@ -273,15 +290,28 @@ def _top_chars(n: int, positions: np.ndarray, count_at: np.ndarray, doc_of_token
     return result
 
 
-def _greedy_repeated_chars(n: int, positions: list[int], keys: list[int], chars: list[int],
-                           docs: list[int], n_docs: int) -> np.ndarray:
+def greedy_repeated_chars(n: int, positions: np.ndarray, keys: np.ndarray, chars: np.ndarray,
+                          docs: np.ndarray, n_docs: int, implementation: str = "auto") -> np.ndarray:
     """datatrove's ``find_all_duplicate`` scan per document, visiting only n-grams that occur more
-    than once: a unique n-gram is never in the seen set, so the scan just steps over it."""
+    than once: a unique n-gram is never in the seen set, so the scan just steps over it.
+
+    ``positions`` (ascending within each document), ``keys``, ``chars`` and ``docs`` (ascending)
+    describe the candidate n-grams. ``implementation``: ``compiled`` (``_repetition.c``, built by
+    ``pip install -e``), ``python``, or ``auto`` (compiled when built).
+    """
+    if implementation not in ("auto", "compiled", "python"):
+        raise ValueError(f"unknown implementation {implementation!r}; use auto, compiled or python")
     totals = np.zeros(n_docs)
+    if implementation != "python" and (implementation == "compiled" or _compiled_scan is not None):
+        if _compiled_scan is None:
+            raise ImportError("selectd.scorers.rules._repetition is not built (reinstall with a C compiler)")
+        _compiled_scan(n, np.ascontiguousarray(positions, dtype=np.int64), np.ascontiguousarray(keys, dtype=np.uint64),
+                       np.ascontiguousarray(chars, dtype=np.int64), np.ascontiguousarray(docs, dtype=np.int64), totals)
+        return totals
     current_doc = -1
     seen: set[int] = set()
     next_position = total = 0
-    for position, key, length, doc in zip(positions, keys, chars, docs):
+    for position, key, length, doc in zip(positions.tolist(), keys.tolist(), chars.tolist(), docs.tolist()):
         if doc != current_doc:
             if current_doc >= 0:
                 totals[current_doc] = total
@@ -294,5 +324,6 @@ def _greedy_repeated_chars(n: int, positions: list[int], keys: list[int], chars:
         else:
             seen.add(key)
             next_position = position + 1
-    totals[current_doc] = total
+    if current_doc >= 0:
+        totals[current_doc] = total
     return totals

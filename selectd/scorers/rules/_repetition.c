@@ -1,0 +1,127 @@
+/* datatrove's greedy duplicate n-gram scan (``find_all_duplicate``) in C, for gopher.py.
+ *
+ * The same algorithm as gopher._greedy_repeated_chars_python (the reference and the fallback when
+ * this module is not built): per document, scan the candidate positions (n-grams that occur more
+ * than once) left to right; an n-gram seen before adds its characters and the scan jumps past it,
+ * otherwise it joins the seen set. It exists because the scan is sequential (a jump decides which
+ * later positions are seen), so numpy cannot do it, and a Python set per document was the largest
+ * cost of the repetition scorer once words are cached.
+ *
+ * greedy_repeated_chars(n, positions, keys, chars, docs, totals)
+ *   positions, chars, docs: int64 arrays; keys: uint64 array (all the same length, docs
+ *   non-decreasing); totals: float64 array, one slot per document, written in place.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+static int get_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, int writable, const char *name) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0) return -1;
+    if (view->itemsize != itemsize) {
+        PyErr_Format(PyExc_TypeError, "%s: expected %zd-byte items, got %zd", name, itemsize, view->itemsize);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* one document's seen set: open addressing over the slots [0, mask], cleared per document */
+typedef struct {
+    uint64_t *keys;
+    unsigned char *used;
+    Py_ssize_t capacity;
+} SeenSet;
+
+static int seen_reset(SeenSet *set, Py_ssize_t needed, uint64_t *mask) {
+    Py_ssize_t slots = 16;
+    while (slots < 2 * needed) slots *= 2;
+    if (slots > set->capacity) {
+        uint64_t *keys = PyMem_Realloc(set->keys, (size_t)slots * sizeof(uint64_t));
+        if (!keys) { PyErr_NoMemory(); return -1; }
+        set->keys = keys;
+        unsigned char *used = PyMem_Realloc(set->used, (size_t)slots);
+        if (!used) { PyErr_NoMemory(); return -1; }
+        set->used = used;
+        set->capacity = slots;
+    }
+    memset(set->used, 0, (size_t)slots);
+    *mask = (uint64_t)slots - 1;
+    return 0;
+}
+
+/* insert key; returns 1 when it was already there */
+static inline int seen_add(SeenSet *set, uint64_t mask, uint64_t key) {
+    uint64_t slot = (key ^ (key >> 29)) & mask;
+    while (set->used[slot]) {
+        if (set->keys[slot] == key) return 1;
+        slot = (slot + 1) & mask;
+    }
+    set->used[slot] = 1;
+    set->keys[slot] = key;
+    return 0;
+}
+
+static PyObject *greedy_repeated_chars(PyObject *self, PyObject *args) {
+    Py_ssize_t n;
+    PyObject *objs[5];
+    if (!PyArg_ParseTuple(args, "nOOOOO", &n, &objs[0], &objs[1], &objs[2], &objs[3], &objs[4])) return NULL;
+    static const char *names[5] = {"positions", "keys", "chars", "docs", "totals"};
+    Py_buffer views[5];
+    int got = 0;
+    PyObject *result = NULL;
+    SeenSet set = {NULL, NULL, 0};
+    for (; got < 5; got++) {
+        if (get_buffer(objs[got], &views[got], 8, got == 4, names[got]) < 0) goto done;
+    }
+    Py_ssize_t count = views[0].len / 8, n_docs = views[4].len / 8;
+    for (int i = 1; i < 4; i++) {
+        if (views[i].len / 8 != count) {
+            PyErr_Format(PyExc_ValueError, "%s: %zd items, positions has %zd", names[i], views[i].len / 8, count);
+            goto done;
+        }
+    }
+    const int64_t *positions = views[0].buf, *chars = views[2].buf, *docs = views[3].buf;
+    const uint64_t *keys = views[1].buf;
+    double *totals = views[4].buf;
+    Py_ssize_t start = 0;
+    while (start < count) {
+        int64_t doc = docs[start];
+        Py_ssize_t end = start;
+        while (end < count && docs[end] == doc) end++;
+        if (doc < 0 || doc >= n_docs) {
+            PyErr_Format(PyExc_IndexError, "document %lld outside totals (%zd documents)", (long long)doc, n_docs);
+            goto done;
+        }
+        uint64_t mask;
+        if (seen_reset(&set, end - start, &mask) < 0) goto done;
+        int64_t next_position = 0, total = 0;
+        for (Py_ssize_t i = start; i < end; i++) {
+            if (positions[i] < next_position) continue; /* inside a repeat the scan jumped over */
+            if (seen_add(&set, mask, keys[i])) {
+                total += chars[i];
+                next_position = positions[i] + n;
+            } else {
+                next_position = positions[i] + 1;
+            }
+        }
+        totals[doc] = (double)total;
+        start = end;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    for (int i = 0; i < got; i++) PyBuffer_Release(&views[i]);
+    PyMem_Free(set.keys);
+    PyMem_Free(set.used);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"greedy_repeated_chars", greedy_repeated_chars, METH_VARARGS,
+     "greedy_repeated_chars(n, positions, keys, chars, docs, totals): datatrove's duplicate n-gram scan"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_repetition", "Gopher repetition scan in C", -1, methods};
+
+PyMODINIT_FUNC PyInit__repetition(void) { return PyModule_Create(&module); }
