@@ -117,29 +117,33 @@ class _Scan:
 def _scan_lines(text: str, o: C4QualityOptions) -> _Scan:
     """datatrove's line loop: which lines C4 keeps, and the page-level rule that stopped it."""
     scan = _Scan()
-    for line in text.splitlines():
-        scan.lines += 1
-        line = line.strip()
-        words = line.split()
-        # a word longer than the limit needs a line longer than it: skip the word scan otherwise
-        if o.max_word_length != -1 and len(line) > o.max_word_length and any(
-            len(word) > o.max_word_length for word in words
-        ):
-            continue
+    lines = text.splitlines()
+    scan.lines = len(lines)  # lines looked at: all of them unless a page-level rule stops the loop
+    for number, line in enumerate(lines, 1):
+        # The checks up to the page-level ones only drop the line, so their order is free: the
+        # cheap terminal-punctuation test runs first and most lines never get split into words.
+        # The words are still those of the line before citation removal, as in datatrove.
+        line = words_of = line.strip()
         if o.remove_citations and "[" in line:
             line = CITATION_REGEX.sub("", line)
         if o.filter_no_terminal_punct and (not line.endswith(END_PUNCTUATION) or line.endswith(ELLIPSIS)):
+            continue
+        words = words_of.split()
+        # a word longer than the limit needs a line longer than it: skip the word scan otherwise
+        if o.max_word_length != -1 and len(words_of) > o.max_word_length and any(
+            len(word) > o.max_word_length for word in words
+        ):
             continue
         if len(words) < o.min_words_per_line:
             continue
         lowered = line.lower()
         if o.filter_lorem_ipsum and "lorem ipsum" in lowered:
-            scan.stop = "lorem_ipsum"
+            scan.stop, scan.lines = "lorem_ipsum", number
             break
         if o.filter_javascript and "javascript" in lowered:
             continue
         if o.filter_curly_bracket and "{" in line:
-            scan.stop = "curly_bracket"
+            scan.stop, scan.lines = "curly_bracket", number
             break
         if o.filter_policy and any(phrase in lowered for phrase in POLICY_SUBSTRINGS):
             continue
