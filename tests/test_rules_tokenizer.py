@@ -1,10 +1,15 @@
 """Our port of datatrove's word split (spaCy's English tokenizer) and sentence count against the real thing."""
+import itertools
+import random
+import string
+
+import orjson
 import pytest
 
 from selectd.scorers.rules import reference_tables
 from selectd.scorers.rules.c4 import _sentences_per_line
 from selectd.scorers.rules.tables import live_tables
-from selectd.scorers.rules.tokenizer import EnglishSplitter, WordTokenizer
+from selectd.scorers.rules.tokenizer import EnglishSplitter, WordTokenizer, ascii_program, compiled_splitter, UnsupportedPattern
 
 from datatrove.utils import text as datatrove_text  # test extra
 
@@ -59,3 +64,91 @@ def test_sentence_count_equals_spacy_sentencizer():
     ours = _sentences_per_line(tokenizer, [line.split() for line in LINES])
     reference = [len(datatrove_text.split_into_sentences(line, "eng")) for line in LINES]
     assert ours.tolist() == reference
+
+
+# --- the C splitter (_chunksplit.c) against the Python one ------------------------------------------
+
+def test_compiled_splitter_is_built():
+    """pip install -e builds _chunksplit.c; without it every new chunk takes the slower Python split."""
+    assert WordTokenizer().compiled is not None
+    assert WordTokenizer(implementation="python").compiled is None
+    with pytest.raises(ValueError, match="unknown word split implementation"):
+        WordTokenizer(implementation="fast")
+
+
+PIECES = (
+    list(string.ascii_letters[:8]) + ["ab", "Xy", "U", "S", "US", "C", "A", "s", "S", "m", "km", "kg", "GB", "T",
+                                      "mph", "in", "ft", "Pa", "hPa", "mbar", "km/h", "m/s", "x86"]
+    + list(string.digits) + ["10", "3.5", "1,000"]
+    + list(string.punctuation) + ["..", "...", "--", "---", "'s", "'S", "US$", "C$", "A$", "$", "%", "+", "^"]
+    + ["http://", "https://", "www.", "example.com", ".org", "/path", "?q=1", "#x", "user@", ":8080", "192.168.0.1",
+       "10.1.2.3", ".io", "a.b.c"]
+    + ["can't", "e.g.", "i.e.", "U.S.", "a.m.", "p.m.", "(a)", "Mr.", "vs.", "''", ":)", "(:", "):", "o.O", "(-8",
+       "'cause", "'em", "10a.m.", "Calif.", "gonna", "cannot", "y'all", "o'clock", "^_^", "(^_^)"]
+)
+
+
+def adversarial_chunks(count: int = 40_000, seed: int = 0) -> list[str]:
+    """Random concatenations of affix, infix, URL and special-case material, plus every printable
+    ASCII chunk of one or two characters."""
+    rng = random.Random(seed)
+    specials = [key for key in reference_tables.EN_SPECIAL_CASES if key.isascii()]
+    pool = PIECES + specials
+    chunks = {"".join(pair) for pair in itertools.product(string.printable[:94], repeat=2)}
+    chunks.update(string.printable[:94])
+    while len(chunks) < count:
+        chunks.add("".join(rng.choice(pool) for _ in range(rng.randint(1, 6))))
+    return sorted(chunks)
+
+
+@pytest.fixture(scope="module")
+def corpus_chunks(sample_corpus) -> list[str]:
+    chunks: set[str] = set()
+    with open(sample_corpus, "rb") as lines:
+        for line in lines:
+            chunks.update(orjson.loads(line)["text"].split())
+    return sorted(chunks)
+
+
+def test_compiled_split_equals_python_split(corpus_chunks):
+    python, compiled = EnglishSplitter(), compiled_splitter(EnglishSplitter())
+    chunks = corpus_chunks + adversarial_chunks()
+    handled = 0
+    for chunk in chunks:
+        tokens = compiled.split(chunk)
+        if tokens is None:
+            assert not chunk.isascii(), f"{chunk!r} is ASCII but the C splitter declined it"
+            continue
+        handled += 1
+        assert tokens == python.chunk_tokens(chunk), chunk
+    assert handled > 0.6 * len(chunks)
+
+
+def test_compiled_and_python_tokenizers_intern_identically(sample_corpus):
+    """Same chunk ids, token ids and vocabulary order: the C path does _add_chunk's bookkeeping,
+    handing non-ASCII chunks back to it; a small chunk table is cleared between batches."""
+    texts = [orjson.loads(line)["text"] for line in open(sample_corpus, "rb")][:600] + TRICKY
+    results = []
+    for implementation in ("compiled", "python"):
+        tokenizer = WordTokenizer(max_chunks=20_000, implementation=implementation)
+        batches = [tokenizer.tokenize(texts[start:start + 128]) for start in range(0, len(texts), 128)]
+        results.append((batches, tokenizer.vocab.strings, tokenizer.token_counts(texts)))
+    (compiled_batches, compiled_strings, compiled_counts), (python_batches, python_strings, python_counts) = results
+    assert compiled_strings == python_strings
+    for compiled, python in zip(compiled_batches, python_batches):
+        assert compiled.ids.tolist() == python.ids.tolist()
+        assert compiled.offsets.tolist() == python.offsets.tolist()
+    assert compiled_counts.tolist() == python_counts.tolist()
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_compiled_tokenizer_words_equal_datatrove(text):
+    assert WordTokenizer(implementation="compiled").words(text) == datatrove_text.split_into_words(text, "eng")
+
+
+def test_ascii_program_refuses_what_it_cannot_express():
+    for pattern in [r"(?:ab)+", r"a*(?:bc|d)", r"(?<=ab|c)d", r"(?i)a", r"x?", r"\bfoo"]:
+        with pytest.raises(UnsupportedPattern):
+            ascii_program(pattern)
+    with pytest.raises(UnsupportedPattern, match="anchored"):
+        ascii_program("a$|b", anchored_end=True)

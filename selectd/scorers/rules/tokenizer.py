@@ -24,7 +24,9 @@ array operations over token ids instead of per-word Python.
 from __future__ import annotations
 
 import functools
+import logging
 import re
+import struct
 import unicodedata
 from re import _constants as sre, _parser as sre_parse  # the stdlib's own regex parser (3.11)
 from dataclasses import dataclass
@@ -33,6 +35,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from selectd.scorers.rules import reference_tables as tables
+
+log = logging.getLogger(__name__)
 
 #: languages whose datatrove word tokenizer is re-implemented here (datatrove's code, ISO 639-1)
 SUPPORTED_LANGUAGES = {"eng": "en", "en": "en", "eng_Latn": "en"}
@@ -288,6 +292,189 @@ class EnglishSplitter:
         return [token for chunk in text.split() for token in self.chunk_tokens(chunk)]
 
 
+# ---- the C splitter (_chunksplit.c) -------------------------------------------------------------
+# It runs EnglishSplitter's algorithm on ASCII chunks. Its regexes are compiled here, from the
+# vendored patterns, to "programs" for ASCII input: a list of alternatives in pattern order, each a
+# sequence of nodes (one character from a set, a greedy repeat of one, ^, $, fixed-width
+# lookarounds). Alternations inside a sequence are expanded into separate alternatives, which keeps
+# the regex engine's first-match order unless a variable repeat comes before them (refused). A
+# character, class or lookaround that only non-ASCII text can satisfy is dropped with what it
+# decides, so a program is only valid on ASCII strings, which is all the C code gives it.
+
+_ASCII = 128
+_OP_SET, _OP_REPEAT, _OP_BEGIN, _OP_END, _OP_BEHIND, _OP_AHEAD = range(6)
+_UNBOUNDED = 0xFFFFFFFF
+_NODE = struct.Struct("<BBHIII")    # _chunksplit.c's Node
+_ALT = struct.Struct("<IIiI4Q")     # _chunksplit.c's Alt
+_CATEGORIES = {
+    sre.CATEGORY_DIGIT: r"\d", sre.CATEGORY_NOT_DIGIT: r"\D", sre.CATEGORY_SPACE: r"\s",
+    sre.CATEGORY_NOT_SPACE: r"\S", sre.CATEGORY_WORD: r"\w", sre.CATEGORY_NOT_WORD: r"\W",
+}
+
+
+class UnsupportedPattern(ValueError):
+    """A regex construct the C splitter's programs do not express."""
+
+
+def _ascii_chars(op, av) -> frozenset[int] | None:
+    """The ASCII characters one single-character regex item matches; None for other items."""
+    if op == sre.LITERAL:
+        return frozenset((av,)) if av < _ASCII else frozenset()
+    if op == sre.NOT_LITERAL:
+        return frozenset(range(_ASCII)) - {av}
+    if op == sre.IN:
+        chars: set[int] = set()
+        negate = False
+        for item_op, item in av:
+            if item_op == sre.NEGATE:
+                negate = True
+            elif item_op == sre.LITERAL:
+                chars.add(item)
+            elif item_op == sre.RANGE:
+                chars.update(range(item[0], min(item[1] + 1, _ASCII)))
+            elif item_op == sre.CATEGORY and item in _CATEGORIES:
+                chars.update(c for c in range(_ASCII) if re.fullmatch(_CATEGORIES[item], chr(c)))
+            else:
+                raise UnsupportedPattern(f"character class item {item_op} {item}")
+        chars = {c for c in chars if c < _ASCII}
+        return frozenset(range(_ASCII)) - chars if negate else frozenset(chars)
+    return None
+
+
+def _expand(items: list) -> list[tuple[list[tuple], bool]]:
+    """Alternatives of a parsed regex sequence, in match order: (nodes, has a variable repeat)."""
+    alternatives: list[tuple[list[tuple], bool]] = [([], False)]
+
+    def extend(options: list[tuple[list[tuple], bool]]) -> None:
+        nonlocal alternatives
+        if len(options) > 1 and any(variable for _, variable in alternatives):
+            raise UnsupportedPattern("an alternation after a variable repeat")
+        alternatives = [(nodes + more, variable or more_variable)
+                        for nodes, variable in alternatives for more, more_variable in options]
+
+    for op, av in items:
+        chars = _ascii_chars(op, av)
+        if chars is not None:
+            extend([([("set", chars)], False)] if chars else [])
+        elif op == sre.AT and av in (sre.AT_BEGINNING, sre.AT_BEGINNING_STRING):
+            extend([([("begin",)], False)])
+        elif op == sre.AT and av in (sre.AT_END, sre.AT_END_STRING):
+            extend([([("end",)], False)])  # chunks hold no newline, so $ is the end
+        elif op in (sre.ASSERT, sre.ASSERT_NOT):
+            direction, body = av
+            sets = [_ascii_chars(*item) for item in body]
+            if any(chars is None for chars in sets):
+                raise UnsupportedPattern("a lookaround that is not a fixed run of characters")
+            negative = op == sre.ASSERT_NOT
+            if all(sets):
+                extend([([("behind" if direction < 0 else "ahead", negative, tuple(sets))], False)])
+            elif not negative:
+                extend([])  # needs a non-ASCII character: this alternative never matches
+        elif op == sre.SUBPATTERN:
+            _group, add_flags, del_flags, body = av
+            if add_flags & ~re.UNICODE or del_flags:
+                raise UnsupportedPattern("inline flags")
+            extend(_expand(list(body)))
+        elif op == sre.BRANCH:
+            extend([alternative for branch in av[1] for alternative in _expand(list(branch))])
+        elif op == sre.MAX_REPEAT:
+            low, high, body = av
+            chars = _ascii_chars(*body[0]) if len(body) == 1 else None
+            if chars is None:
+                raise UnsupportedPattern("a repeat of more than one character")
+            if chars:
+                extend([([("repeat", chars, low, high)], low != high)])
+            elif low:
+                extend([])
+        else:
+            raise UnsupportedPattern(f"regex construct {op}")
+    return alternatives
+
+
+def _edge_set(nodes: list[tuple], last: bool) -> frozenset[int]:
+    chars: set[int] = set()
+    for node in reversed(nodes) if last else nodes:
+        if node[0] == "set" or (node[0] == "repeat" and node[2] > 0):
+            return frozenset(chars | node[1])
+        if node[0] == "repeat":
+            chars |= node[1]
+    raise UnsupportedPattern("an alternative that can match the empty string")
+
+
+def _bitmap(chars: frozenset[int]) -> tuple[int, int]:
+    bits = sum(1 << c for c in chars)
+    return bits & 0xFFFFFFFFFFFFFFFF, bits >> 64
+
+
+def ascii_program(pattern: str, anchored_end: bool = False) -> tuple[bytes, bytes, bytes]:
+    """``pattern`` as _chunksplit.c's program for ASCII strings: packed (nodes, alternatives, sets)."""
+    parsed = sre_parse.parse(pattern)
+    if parsed.state.flags & ~(re.UNICODE | re.VERBOSE):
+        raise UnsupportedPattern(f"flags {parsed.state.flags}")
+    nodes, alternatives, sets = [], [], []
+    for alternative, _ in _expand(list(parsed)):
+        if anchored_end and alternative[-1] != ("end",):
+            raise UnsupportedPattern("a suffix alternative not anchored at the end")
+        first = len(nodes)
+        width = 0
+        for node in alternative:
+            kind = node[0]
+            if kind == "set":
+                nodes.append(_NODE.pack(_OP_SET, 0, 1, len(sets), 0, 0))
+                sets.append(node[1])
+                width += 1
+            elif kind == "repeat":
+                high = _UNBOUNDED if node[3] == sre.MAXREPEAT else node[3]
+                nodes.append(_NODE.pack(_OP_REPEAT, 0, 1, len(sets), node[2], high))
+                sets.append(node[1])
+                width = -1 if width < 0 or high == _UNBOUNDED else width + high
+            elif kind in ("begin", "end"):
+                nodes.append(_NODE.pack(_OP_BEGIN if kind == "begin" else _OP_END, 0, 0, 0, 0, 0))
+            else:
+                nodes.append(_NODE.pack(_OP_BEHIND if kind == "behind" else _OP_AHEAD, node[1], len(node[2]),
+                                        len(sets), 0, 0))
+                sets.extend(node[2])
+        alternatives.append(_ALT.pack(first, len(alternative), width, 0,
+                                      *_bitmap(_edge_set(alternative, last=False)),
+                                      *_bitmap(_edge_set(alternative, last=True))))
+    return b"".join(nodes), b"".join(alternatives), b"".join(struct.pack("<2Q", *_bitmap(s)) for s in sets)
+
+
+def _token_lengths(tokens: Sequence[str]) -> bytes:
+    return struct.pack(f"<{len(tokens)}I", *map(len, tokens))
+
+
+def _merge_key(pieces: Sequence[str]) -> bytes:
+    """_chunksplit.c's key of a run of tokens: each as one length byte and its characters."""
+    if any(len(piece) > 255 for piece in pieces):
+        raise UnsupportedPattern("a special-case piece longer than 255 characters")
+    return b"".join(bytes((len(piece),)) + piece.encode("ascii") for piece in pieces)
+
+
+def compiled_splitter(splitter: EnglishSplitter):
+    """The C splitter (``_chunksplit.c``) over ``splitter``'s tables; None when it was not built
+    (no compiler at install time) or cannot express the vendored patterns."""
+    try:
+        from selectd.scorers.rules._chunksplit import Splitter
+    except ImportError:
+        return None
+    try:
+        return Splitter(
+            prefix=ascii_program(tables.EN_PREFIX_PATTERN),
+            suffix=ascii_program(tables.EN_SUFFIX_PATTERN, anchored_end=True),
+            infix=ascii_program(tables.EN_INFIX_PATTERN),
+            specials=[(string.encode("ascii"), _token_lengths(tokens))
+                      for string, tokens in splitter._specials.items() if string.isascii()],
+            merges=[(_merge_key(pieces), _token_lengths(tokens))
+                    for pieces, tokens in splitter._merges.items() if all(map(str.isascii, pieces))],
+            longest_merge=splitter._longest_merge,
+            url_match=splitter._url,
+        )
+    except UnsupportedPattern as error:
+        log.warning("word split runs in Python only: the C splitter cannot express spaCy's patterns (%s)", error)
+        return None
+
+
 @functools.cache
 def _is_punct_char(char: str) -> bool:
     return unicodedata.category(char).startswith("P")
@@ -375,8 +562,16 @@ class WordTokenizer:
     is bounded (``max_chunks``); when full it is cleared between batches, the vocabulary kept.
     """
 
-    def __init__(self, max_chunks: int = 1_000_000) -> None:
+    def __init__(self, max_chunks: int = 1_000_000, implementation: str = "auto") -> None:
+        """``implementation``: ``compiled`` (new ASCII chunks split in C, ``_chunksplit.c``),
+        ``python``, or ``auto``: compiled when it was built."""
+        if implementation not in ("auto", "compiled", "python"):
+            raise ValueError(f"unknown word split implementation {implementation!r}; use auto, compiled or python")
         self.splitter = EnglishSplitter()
+        self.compiled = compiled_splitter(self.splitter) if implementation != "python" else None
+        if implementation == "compiled" and self.compiled is None:
+            raise RuntimeError("the C word splitter (selectd/scorers/rules/_chunksplit.c) is not available: "
+                               "reinstall with a C compiler (pip install -e .)")
         self.vocab = Vocabulary()
         self.max_chunks = max_chunks
         self._clear_chunks()
@@ -400,6 +595,10 @@ class WordTokenizer:
     def chunk_ids(self, chunks: Sequence[str], out: list[int]) -> None:
         """Append the chunk id of each chunk to ``out``; call :meth:`sync` before expanding them."""
         index = self._chunk_index
+        if self.compiled is not None:
+            self.compiled.chunk_ids(chunks, out, index, self.vocab.ids, self.vocab.strings,
+                                    self._pending_tokens, self._pending_counts, self._add_chunk)
+            return
         before = len(out)
         try:
             out.extend(map(index.__getitem__, chunks))

@@ -1,0 +1,714 @@
+/* spaCy's English tokenizer on ASCII chunks, in C, for selectd's rule scorers (tokenizer.py).
+ *
+ * The same algorithm as tokenizer.py's EnglishSplitter (spaCy's _split_affixes, _attach_tokens and
+ * _apply_special_cases, one whitespace-free chunk at a time), run on chunks made only of ASCII
+ * characters. Nothing of spaCy's data is written here: tokenizer.py compiles the prefix, suffix
+ * and infix regexes to ASCII "programs" (ordered alternatives of character-set steps, greedy
+ * single-character repeats, fixed-width lookarounds and anchors; what those regexes are made of)
+ * and passes them in with the special cases and the special-case merge table. The URL regex is
+ * called back in Python (it is reached only by strings with a '.' and no affix). It exists because
+ * the split of a chunk not seen before costs ~12 µs in Python, ~1 µs here, and unseen chunks are most
+ * of a rule scorer's time on real text.
+ *
+ * Splitter(prefix, suffix, infix, specials, merges, longest_merge, url_match)
+ *   prefix, suffix, infix: (nodes, alternatives, sets) bytes, packed by tokenizer.py (layouts below)
+ *   specials: list of (chunk bytes, token lengths as uint32 bytes)
+ *   merges: list of (key bytes: each piece as one length byte + its bytes, token lengths as uint32 bytes)
+ *   longest_merge: most pieces in one merge key; url_match: callable(str) -> match or None
+ * Splitter.split(chunk) -> tuple of token strings, or None for a chunk that is not ASCII
+ * Splitter.chunk_ids(chunks, out, chunk_index, vocab_ids, vocab_strings, pending_tokens,
+ *                    pending_counts, fallback): WordTokenizer.chunk_ids with the new ASCII chunks
+ *   split and interned here; fallback(chunk) adds any other new chunk (Python's splitter).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { OP_SET = 0, OP_REPEAT = 1, OP_BEGIN = 2, OP_END = 3, OP_BEHIND = 4, OP_AHEAD = 5 };
+#define UNBOUNDED 0xFFFFFFFFu
+
+typedef struct { uint64_t bits[2]; } CharSet;  /* ASCII code points */
+
+/* layouts shared with tokenizer.py's _pack_program (struct "<BBHIII" and "<IIiI4Q") */
+typedef struct {
+    uint8_t op, negative;   /* negative: a negative lookaround */
+    uint16_t n_sets;        /* lookaround: how many consecutive sets (one per character) */
+    uint32_t set;           /* first set's index */
+    uint32_t min, max;      /* repeat bounds (max UNBOUNDED) */
+} Node;
+
+typedef struct {
+    uint32_t first_node, n_nodes;
+    int32_t max_width;      /* characters consumed at most, -1 unbounded */
+    uint32_t unused;
+    CharSet first, last;    /* the characters a match can start / end with */
+} Alt;
+
+static inline int in_set(const CharSet *set, unsigned char c) {
+    return c < 128 && ((set->bits[c >> 6] >> (c & 63)) & 1);
+}
+
+typedef struct {
+    Node *nodes;
+    Alt *alts;
+    CharSet *sets;
+    Py_ssize_t n_nodes, n_alts, n_sets;
+    /* alternatives (indices, pattern order) whose match can begin with character c:
+     * candidates[candidate_start[c] .. candidate_start[c + 1]) */
+    uint32_t candidate_start[129];
+    uint32_t *candidates;
+    /* suffixes: the longest match that can end with character c (-1: unbounded) */
+    int32_t widest_ending[128];
+} Program;
+
+static void program_free(Program *p) {
+    PyMem_Free(p->nodes);
+    PyMem_Free(p->alts);
+    PyMem_Free(p->sets);
+    PyMem_Free(p->candidates);
+    memset(p, 0, sizeof(*p));
+}
+
+static int copy_bytes(PyObject *obj, size_t item, void **out, Py_ssize_t *count, const char *what) {
+    if (!PyBytes_Check(obj) || PyBytes_GET_SIZE(obj) % (Py_ssize_t)item) {
+        PyErr_Format(PyExc_ValueError, "%s must be bytes of %zu-byte records", what, item);
+        return -1;
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(obj);
+    *out = PyMem_Malloc(size ? (size_t)size : 1);
+    if (!*out) { PyErr_NoMemory(); return -1; }
+    memcpy(*out, PyBytes_AS_STRING(obj), (size_t)size);
+    *count = size / (Py_ssize_t)item;
+    return 0;
+}
+
+static int program_load(Program *p, PyObject *spec, const char *name) {
+    PyObject *nodes, *alts, *sets;
+    if (!PyArg_ParseTuple(spec, "OOO", &nodes, &alts, &sets)) return -1;
+    if (copy_bytes(nodes, sizeof(Node), (void **)&p->nodes, &p->n_nodes, name) < 0 ||
+        copy_bytes(alts, sizeof(Alt), (void **)&p->alts, &p->n_alts, name) < 0 ||
+        copy_bytes(sets, sizeof(CharSet), (void **)&p->sets, &p->n_sets, name) < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < p->n_nodes; i++) {
+        const Node *node = &p->nodes[i];
+        Py_ssize_t used = node->op == OP_BEHIND || node->op == OP_AHEAD ? node->n_sets
+                        : node->op == OP_SET || node->op == OP_REPEAT ? 1 : 0;
+        if (node->op > OP_AHEAD || (Py_ssize_t)node->set + used > p->n_sets) {
+            PyErr_Format(PyExc_ValueError, "%s: bad node %zd", name, i);
+            return -1;
+        }
+    }
+    p->candidates = PyMem_Malloc(sizeof(uint32_t) * 128 * (size_t)(p->n_alts ? p->n_alts : 1));
+    if (!p->candidates) { PyErr_NoMemory(); return -1; }
+    uint32_t used = 0;
+    for (int c = 0; c < 128; c++) {
+        p->candidate_start[c] = used;
+        p->widest_ending[c] = 0;
+        for (Py_ssize_t a = 0; a < p->n_alts; a++) {
+            const Alt *alt = &p->alts[a];
+            if ((Py_ssize_t)alt->first_node + alt->n_nodes > p->n_nodes || alt->n_nodes == 0) {
+                PyErr_Format(PyExc_ValueError, "%s: bad alternative %zd", name, a);
+                return -1;
+            }
+            if (in_set(&alt->first, (unsigned char)c)) p->candidates[used++] = (uint32_t)a;
+            if (in_set(&alt->last, (unsigned char)c) && p->widest_ending[c] >= 0)
+                p->widest_ending[c] = alt->max_width < 0 ? -1
+                    : alt->max_width > p->widest_ending[c] ? alt->max_width : p->widest_ending[c];
+        }
+    }
+    p->candidate_start[128] = used;
+    return 0;
+}
+
+/* End of a match of nodes [node, end) starting at pos within s[lo:hi] (the string as the regex
+ * sees it), -1 when none: the regex engine's depth-first order, greedy repeats backing off. */
+static Py_ssize_t match_nodes(const Program *p, const Node *node, const Node *end,
+                              const unsigned char *s, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t pos) {
+    for (; node < end; node++) {
+        switch (node->op) {
+        case OP_SET:
+            if (pos >= hi || !in_set(&p->sets[node->set], s[pos])) return -1;
+            pos++;
+            break;
+        case OP_REPEAT: {
+            const CharSet *set = &p->sets[node->set];
+            Py_ssize_t limit = hi - pos, run = 0;
+            if (node->max != UNBOUNDED && (Py_ssize_t)node->max < limit) limit = node->max;
+            while (run < limit && in_set(set, s[pos + run])) run++;
+            if (node + 1 == end) return run >= (Py_ssize_t)node->min ? pos + run : -1;
+            for (; run >= (Py_ssize_t)node->min; run--) {
+                Py_ssize_t matched = match_nodes(p, node + 1, end, s, lo, hi, pos + run);
+                if (matched >= 0) return matched;
+            }
+            return -1;
+        }
+        case OP_BEGIN:
+            if (pos != lo) return -1;
+            break;
+        case OP_END:
+            if (pos != hi) return -1;
+            break;
+        default: { /* OP_BEHIND, OP_AHEAD */
+            Py_ssize_t width = node->n_sets, from = node->op == OP_BEHIND ? pos - width : pos;
+            int holds = from >= lo && from + width <= hi;
+            for (Py_ssize_t j = 0; holds && j < width; j++) holds = in_set(&p->sets[node->set + j], s[from + j]);
+            if (holds == node->negative) return -1;
+        }
+        }
+    }
+    return pos;
+}
+
+/* End of the first alternative (pattern order) matching at pos, -1 when none. Every alternative
+ * consumes a character (tokenizer.py rejects the others), so none matches at hi. */
+static Py_ssize_t match_at(const Program *p, const unsigned char *s, Py_ssize_t lo, Py_ssize_t hi,
+                           Py_ssize_t pos, int ending_with) {
+    if (pos >= hi) return -1;
+    unsigned char c = s[pos];
+    for (uint32_t i = p->candidate_start[c]; i < p->candidate_start[c + 1]; i++) {
+        const Alt *alt = &p->alts[p->candidates[i]];
+        if (ending_with >= 0 && !in_set(&alt->last, (unsigned char)ending_with)) continue;
+        Py_ssize_t matched = match_nodes(p, p->nodes + alt->first_node, p->nodes + alt->first_node + alt->n_nodes,
+                                         s, lo, hi, pos);
+        if (matched >= 0) return matched;
+    }
+    return -1;
+}
+
+/* prefix_search: its alternatives are anchored at the start, so a match at lo or none */
+static Py_ssize_t prefix_len(const Program *p, const unsigned char *s, Py_ssize_t lo, Py_ssize_t hi) {
+    Py_ssize_t matched = match_at(p, s, lo, hi, lo, -1);
+    return matched < 0 ? 0 : matched - lo;
+}
+
+/* suffix_search: the leftmost match; every alternative is anchored at the end (tokenizer.py
+ * checks), so it ends at hi and starts no earlier than the widest alternative allows */
+static Py_ssize_t suffix_len(const Program *p, const unsigned char *s, Py_ssize_t lo, Py_ssize_t hi) {
+    if (hi <= lo || s[hi - 1] >= 128) return 0;
+    int32_t widest = p->widest_ending[s[hi - 1]];
+    if (widest == 0) return 0;
+    Py_ssize_t pos = widest < 0 || hi - lo <= widest ? lo : hi - widest;
+    for (; pos < hi; pos++)
+        if (match_at(p, s, lo, hi, pos, s[hi - 1]) >= 0) return hi - pos;
+    return 0;
+}
+
+/* ---- byte-string hash tables: special cases, merge keys, merge first pieces -------------------- */
+
+typedef struct {
+    unsigned char *key;
+    Py_ssize_t len;
+    uint64_t hash;
+    int32_t value;          /* index into the splitter's segmentations; -1 empty slot */
+} Entry;
+
+typedef struct {
+    Entry *slots;
+    size_t mask;
+    Py_ssize_t size;
+} Table;
+
+static inline uint64_t hash_bytes(const unsigned char *s, Py_ssize_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (Py_ssize_t i = 0; i < n; i++) { h ^= s[i]; h *= 1099511628211ull; }
+    return h;
+}
+
+static int table_init(Table *t, Py_ssize_t capacity) {
+    size_t slots = 16;
+    while (slots < (size_t)capacity * 2) slots *= 2;
+    t->slots = PyMem_Calloc(slots, sizeof(Entry));
+    if (!t->slots) { PyErr_NoMemory(); return -1; }
+    for (size_t i = 0; i < slots; i++) t->slots[i].value = -1;
+    t->mask = slots - 1;
+    t->size = 0;
+    return 0;
+}
+
+static void table_free(Table *t) {
+    if (t->slots)
+        for (size_t i = 0; i <= t->mask; i++) PyMem_Free(t->slots[i].key);
+    PyMem_Free(t->slots);
+    memset(t, 0, sizeof(*t));
+}
+
+static int32_t table_get(const Table *t, const unsigned char *key, Py_ssize_t n) {
+    uint64_t h = hash_bytes(key, n);
+    for (size_t slot = h & t->mask;; slot = (slot + 1) & t->mask) {
+        const Entry *e = &t->slots[slot];
+        if (e->value < 0) return -1;
+        if (e->hash == h && e->len == n && memcmp(e->key, key, (size_t)n) == 0) return e->value;
+    }
+}
+
+/* insert (the first value of a key is kept); the table was sized for every key */
+static int table_put(Table *t, const unsigned char *key, Py_ssize_t n, int32_t value) {
+    uint64_t h = hash_bytes(key, n);
+    size_t slot = h & t->mask;
+    for (;; slot = (slot + 1) & t->mask) {
+        Entry *e = &t->slots[slot];
+        if (e->value < 0) break;
+        if (e->hash == h && e->len == n && memcmp(e->key, key, (size_t)n) == 0) return 0;
+    }
+    if ((size_t)(t->size + 1) * 2 > t->mask + 1) {
+        PyErr_SetString(PyExc_RuntimeError, "chunk splitter table full");
+        return -1;
+    }
+    Entry *e = &t->slots[slot];
+    e->key = PyMem_Malloc(n ? (size_t)n : 1);
+    if (!e->key) { PyErr_NoMemory(); return -1; }
+    memcpy(e->key, key, (size_t)n);
+    e->len = n;
+    e->hash = h;
+    e->value = value;
+    t->size++;
+    return 0;
+}
+
+/* ---- the splitter ----------------------------------------------------------------------------- */
+
+typedef struct { Py_ssize_t start, end, length; } Match;
+
+typedef struct {
+    PyObject_HEAD
+    Program prefix, suffix, infix;
+    Table specials, merges, merge_starts;
+    uint32_t *lengths;          /* token lengths of every segmentation, flat */
+    Py_ssize_t *seg_start, *seg_count;
+    Py_ssize_t n_segs;
+    int longest_merge;
+    Py_ssize_t longest_merge_key;
+    PyObject *url_match;
+    /* scratch, grown to the longest chunk seen */
+    Py_ssize_t *ends, *suffix_ends, *merged;
+    char *taken;
+    Py_ssize_t *chosen;
+    unsigned char *key;
+    Py_ssize_t capacity;
+    Match *matches;
+    Py_ssize_t match_capacity;
+} Splitter;
+
+static int reserve(Splitter *self, Py_ssize_t n) {
+    if (n <= self->capacity) return 0;
+    Py_ssize_t capacity = self->capacity ? self->capacity : 64;
+    while (capacity < n) capacity *= 2;
+    PyMem_Free(self->ends); PyMem_Free(self->suffix_ends); PyMem_Free(self->merged);
+    PyMem_Free(self->taken); PyMem_Free(self->chosen);
+    self->ends = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)capacity);
+    self->suffix_ends = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)capacity);
+    self->merged = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)capacity);
+    self->taken = PyMem_Malloc((size_t)capacity);
+    self->chosen = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)capacity);
+    if (!self->ends || !self->suffix_ends || !self->merged || !self->taken || !self->chosen) {
+        self->capacity = 0;
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->capacity = capacity;
+    return 0;
+}
+
+/* append the tokens of a segmentation covering s[start:...] to ends */
+static inline Py_ssize_t emit_segmentation(const Splitter *self, int32_t seg, Py_ssize_t start,
+                                           Py_ssize_t *ends, Py_ssize_t count) {
+    for (Py_ssize_t i = 0; i < self->seg_count[seg]; i++) {
+        start += self->lengths[self->seg_start[seg] + i];
+        ends[count++] = start;
+    }
+    return count;
+}
+
+static inline int32_t special(const Splitter *self, const unsigned char *s, Py_ssize_t lo, Py_ssize_t hi) {
+    return hi > lo ? table_get(&self->specials, s + lo, hi - lo) : -1;
+}
+
+static inline int all_letters(const unsigned char *s, Py_ssize_t lo, Py_ssize_t hi) {
+    for (Py_ssize_t i = lo; i < hi; i++)
+        if (!((s[i] | 0x20) >= 'a' && (s[i] | 0x20) <= 'z')) return 0;
+    return 1;
+}
+
+/* spaCy's url_match on s[lo:hi], called in Python: 1, 0, -1 on error */
+static int url_matches(Splitter *self, PyObject *chunk, Py_ssize_t lo, Py_ssize_t hi) {
+    PyObject *string = PyUnicode_Substring(chunk, lo, hi);
+    if (!string) return -1;
+    PyObject *match = PyObject_CallOneArg(self->url_match, string);
+    Py_DECREF(string);
+    if (!match) return -1;
+    int found = match != Py_None;
+    Py_DECREF(match);
+    return found;
+}
+
+/* EnglishSplitter._split / _split_once, iteratively (spaCy's loop): prefixes are emitted as they
+ * are peeled, suffixes stacked and emitted last. Token ends go to self->ends; returns their
+ * count, -1 on error. */
+static Py_ssize_t split_affixes(Splitter *self, PyObject *chunk, const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t *ends = self->ends, *suffix_ends = self->suffix_ends;
+    Py_ssize_t count = 0, n_suffixes = 0, lo = 0, hi = n;
+    while (lo < hi) {
+        int32_t seg = special(self, s, lo, hi);
+        if (seg >= 0) { count = emit_segmentation(self, seg, lo, ends, count); break; }
+        if (all_letters(s, lo, hi)) { ends[count++] = hi; break; }
+        Py_ssize_t pre = prefix_len(&self->prefix, s, lo, hi);
+        if (pre && (seg = special(self, s, lo + pre, hi)) >= 0) {
+            ends[count++] = lo + pre;
+            count = emit_segmentation(self, seg, lo + pre, ends, count);
+            break;
+        }
+        Py_ssize_t suf = suffix_len(&self->suffix, s, lo + pre, hi);
+        if (suf && (seg = special(self, s, lo, hi - suf)) >= 0) {
+            count = emit_segmentation(self, seg, lo, ends, count);
+            suffix_ends[n_suffixes++] = hi;
+            break;
+        }
+        if (pre && suf && pre + suf <= hi - lo) {
+            ends[count++] = lo + pre;
+            suffix_ends[n_suffixes++] = hi;
+            lo += pre;
+            hi -= suf;
+        } else if (pre) {
+            ends[count++] = lo + pre;
+            lo += pre;
+        } else if (suf) {
+            suffix_ends[n_suffixes++] = hi;
+            hi -= suf;
+        } else {
+            int url = memchr(s + lo, '.', (size_t)(hi - lo)) ? url_matches(self, chunk, lo, hi) : 0;
+            if (url < 0) return -1;
+            if (url) { ends[count++] = hi; break; }
+            /* infixes: finditer over s[lo:hi]; one at lo is ignored, as spaCy does */
+            Py_ssize_t start = lo;
+            for (Py_ssize_t pos = lo; pos < hi;) {
+                Py_ssize_t end = match_at(&self->infix, s, lo, hi, pos, -1);
+                if (end < 0) { pos++; continue; }
+                if (pos != lo) {
+                    if (pos != start) ends[count++] = pos;
+                    ends[count++] = end;
+                    start = end;
+                }
+                pos = end;
+            }
+            if (start < hi) ends[count++] = hi;
+            break;
+        }
+    }
+    while (n_suffixes) ends[count++] = suffix_ends[--n_suffixes];
+    return count;
+}
+
+static int compare_matches(const void *a, const void *b) {
+    const Match *x = a, *y = b;
+    if (x->length != y->length) return x->length > y->length ? -1 : 1;
+    return (x->start > y->start) - (x->start < y->start);
+}
+
+/* EnglishSplitter._merge_special_cases on the token ends; returns the new token count, -1 on error */
+static Py_ssize_t merge_special_cases(Splitter *self, const unsigned char *s, Py_ssize_t count) {
+    Py_ssize_t *ends = self->ends, n_matches = 0;
+    for (Py_ssize_t start = 0; start + 1 < count; start++) {
+        Py_ssize_t from = start ? ends[start - 1] : 0;
+        if (table_get(&self->merge_starts, s + from, ends[start] - from) < 0) continue;
+        Py_ssize_t key_len = 0;
+        for (Py_ssize_t end = start + 1; end < count && end - start < self->longest_merge; end++) {
+            /* key of pieces start..end inclusive: each as one length byte and its bytes */
+            Py_ssize_t piece_from = ends[end - 1], piece_len = ends[end] - piece_from;
+            if (end == start + 1) {
+                Py_ssize_t first = ends[start] - from;
+                if (first > 255 || first + 1 > self->longest_merge_key) break;
+                self->key[0] = (unsigned char)first;
+                memcpy(self->key + 1, s + from, (size_t)first);
+                key_len = first + 1;
+            }
+            if (piece_len > 255 || key_len + piece_len + 1 > self->longest_merge_key) break;
+            self->key[key_len] = (unsigned char)piece_len;
+            memcpy(self->key + key_len + 1, s + piece_from, (size_t)piece_len);
+            key_len += piece_len + 1;
+            int32_t seg = table_get(&self->merges, self->key, key_len);
+            if (seg < 0) continue;
+            if (n_matches == self->match_capacity) {
+                Py_ssize_t capacity = self->match_capacity ? self->match_capacity * 2 : 16;
+                Match *grown = PyMem_Realloc(self->matches, sizeof(Match) * (size_t)capacity);
+                if (!grown) { PyErr_NoMemory(); return -1; }
+                self->matches = grown;
+                self->match_capacity = capacity;
+            }
+            self->matches[n_matches++] = (Match){start, end + 1, end + 1 - start};
+        }
+    }
+    if (!n_matches) return count;
+    qsort(self->matches, (size_t)n_matches, sizeof(Match), compare_matches);
+    memset(self->taken, 0, (size_t)count);
+    for (Py_ssize_t i = 0; i < count; i++) self->chosen[i] = -1;
+    for (Py_ssize_t m = 0; m < n_matches; m++) {
+        const Match *match = &self->matches[m];
+        if (!self->taken[match->start] && !self->taken[match->end - 1]) self->chosen[match->start] = match->end;
+        memset(self->taken + match->start, 1, (size_t)match->length);  /* as tokenizer.py: taken either way */
+    }
+    Py_ssize_t merged = 0;
+    for (Py_ssize_t index = 0; index < count;) {
+        Py_ssize_t end = self->chosen[index];
+        if (end < 0) {
+            self->merged[merged++] = ends[index++];
+            continue;
+        }
+        /* rebuild this match's key to find its segmentation */
+        Py_ssize_t key_len = 0;
+        for (Py_ssize_t piece = index; piece < end; piece++) {
+            Py_ssize_t from = piece ? ends[piece - 1] : 0;
+            self->key[key_len] = (unsigned char)(ends[piece] - from);
+            memcpy(self->key + key_len + 1, s + from, (size_t)(ends[piece] - from));
+            key_len += ends[piece] - from + 1;
+        }
+        int32_t seg = table_get(&self->merges, self->key, key_len);
+        merged = emit_segmentation(self, seg, index ? ends[index - 1] : 0, self->merged, merged);
+        index = end;
+    }
+    memcpy(self->ends, self->merged, sizeof(Py_ssize_t) * (size_t)merged);
+    return merged;
+}
+
+/* token ends of an ASCII chunk in self->ends; returns their count, -1 on error */
+static Py_ssize_t split_chunk(Splitter *self, PyObject *chunk) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(chunk);
+    const unsigned char *s = PyUnicode_1BYTE_DATA(chunk);
+    if (reserve(self, n + 1) < 0) return -1;
+    Py_ssize_t count = split_affixes(self, chunk, s, n);
+    return count > 1 ? merge_special_cases(self, s, count) : count;
+}
+
+static PyObject *token_string(PyObject *chunk, Py_ssize_t start, Py_ssize_t end) {
+    if (start == 0 && end == PyUnicode_GET_LENGTH(chunk)) return Py_NewRef(chunk);
+    return PyUnicode_Substring(chunk, start, end);
+}
+
+static PyObject *splitter_split(Splitter *self, PyObject *chunk) {
+    if (!PyUnicode_Check(chunk)) {
+        PyErr_SetString(PyExc_TypeError, "split() takes a str");
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(chunk)) Py_RETURN_NONE;
+    Py_ssize_t count = split_chunk(self, chunk);
+    if (count < 0) return NULL;
+    PyObject *tokens = PyTuple_New(count);
+    if (!tokens) return NULL;
+    for (Py_ssize_t i = 0, start = 0; i < count; start = self->ends[i++]) {
+        PyObject *token = token_string(chunk, start, self->ends[i]);
+        if (!token) { Py_DECREF(tokens); return NULL; }
+        PyTuple_SET_ITEM(tokens, i, token);
+    }
+    return tokens;
+}
+
+/* WordTokenizer._add_chunk for an ASCII chunk: intern its tokens, give it the next chunk id */
+static int add_chunk(Splitter *self, PyObject *chunk, PyObject *index, PyObject *vocab_ids,
+                     PyObject *vocab_strings, PyObject *pending_tokens, PyObject *pending_counts) {
+    Py_ssize_t count = split_chunk(self, chunk);
+    if (count < 0) return -1;
+    for (Py_ssize_t i = 0, start = 0; i < count; start = self->ends[i++]) {
+        PyObject *token = token_string(chunk, start, self->ends[i]);
+        if (!token) return -1;
+        PyObject *id = PyDict_GetItemWithError(vocab_ids, token);  /* borrowed */
+        if (id) {
+            Py_INCREF(id);
+        } else if (PyErr_Occurred() || !(id = PyLong_FromSsize_t(PyList_GET_SIZE(vocab_strings))) ||
+                   PyDict_SetItem(vocab_ids, token, id) < 0 || PyList_Append(vocab_strings, token) < 0) {
+            Py_XDECREF(id);
+            Py_DECREF(token);
+            return -1;
+        }
+        Py_DECREF(token);
+        int failed = PyList_Append(pending_tokens, id);
+        Py_DECREF(id);
+        if (failed) return -1;
+    }
+    PyObject *n_tokens = PyLong_FromSsize_t(count);
+    PyObject *chunk_id = n_tokens ? PyLong_FromSsize_t(PyDict_GET_SIZE(index)) : NULL;
+    int failed = !chunk_id || PyDict_SetItem(index, chunk, chunk_id) < 0 || PyList_Append(pending_counts, n_tokens) < 0;
+    Py_XDECREF(n_tokens);
+    Py_XDECREF(chunk_id);
+    return failed ? -1 : 0;
+}
+
+static PyObject *splitter_chunk_ids(Splitter *self, PyObject *args) {
+    PyObject *chunks, *out, *index, *vocab_ids, *vocab_strings, *pending_tokens, *pending_counts, *fallback;
+    if (!PyArg_ParseTuple(args, "OO!O!O!O!O!O!O:chunk_ids", &chunks, &PyList_Type, &out, &PyDict_Type, &index,
+                          &PyDict_Type, &vocab_ids, &PyList_Type, &vocab_strings, &PyList_Type, &pending_tokens,
+                          &PyList_Type, &pending_counts, &fallback))
+        return NULL;
+    PyObject *sequence = PySequence_Fast(chunks, "chunks must be a sequence of str");
+    if (!sequence) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(sequence);
+    PyObject **items = PySequence_Fast_ITEMS(sequence);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *chunk = items[i];
+        PyObject *id = PyDict_GetItemWithError(index, chunk);  /* borrowed */
+        if (!id) {
+            if (PyErr_Occurred()) goto error;
+            if (!PyUnicode_Check(chunk)) {
+                PyErr_Format(PyExc_TypeError, "chunks must be str, not %.100s", Py_TYPE(chunk)->tp_name);
+                goto error;
+            }
+            if (PyUnicode_IS_ASCII(chunk)) {
+                if (add_chunk(self, chunk, index, vocab_ids, vocab_strings, pending_tokens, pending_counts) < 0)
+                    goto error;
+            } else {
+                PyObject *result = PyObject_CallOneArg(fallback, chunk);
+                if (!result) goto error;
+                Py_DECREF(result);
+            }
+            id = PyDict_GetItemWithError(index, chunk);
+            if (!id) {
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "fallback did not add the chunk");
+                goto error;
+            }
+        }
+        if (PyList_Append(out, id) < 0) goto error;
+    }
+    Py_DECREF(sequence);
+    Py_RETURN_NONE;
+error:
+    Py_DECREF(sequence);
+    return NULL;
+}
+
+/* segmentation (token lengths) of one table entry, appended to the flat arrays; returns its index */
+static int32_t add_segmentation(Splitter *self, PyObject *lengths, Py_ssize_t expected_total) {
+    if (!PyBytes_Check(lengths) || PyBytes_GET_SIZE(lengths) % sizeof(uint32_t) || PyBytes_GET_SIZE(lengths) == 0) {
+        PyErr_SetString(PyExc_ValueError, "token lengths must be non-empty uint32 bytes");
+        return -1;
+    }
+    Py_ssize_t count = PyBytes_GET_SIZE(lengths) / (Py_ssize_t)sizeof(uint32_t), start = 0, total = 0;
+    if (self->n_segs) start = self->seg_start[self->n_segs - 1] + self->seg_count[self->n_segs - 1];
+    uint32_t *grown = PyMem_Realloc(self->lengths, sizeof(uint32_t) * (size_t)(start + count));
+    if (!grown) { PyErr_NoMemory(); return -1; }
+    self->lengths = grown;
+    Py_ssize_t *starts = PyMem_Realloc(self->seg_start, sizeof(Py_ssize_t) * (size_t)(self->n_segs + 1));
+    if (!starts) { PyErr_NoMemory(); return -1; }
+    self->seg_start = starts;
+    Py_ssize_t *counts = PyMem_Realloc(self->seg_count, sizeof(Py_ssize_t) * (size_t)(self->n_segs + 1));
+    if (!counts) { PyErr_NoMemory(); return -1; }
+    self->seg_count = counts;
+    memcpy(self->lengths + start, PyBytes_AS_STRING(lengths), sizeof(uint32_t) * (size_t)count);
+    for (Py_ssize_t i = 0; i < count; i++) total += self->lengths[start + i];
+    if (total != expected_total) {
+        PyErr_SetString(PyExc_ValueError, "a special case's tokens do not spell its string");
+        return -1;
+    }
+    self->seg_start[self->n_segs] = start;
+    self->seg_count[self->n_segs] = count;
+    return (int32_t)self->n_segs++;
+}
+
+static int load_table(Splitter *self, Table *table, PyObject *entries, int is_merge) {
+    if (!PyList_Check(entries)) {
+        PyErr_SetString(PyExc_TypeError, "special cases and merges must be lists of (bytes, bytes)");
+        return -1;
+    }
+    if (table_init(table, PyList_GET_SIZE(entries)) < 0) return -1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); i++) {
+        PyObject *key, *lengths;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(entries, i), "SS", &key, &lengths)) return -1;
+        const unsigned char *k = (const unsigned char *)PyBytes_AS_STRING(key);
+        Py_ssize_t n = PyBytes_GET_SIZE(key), spelled = n;
+        if (is_merge) {  /* pieces: length byte + bytes each */
+            spelled = 0;
+            for (Py_ssize_t at = 0; at < n; at += k[at] + 1) {
+                if (at + k[at] + 1 > n) { PyErr_SetString(PyExc_ValueError, "malformed merge key"); return -1; }
+                spelled += k[at];
+            }
+            if (n == 0 || table_put(&self->merge_starts, k + 1, k[0], 0) < 0) {
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "empty merge key");
+                return -1;
+            }
+            if (n > self->longest_merge_key) self->longest_merge_key = n;
+        }
+        int32_t seg = add_segmentation(self, lengths, spelled);
+        if (seg < 0 || table_put(table, k, n, seg) < 0) return -1;
+    }
+    return 0;
+}
+
+static int splitter_init(Splitter *self, PyObject *args, PyObject *kwargs) {
+    PyObject *prefix, *suffix, *infix, *specials, *merges, *url_match;
+    int longest_merge;
+    static char *keywords[] = {"prefix", "suffix", "infix", "specials", "merges", "longest_merge", "url_match", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!OOiO:Splitter", keywords, &PyTuple_Type, &prefix,
+                                     &PyTuple_Type, &suffix, &PyTuple_Type, &infix, &specials, &merges,
+                                     &longest_merge, &url_match))
+        return -1;
+    if (self->url_match) {
+        PyErr_SetString(PyExc_RuntimeError, "Splitter is already initialised");
+        return -1;
+    }
+    if (!PyCallable_Check(url_match)) {
+        PyErr_SetString(PyExc_TypeError, "url_match must be callable");
+        return -1;
+    }
+    self->url_match = Py_NewRef(url_match);
+    self->longest_merge = longest_merge;
+    if (program_load(&self->prefix, prefix, "prefix") < 0 || program_load(&self->suffix, suffix, "suffix") < 0 ||
+        program_load(&self->infix, infix, "infix") < 0)
+        return -1;
+    if (!PyList_Check(merges)) {
+        PyErr_SetString(PyExc_TypeError, "merges must be a list of (bytes, bytes)");
+        return -1;
+    }
+    if (table_init(&self->merge_starts, PyList_GET_SIZE(merges)) < 0 ||
+        load_table(self, &self->specials, specials, 0) < 0 || load_table(self, &self->merges, merges, 1) < 0)
+        return -1;
+    self->key = PyMem_Malloc((size_t)self->longest_merge_key + 1);
+    if (!self->key) { PyErr_NoMemory(); return -1; }
+    return 0;
+}
+
+static void splitter_dealloc(Splitter *self) {
+    program_free(&self->prefix);
+    program_free(&self->suffix);
+    program_free(&self->infix);
+    table_free(&self->specials);
+    table_free(&self->merges);
+    table_free(&self->merge_starts);
+    PyMem_Free(self->lengths); PyMem_Free(self->seg_start); PyMem_Free(self->seg_count);
+    PyMem_Free(self->ends); PyMem_Free(self->suffix_ends); PyMem_Free(self->merged);
+    PyMem_Free(self->taken); PyMem_Free(self->chosen); PyMem_Free(self->key); PyMem_Free(self->matches);
+    Py_XDECREF(self->url_match);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef splitter_methods[] = {
+    {"split", (PyCFunction)splitter_split, METH_O, "split(chunk) -> tuple of tokens, or None when chunk is not ASCII"},
+    {"chunk_ids", (PyCFunction)splitter_chunk_ids, METH_VARARGS,
+     "chunk_ids(chunks, out, chunk_index, vocab_ids, vocab_strings, pending_tokens, pending_counts, fallback)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject SplitterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "selectd.scorers.rules._chunksplit.Splitter",
+    .tp_basicsize = sizeof(Splitter),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "spaCy's English tokenizer on ASCII chunks",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)splitter_init,
+    .tp_dealloc = (destructor)splitter_dealloc,
+    .tp_methods = splitter_methods,
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_chunksplit", "spaCy's English tokenizer on ASCII chunks, in C", -1, NULL};
+
+PyMODINIT_FUNC PyInit__chunksplit(void) {
+    if (PyType_Ready(&SplitterType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&SplitterType);
+    if (PyModule_AddObject(m, "Splitter", (PyObject *)&SplitterType) < 0) {
+        Py_DECREF(&SplitterType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
