@@ -47,11 +47,12 @@ class FineWebQuality(RuleScorer):
         for i, text in enumerate(texts):
             non_blank = [line for line in text.split("\n") if line.strip()]
             lines[i] = len(non_blank)
+            # map over C-level predicates: no Python frame per line
             if self._stop_char_set is not None:
-                punct_lines[i] = sum(1 for line in non_blank if line[-1] in self._stop_char_set)
+                punct_lines[i] = sum(map(self._stop_char_set.__contains__, [line[-1] for line in non_blank]))
             else:
                 punct_lines[i] = sum(1 for line in non_blank if line.endswith(self._stop_chars))
-            short_lines[i] = sum(1 for line in non_blank if len(line) <= o.short_line_length)
+            short_lines[i] = sum(map(o.short_line_length.__ge__, map(len, non_blank)))
             duplicate_chars[i] = duplicates(non_blank)[1]
         words = self.tokenizer.token_counts(texts)
         return {
