@@ -1,24 +1,26 @@
-/* spaCy's English tokenizer on ASCII chunks, in C, for selectd's rule scorers (tokenizer.py).
+/* spaCy's English tokenizer on whitespace-free chunks, in C, for selectd's rule scorers.
  *
  * The same algorithm as tokenizer.py's EnglishSplitter (spaCy's _split_affixes, _attach_tokens and
- * _apply_special_cases, one whitespace-free chunk at a time), run on chunks made only of ASCII
- * characters. Nothing of spaCy's data is written here: tokenizer.py compiles the prefix, suffix
- * and infix regexes to ASCII "programs" (ordered alternatives of character-set steps, greedy
- * single-character repeats, fixed-width lookarounds and anchors; what those regexes are made of)
- * and passes them in with the special cases and the special-case merge table. The URL regex is
- * called back in Python (it is reached only by strings with a '.' and no affix). It exists because
- * the split of a chunk not seen before costs ~12 µs in Python, ~1 µs here, and unseen chunks are most
- * of a rule scorer's time on real text.
+ * _apply_special_cases, one chunk at a time). Nothing of spaCy's data is written here: tokenizer.py
+ * compiles the prefix, suffix and infix regexes to "programs" (ordered alternatives of
+ * character-set steps, greedy single-character repeats, fixed-width lookarounds and anchors: what
+ * those regexes are made of) and passes them in with the special cases and the special-case merge
+ * table. The URL regex is called back in Python (it is reached only by strings with a '.' and no
+ * affix). It exists because the split of a chunk not seen before costs ~12 µs in Python, about
+ * 1 µs here, and unseen chunks are most of a rule scorer's time on real text.
  *
  * Splitter(prefix, suffix, infix, specials, merges, longest_merge, url_match)
- *   prefix, suffix, infix: (nodes, alternatives, sets) bytes, packed by tokenizer.py (layouts below)
- *   specials: list of (chunk bytes, token lengths as uint32 bytes)
- *   merges: list of (key bytes: each piece as one length byte + its bytes, token lengths as uint32 bytes)
+ *   prefix, suffix, infix: (nodes, alternatives, sets, ranges) bytes packed by tokenizer.py's
+ *     compile_program (layouts below)
+ *   specials: list of (str, token lengths as uint32 bytes)
+ *   merges: list of (tuple of str pieces, token lengths as uint32 bytes)
  *   longest_merge: most pieces in one merge key; url_match: callable(str) -> match or None
- * Splitter.split(chunk) -> tuple of token strings, or None for a chunk that is not ASCII
+ * Splitter.split(chunk) -> tuple of token strings
  * Splitter.chunk_ids(chunks, out, chunk_index, vocab_ids, vocab_strings, pending_tokens,
- *                    pending_counts, fallback): WordTokenizer.chunk_ids with the new ASCII chunks
- *   split and interned here; fallback(chunk) adds any other new chunk (Python's splitter).
+ *                    pending_counts, letter_exceptions) -> int: WordTokenizer.chunk_ids, new chunks
+ *   split and interned here. letter_exceptions None: every chunk gets an id, returns 0; a set:
+ *   chunks of letters only that are not in it are only counted (one token each), and that count
+ *   is returned (WordTokenizer.token_counts).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -29,51 +31,68 @@
 enum { OP_SET = 0, OP_REPEAT = 1, OP_BEGIN = 2, OP_END = 3, OP_BEHIND = 4, OP_AHEAD = 5 };
 #define UNBOUNDED 0xFFFFFFFFu
 
-typedef struct { uint64_t bits[2]; } CharSet;  /* ASCII code points */
+/* layouts shared with tokenizer.py (struct "<2QII", "<II", "<BBHIII", "<IIiII") */
+typedef struct {
+    uint64_t ascii[2];              /* bitmap of the ASCII members */
+    uint32_t first_range, n_ranges; /* the others: ranges[first_range .. first_range + n_ranges) */
+} CharSet;
 
-/* layouts shared with tokenizer.py's _pack_program (struct "<BBHIII" and "<IIiI4Q") */
+typedef struct { uint32_t low, high; } Range;  /* inclusive, sorted, disjoint */
+
 typedef struct {
     uint8_t op, negative;   /* negative: a negative lookaround */
     uint16_t n_sets;        /* lookaround: how many consecutive sets (one per character) */
-    uint32_t set;           /* first set's index */
+    uint32_t set;           /* (first) set's index */
     uint32_t min, max;      /* repeat bounds (max UNBOUNDED) */
 } Node;
 
 typedef struct {
     uint32_t first_node, n_nodes;
-    int32_t max_width;      /* characters consumed at most, -1 unbounded */
-    uint32_t unused;
-    CharSet first, last;    /* the characters a match can start / end with */
+    int32_t max_width;          /* characters consumed at most, -1 unbounded */
+    uint32_t first, last;       /* sets: the characters a match can start / end with */
 } Alt;
-
-static inline int in_set(const CharSet *set, unsigned char c) {
-    return c < 128 && ((set->bits[c >> 6] >> (c & 63)) & 1);
-}
 
 typedef struct {
     Node *nodes;
     Alt *alts;
     CharSet *sets;
-    Py_ssize_t n_nodes, n_alts, n_sets;
-    /* alternatives (indices, pattern order) whose match can begin with character c:
-     * candidates[candidate_start[c] .. candidate_start[c + 1]) */
-    uint32_t candidate_start[129];
+    Range *ranges;
+    Py_ssize_t n_nodes, n_alts, n_sets, n_ranges;
+    /* alternatives (indices, pattern order) whose match can begin with character c < 128, or
+     * (c = 128) with some non-ASCII character: candidates[candidate_start[c] .. candidate_start[c + 1]) */
+    uint32_t candidate_start[130];
     uint32_t *candidates;
-    /* suffixes: the longest match that can end with character c (-1: unbounded) */
-    int32_t widest_ending[128];
+    /* the longest match that can end with character c < 128 (c = 128: any non-ASCII), -1 unbounded */
+    int32_t widest_ending[129];
 } Program;
+
+static inline int in_set(const Program *p, const CharSet *set, Py_UCS4 c) {
+    if (c < 128) return (int)((set->ascii[c >> 6] >> (c & 63)) & 1);
+    const Range *r = p->ranges + set->first_range;
+    uint32_t low = 0, high = set->n_ranges;
+    while (low < high) {
+        uint32_t mid = (low + high) / 2;
+        if (c < r[mid].low) high = mid;
+        else if (c > r[mid].high) low = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+
+static inline int edge_class(Py_UCS4 c) { return c < 128 ? (int)c : 128; }
 
 static void program_free(Program *p) {
     PyMem_Free(p->nodes);
     PyMem_Free(p->alts);
     PyMem_Free(p->sets);
+    PyMem_Free(p->ranges);
     PyMem_Free(p->candidates);
     memset(p, 0, sizeof(*p));
 }
 
 static int copy_bytes(PyObject *obj, size_t item, void **out, Py_ssize_t *count, const char *what) {
     if (!PyBytes_Check(obj) || PyBytes_GET_SIZE(obj) % (Py_ssize_t)item) {
-        PyErr_Format(PyExc_ValueError, "%s must be bytes of %zu-byte records", what, item);
+        PyErr_Format(PyExc_ValueError, "%s program: expected bytes of %zu-byte records", what, item);
         return -1;
     }
     Py_ssize_t size = PyBytes_GET_SIZE(obj);
@@ -85,58 +104,70 @@ static int copy_bytes(PyObject *obj, size_t item, void **out, Py_ssize_t *count,
 }
 
 static int program_load(Program *p, PyObject *spec, const char *name) {
-    PyObject *nodes, *alts, *sets;
-    if (!PyArg_ParseTuple(spec, "OOO", &nodes, &alts, &sets)) return -1;
+    PyObject *nodes, *alts, *sets, *ranges;
+    if (!PyArg_ParseTuple(spec, "OOOO", &nodes, &alts, &sets, &ranges)) return -1;
     if (copy_bytes(nodes, sizeof(Node), (void **)&p->nodes, &p->n_nodes, name) < 0 ||
         copy_bytes(alts, sizeof(Alt), (void **)&p->alts, &p->n_alts, name) < 0 ||
-        copy_bytes(sets, sizeof(CharSet), (void **)&p->sets, &p->n_sets, name) < 0)
+        copy_bytes(sets, sizeof(CharSet), (void **)&p->sets, &p->n_sets, name) < 0 ||
+        copy_bytes(ranges, sizeof(Range), (void **)&p->ranges, &p->n_ranges, name) < 0)
         return -1;
+    for (Py_ssize_t i = 0; i < p->n_sets; i++)
+        if ((Py_ssize_t)p->sets[i].first_range + p->sets[i].n_ranges > p->n_ranges) {
+            PyErr_Format(PyExc_ValueError, "%s program: bad set %zd", name, i);
+            return -1;
+        }
     for (Py_ssize_t i = 0; i < p->n_nodes; i++) {
         const Node *node = &p->nodes[i];
         Py_ssize_t used = node->op == OP_BEHIND || node->op == OP_AHEAD ? node->n_sets
                         : node->op == OP_SET || node->op == OP_REPEAT ? 1 : 0;
         if (node->op > OP_AHEAD || (Py_ssize_t)node->set + used > p->n_sets) {
-            PyErr_Format(PyExc_ValueError, "%s: bad node %zd", name, i);
+            PyErr_Format(PyExc_ValueError, "%s program: bad node %zd", name, i);
             return -1;
         }
     }
-    p->candidates = PyMem_Malloc(sizeof(uint32_t) * 128 * (size_t)(p->n_alts ? p->n_alts : 1));
+    for (Py_ssize_t a = 0; a < p->n_alts; a++) {
+        const Alt *alt = &p->alts[a];
+        if (alt->n_nodes == 0 || (Py_ssize_t)alt->first_node + alt->n_nodes > p->n_nodes ||
+            (Py_ssize_t)alt->first >= p->n_sets || (Py_ssize_t)alt->last >= p->n_sets) {
+            PyErr_Format(PyExc_ValueError, "%s program: bad alternative %zd", name, a);
+            return -1;
+        }
+    }
+    p->candidates = PyMem_Malloc(sizeof(uint32_t) * 129 * (size_t)(p->n_alts ? p->n_alts : 1));
     if (!p->candidates) { PyErr_NoMemory(); return -1; }
     uint32_t used = 0;
-    for (int c = 0; c < 128; c++) {
+    for (int c = 0; c <= 128; c++) {
         p->candidate_start[c] = used;
         p->widest_ending[c] = 0;
         for (Py_ssize_t a = 0; a < p->n_alts; a++) {
             const Alt *alt = &p->alts[a];
-            if ((Py_ssize_t)alt->first_node + alt->n_nodes > p->n_nodes || alt->n_nodes == 0) {
-                PyErr_Format(PyExc_ValueError, "%s: bad alternative %zd", name, a);
-                return -1;
-            }
-            if (in_set(&alt->first, (unsigned char)c)) p->candidates[used++] = (uint32_t)a;
-            if (in_set(&alt->last, (unsigned char)c) && p->widest_ending[c] >= 0)
+            int starts = c < 128 ? in_set(p, &p->sets[alt->first], (Py_UCS4)c) : p->sets[alt->first].n_ranges > 0;
+            int ends = c < 128 ? in_set(p, &p->sets[alt->last], (Py_UCS4)c) : p->sets[alt->last].n_ranges > 0;
+            if (starts) p->candidates[used++] = (uint32_t)a;
+            if (ends && p->widest_ending[c] >= 0)
                 p->widest_ending[c] = alt->max_width < 0 ? -1
                     : alt->max_width > p->widest_ending[c] ? alt->max_width : p->widest_ending[c];
         }
     }
-    p->candidate_start[128] = used;
+    p->candidate_start[129] = used;
     return 0;
 }
 
 /* End of a match of nodes [node, end) starting at pos within s[lo:hi] (the string as the regex
  * sees it), -1 when none: the regex engine's depth-first order, greedy repeats backing off. */
 static Py_ssize_t match_nodes(const Program *p, const Node *node, const Node *end,
-                              const unsigned char *s, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t pos) {
+                              const Py_UCS4 *s, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t pos) {
     for (; node < end; node++) {
         switch (node->op) {
         case OP_SET:
-            if (pos >= hi || !in_set(&p->sets[node->set], s[pos])) return -1;
+            if (pos >= hi || !in_set(p, &p->sets[node->set], s[pos])) return -1;
             pos++;
             break;
         case OP_REPEAT: {
             const CharSet *set = &p->sets[node->set];
             Py_ssize_t limit = hi - pos, run = 0;
             if (node->max != UNBOUNDED && (Py_ssize_t)node->max < limit) limit = node->max;
-            while (run < limit && in_set(set, s[pos + run])) run++;
+            while (run < limit && in_set(p, set, s[pos + run])) run++;
             if (node + 1 == end) return run >= (Py_ssize_t)node->min ? pos + run : -1;
             for (; run >= (Py_ssize_t)node->min; run--) {
                 Py_ssize_t matched = match_nodes(p, node + 1, end, s, lo, hi, pos + run);
@@ -153,7 +184,7 @@ static Py_ssize_t match_nodes(const Program *p, const Node *node, const Node *en
         default: { /* OP_BEHIND, OP_AHEAD */
             Py_ssize_t width = node->n_sets, from = node->op == OP_BEHIND ? pos - width : pos;
             int holds = from >= lo && from + width <= hi;
-            for (Py_ssize_t j = 0; holds && j < width; j++) holds = in_set(&p->sets[node->set + j], s[from + j]);
+            for (Py_ssize_t j = 0; holds && j < width; j++) holds = in_set(p, &p->sets[node->set + j], s[from + j]);
             if (holds == node->negative) return -1;
         }
         }
@@ -161,15 +192,16 @@ static Py_ssize_t match_nodes(const Program *p, const Node *node, const Node *en
     return pos;
 }
 
-/* End of the first alternative (pattern order) matching at pos, -1 when none. Every alternative
- * consumes a character (tokenizer.py rejects the others), so none matches at hi. */
-static Py_ssize_t match_at(const Program *p, const unsigned char *s, Py_ssize_t lo, Py_ssize_t hi,
-                           Py_ssize_t pos, int ending_with) {
+/* End of the first alternative (pattern order) matching at pos and, when ending_with >= 0, able
+ * to end with that character; -1 when none. Every alternative consumes a character (tokenizer.py
+ * refuses the others), so none matches at hi. */
+static Py_ssize_t match_at(const Program *p, const Py_UCS4 *s, Py_ssize_t lo, Py_ssize_t hi,
+                           Py_ssize_t pos, int64_t ending_with) {
     if (pos >= hi) return -1;
-    unsigned char c = s[pos];
+    int c = edge_class(s[pos]);
     for (uint32_t i = p->candidate_start[c]; i < p->candidate_start[c + 1]; i++) {
         const Alt *alt = &p->alts[p->candidates[i]];
-        if (ending_with >= 0 && !in_set(&alt->last, (unsigned char)ending_with)) continue;
+        if (ending_with >= 0 && !in_set(p, &p->sets[alt->last], (Py_UCS4)ending_with)) continue;
         Py_ssize_t matched = match_nodes(p, p->nodes + alt->first_node, p->nodes + alt->first_node + alt->n_nodes,
                                          s, lo, hi, pos);
         if (matched >= 0) return matched;
@@ -178,16 +210,16 @@ static Py_ssize_t match_at(const Program *p, const unsigned char *s, Py_ssize_t 
 }
 
 /* prefix_search: its alternatives are anchored at the start, so a match at lo or none */
-static Py_ssize_t prefix_len(const Program *p, const unsigned char *s, Py_ssize_t lo, Py_ssize_t hi) {
+static Py_ssize_t prefix_len(const Program *p, const Py_UCS4 *s, Py_ssize_t lo, Py_ssize_t hi) {
     Py_ssize_t matched = match_at(p, s, lo, hi, lo, -1);
     return matched < 0 ? 0 : matched - lo;
 }
 
 /* suffix_search: the leftmost match; every alternative is anchored at the end (tokenizer.py
  * checks), so it ends at hi and starts no earlier than the widest alternative allows */
-static Py_ssize_t suffix_len(const Program *p, const unsigned char *s, Py_ssize_t lo, Py_ssize_t hi) {
-    if (hi <= lo || s[hi - 1] >= 128) return 0;
-    int32_t widest = p->widest_ending[s[hi - 1]];
+static Py_ssize_t suffix_len(const Program *p, const Py_UCS4 *s, Py_ssize_t lo, Py_ssize_t hi) {
+    if (hi <= lo) return 0;
+    int32_t widest = p->widest_ending[edge_class(s[hi - 1])];
     if (widest == 0) return 0;
     Py_ssize_t pos = widest < 0 || hi - lo <= widest ? lo : hi - widest;
     for (; pos < hi; pos++)
@@ -195,13 +227,13 @@ static Py_ssize_t suffix_len(const Program *p, const unsigned char *s, Py_ssize_
     return 0;
 }
 
-/* ---- byte-string hash tables: special cases, merge keys, merge first pieces -------------------- */
+/* ---- code-point-string hash tables: special cases, merge keys, merge first pieces -------------- */
 
 typedef struct {
-    unsigned char *key;
+    Py_UCS4 *key;
     Py_ssize_t len;
     uint64_t hash;
-    int32_t value;          /* index into the splitter's segmentations; -1 empty slot */
+    int32_t value;          /* index into the splitter's segmentations; -1: empty slot */
 } Entry;
 
 typedef struct {
@@ -210,7 +242,7 @@ typedef struct {
     Py_ssize_t size;
 } Table;
 
-static inline uint64_t hash_bytes(const unsigned char *s, Py_ssize_t n) {
+static inline uint64_t hash_code_points(const Py_UCS4 *s, Py_ssize_t n) {
     uint64_t h = 1469598103934665603ull;
     for (Py_ssize_t i = 0; i < n; i++) { h ^= s[i]; h *= 1099511628211ull; }
     return h;
@@ -234,32 +266,32 @@ static void table_free(Table *t) {
     memset(t, 0, sizeof(*t));
 }
 
-static int32_t table_get(const Table *t, const unsigned char *key, Py_ssize_t n) {
-    uint64_t h = hash_bytes(key, n);
+static int32_t table_get(const Table *t, const Py_UCS4 *key, Py_ssize_t n) {
+    uint64_t h = hash_code_points(key, n);
     for (size_t slot = h & t->mask;; slot = (slot + 1) & t->mask) {
         const Entry *e = &t->slots[slot];
         if (e->value < 0) return -1;
-        if (e->hash == h && e->len == n && memcmp(e->key, key, (size_t)n) == 0) return e->value;
+        if (e->hash == h && e->len == n && memcmp(e->key, key, sizeof(Py_UCS4) * (size_t)n) == 0) return e->value;
     }
 }
 
-/* insert (the first value of a key is kept); the table was sized for every key */
-static int table_put(Table *t, const unsigned char *key, Py_ssize_t n, int32_t value) {
-    uint64_t h = hash_bytes(key, n);
+/* insert (a key already there keeps its value); the table was sized for every key */
+static int table_put(Table *t, const Py_UCS4 *key, Py_ssize_t n, int32_t value) {
+    uint64_t h = hash_code_points(key, n);
     size_t slot = h & t->mask;
     for (;; slot = (slot + 1) & t->mask) {
         Entry *e = &t->slots[slot];
         if (e->value < 0) break;
-        if (e->hash == h && e->len == n && memcmp(e->key, key, (size_t)n) == 0) return 0;
+        if (e->hash == h && e->len == n && memcmp(e->key, key, sizeof(Py_UCS4) * (size_t)n) == 0) return 0;
     }
     if ((size_t)(t->size + 1) * 2 > t->mask + 1) {
         PyErr_SetString(PyExc_RuntimeError, "chunk splitter table full");
         return -1;
     }
     Entry *e = &t->slots[slot];
-    e->key = PyMem_Malloc(n ? (size_t)n : 1);
+    e->key = PyMem_Malloc(sizeof(Py_UCS4) * (size_t)(n ? n : 1));
     if (!e->key) { PyErr_NoMemory(); return -1; }
-    memcpy(e->key, key, (size_t)n);
+    memcpy(e->key, key, sizeof(Py_UCS4) * (size_t)n);
     e->len = n;
     e->hash = h;
     e->value = value;
@@ -282,11 +314,11 @@ typedef struct {
     Py_ssize_t longest_merge_key;
     PyObject *url_match;
     /* scratch, grown to the longest chunk seen */
-    Py_ssize_t *ends, *suffix_ends, *merged;
+    Py_UCS4 *text;
+    Py_ssize_t *ends, *suffix_ends, *merged, *chosen;
     char *taken;
-    Py_ssize_t *chosen;
-    unsigned char *key;
     Py_ssize_t capacity;
+    Py_UCS4 *key;               /* a merge key being built (longest_merge_key code points) */
     Match *matches;
     Py_ssize_t match_capacity;
 } Splitter;
@@ -295,14 +327,15 @@ static int reserve(Splitter *self, Py_ssize_t n) {
     if (n <= self->capacity) return 0;
     Py_ssize_t capacity = self->capacity ? self->capacity : 64;
     while (capacity < n) capacity *= 2;
-    PyMem_Free(self->ends); PyMem_Free(self->suffix_ends); PyMem_Free(self->merged);
-    PyMem_Free(self->taken); PyMem_Free(self->chosen);
+    PyMem_Free(self->text); PyMem_Free(self->ends); PyMem_Free(self->suffix_ends);
+    PyMem_Free(self->merged); PyMem_Free(self->chosen); PyMem_Free(self->taken);
+    self->text = PyMem_Malloc(sizeof(Py_UCS4) * (size_t)capacity);
     self->ends = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)capacity);
     self->suffix_ends = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)capacity);
     self->merged = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)capacity);
-    self->taken = PyMem_Malloc((size_t)capacity);
     self->chosen = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)capacity);
-    if (!self->ends || !self->suffix_ends || !self->merged || !self->taken || !self->chosen) {
+    self->taken = PyMem_Malloc((size_t)capacity);
+    if (!self->text || !self->ends || !self->suffix_ends || !self->merged || !self->chosen || !self->taken) {
         self->capacity = 0;
         PyErr_NoMemory();
         return -1;
@@ -311,7 +344,7 @@ static int reserve(Splitter *self, Py_ssize_t n) {
     return 0;
 }
 
-/* append the tokens of a segmentation covering s[start:...] to ends */
+/* append the token ends of a segmentation of the text from start on */
 static inline Py_ssize_t emit_segmentation(const Splitter *self, int32_t seg, Py_ssize_t start,
                                            Py_ssize_t *ends, Py_ssize_t count) {
     for (Py_ssize_t i = 0; i < self->seg_count[seg]; i++) {
@@ -321,13 +354,14 @@ static inline Py_ssize_t emit_segmentation(const Splitter *self, int32_t seg, Py
     return count;
 }
 
-static inline int32_t special(const Splitter *self, const unsigned char *s, Py_ssize_t lo, Py_ssize_t hi) {
+static inline int32_t special(const Splitter *self, const Py_UCS4 *s, Py_ssize_t lo, Py_ssize_t hi) {
     return hi > lo ? table_get(&self->specials, s + lo, hi - lo) : -1;
 }
 
-static inline int all_letters(const unsigned char *s, Py_ssize_t lo, Py_ssize_t hi) {
+/* str.isalpha() of s[lo:hi] (not empty) */
+static inline int all_letters(const Py_UCS4 *s, Py_ssize_t lo, Py_ssize_t hi) {
     for (Py_ssize_t i = lo; i < hi; i++)
-        if (!((s[i] | 0x20) >= 'a' && (s[i] | 0x20) <= 'z')) return 0;
+        if (!Py_UNICODE_ISALPHA(s[i])) return 0;
     return 1;
 }
 
@@ -343,10 +377,16 @@ static int url_matches(Splitter *self, PyObject *chunk, Py_ssize_t lo, Py_ssize_
     return found;
 }
 
+static inline int has_dot(const Py_UCS4 *s, Py_ssize_t lo, Py_ssize_t hi) {
+    for (Py_ssize_t i = lo; i < hi; i++)
+        if (s[i] == '.') return 1;
+    return 0;
+}
+
 /* EnglishSplitter._split / _split_once, iteratively (spaCy's loop): prefixes are emitted as they
  * are peeled, suffixes stacked and emitted last. Token ends go to self->ends; returns their
  * count, -1 on error. */
-static Py_ssize_t split_affixes(Splitter *self, PyObject *chunk, const unsigned char *s, Py_ssize_t n) {
+static Py_ssize_t split_affixes(Splitter *self, PyObject *chunk, const Py_UCS4 *s, Py_ssize_t n) {
     Py_ssize_t *ends = self->ends, *suffix_ends = self->suffix_ends;
     Py_ssize_t count = 0, n_suffixes = 0, lo = 0, hi = n;
     while (lo < hi) {
@@ -377,7 +417,7 @@ static Py_ssize_t split_affixes(Splitter *self, PyObject *chunk, const unsigned 
             suffix_ends[n_suffixes++] = hi;
             hi -= suf;
         } else {
-            int url = memchr(s + lo, '.', (size_t)(hi - lo)) ? url_matches(self, chunk, lo, hi) : 0;
+            int url = has_dot(s, lo, hi) ? url_matches(self, chunk, lo, hi) : 0;
             if (url < 0) return -1;
             if (url) { ends[count++] = hi; break; }
             /* infixes: finditer over s[lo:hi]; one at lo is ignored, as spaCy does */
@@ -406,29 +446,31 @@ static int compare_matches(const void *a, const void *b) {
     return (x->start > y->start) - (x->start < y->start);
 }
 
-/* EnglishSplitter._merge_special_cases on the token ends; returns the new token count, -1 on error */
-static Py_ssize_t merge_special_cases(Splitter *self, const unsigned char *s, Py_ssize_t count) {
+/* the merge key of tokens [start, end): each token as its length then its code points; -1 when
+ * longer than any merge key */
+static Py_ssize_t merge_key(Splitter *self, const Py_UCS4 *s, Py_ssize_t start, Py_ssize_t end) {
+    Py_ssize_t key_len = 0;
+    for (Py_ssize_t token = start; token < end; token++) {
+        Py_ssize_t from = token ? self->ends[token - 1] : 0, len = self->ends[token] - from;
+        if (key_len + len + 1 > self->longest_merge_key) return -1;
+        self->key[key_len] = (Py_UCS4)len;
+        memcpy(self->key + key_len + 1, s + from, sizeof(Py_UCS4) * (size_t)len);
+        key_len += len + 1;
+    }
+    return key_len;
+}
+
+/* EnglishSplitter._merge_special_cases on the token ends: longest, then leftmost matches first;
+ * returns the new token count, -1 on error */
+static Py_ssize_t merge_special_cases(Splitter *self, const Py_UCS4 *s, Py_ssize_t count) {
     Py_ssize_t *ends = self->ends, n_matches = 0;
     for (Py_ssize_t start = 0; start + 1 < count; start++) {
         Py_ssize_t from = start ? ends[start - 1] : 0;
         if (table_get(&self->merge_starts, s + from, ends[start] - from) < 0) continue;
-        Py_ssize_t key_len = 0;
-        for (Py_ssize_t end = start + 1; end < count && end - start < self->longest_merge; end++) {
-            /* key of pieces start..end inclusive: each as one length byte and its bytes */
-            Py_ssize_t piece_from = ends[end - 1], piece_len = ends[end] - piece_from;
-            if (end == start + 1) {
-                Py_ssize_t first = ends[start] - from;
-                if (first > 255 || first + 1 > self->longest_merge_key) break;
-                self->key[0] = (unsigned char)first;
-                memcpy(self->key + 1, s + from, (size_t)first);
-                key_len = first + 1;
-            }
-            if (piece_len > 255 || key_len + piece_len + 1 > self->longest_merge_key) break;
-            self->key[key_len] = (unsigned char)piece_len;
-            memcpy(self->key + key_len + 1, s + piece_from, (size_t)piece_len);
-            key_len += piece_len + 1;
-            int32_t seg = table_get(&self->merges, self->key, key_len);
-            if (seg < 0) continue;
+        for (Py_ssize_t end = start + 2; end <= count && end - start <= self->longest_merge; end++) {
+            Py_ssize_t key_len = merge_key(self, s, start, end);
+            if (key_len < 0) break;  /* longer windows have longer keys */
+            if (table_get(&self->merges, self->key, key_len) < 0) continue;
             if (n_matches == self->match_capacity) {
                 Py_ssize_t capacity = self->match_capacity ? self->match_capacity * 2 : 16;
                 Match *grown = PyMem_Realloc(self->matches, sizeof(Match) * (size_t)capacity);
@@ -436,7 +478,7 @@ static Py_ssize_t merge_special_cases(Splitter *self, const unsigned char *s, Py
                 self->matches = grown;
                 self->match_capacity = capacity;
             }
-            self->matches[n_matches++] = (Match){start, end + 1, end + 1 - start};
+            self->matches[n_matches++] = (Match){start, end, end - start};
         }
     }
     if (!n_matches) return count;
@@ -455,15 +497,7 @@ static Py_ssize_t merge_special_cases(Splitter *self, const unsigned char *s, Py
             self->merged[merged++] = ends[index++];
             continue;
         }
-        /* rebuild this match's key to find its segmentation */
-        Py_ssize_t key_len = 0;
-        for (Py_ssize_t piece = index; piece < end; piece++) {
-            Py_ssize_t from = piece ? ends[piece - 1] : 0;
-            self->key[key_len] = (unsigned char)(ends[piece] - from);
-            memcpy(self->key + key_len + 1, s + from, (size_t)(ends[piece] - from));
-            key_len += ends[piece] - from + 1;
-        }
-        int32_t seg = table_get(&self->merges, self->key, key_len);
+        int32_t seg = table_get(&self->merges, self->key, merge_key(self, s, index, end));
         merged = emit_segmentation(self, seg, index ? ends[index - 1] : 0, self->merged, merged);
         index = end;
     }
@@ -471,13 +505,12 @@ static Py_ssize_t merge_special_cases(Splitter *self, const unsigned char *s, Py
     return merged;
 }
 
-/* token ends of an ASCII chunk in self->ends; returns their count, -1 on error */
+/* token ends of a chunk in self->ends; returns their count, -1 on error */
 static Py_ssize_t split_chunk(Splitter *self, PyObject *chunk) {
     Py_ssize_t n = PyUnicode_GET_LENGTH(chunk);
-    const unsigned char *s = PyUnicode_1BYTE_DATA(chunk);
-    if (reserve(self, n + 1) < 0) return -1;
-    Py_ssize_t count = split_affixes(self, chunk, s, n);
-    return count > 1 ? merge_special_cases(self, s, count) : count;
+    if (reserve(self, n + 1) < 0 || !PyUnicode_AsUCS4(chunk, self->text, self->capacity, 0)) return -1;
+    Py_ssize_t count = split_affixes(self, chunk, self->text, n);
+    return count > 1 ? merge_special_cases(self, self->text, count) : count;
 }
 
 static PyObject *token_string(PyObject *chunk, Py_ssize_t start, Py_ssize_t end) {
@@ -490,7 +523,6 @@ static PyObject *splitter_split(Splitter *self, PyObject *chunk) {
         PyErr_SetString(PyExc_TypeError, "split() takes a str");
         return NULL;
     }
-    if (!PyUnicode_IS_ASCII(chunk)) Py_RETURN_NONE;
     Py_ssize_t count = split_chunk(self, chunk);
     if (count < 0) return NULL;
     PyObject *tokens = PyTuple_New(count);
@@ -503,7 +535,7 @@ static PyObject *splitter_split(Splitter *self, PyObject *chunk) {
     return tokens;
 }
 
-/* WordTokenizer._add_chunk for an ASCII chunk: intern its tokens, give it the next chunk id */
+/* WordTokenizer._add_chunk: intern the chunk's tokens, give it the next chunk id */
 static int add_chunk(Splitter *self, PyObject *chunk, PyObject *index, PyObject *vocab_ids,
                      PyObject *vocab_strings, PyObject *pending_tokens, PyObject *pending_counts) {
     Py_ssize_t count = split_chunk(self, chunk);
@@ -533,49 +565,59 @@ static int add_chunk(Splitter *self, PyObject *chunk, PyObject *index, PyObject 
     return failed ? -1 : 0;
 }
 
+/* str.isalpha() */
+static int is_alpha(PyObject *chunk) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(chunk);
+    int kind = PyUnicode_KIND(chunk);
+    const void *data = PyUnicode_DATA(chunk);
+    if (n == 0) return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!Py_UNICODE_ISALPHA(PyUnicode_READ(kind, data, i))) return 0;
+    return 1;
+}
+
 static PyObject *splitter_chunk_ids(Splitter *self, PyObject *args) {
-    PyObject *chunks, *out, *index, *vocab_ids, *vocab_strings, *pending_tokens, *pending_counts, *fallback;
+    PyObject *chunks, *out, *index, *vocab_ids, *vocab_strings, *pending_tokens, *pending_counts, *exceptions;
     if (!PyArg_ParseTuple(args, "OO!O!O!O!O!O!O:chunk_ids", &chunks, &PyList_Type, &out, &PyDict_Type, &index,
                           &PyDict_Type, &vocab_ids, &PyList_Type, &vocab_strings, &PyList_Type, &pending_tokens,
-                          &PyList_Type, &pending_counts, &fallback))
+                          &PyList_Type, &pending_counts, &exceptions))
         return NULL;
+    if (exceptions != Py_None && !PyAnySet_Check(exceptions)) {
+        PyErr_SetString(PyExc_TypeError, "letter_exceptions must be None or a set");
+        return NULL;
+    }
     PyObject *sequence = PySequence_Fast(chunks, "chunks must be a sequence of str");
     if (!sequence) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(sequence);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(sequence), letter_words = 0;
     PyObject **items = PySequence_Fast_ITEMS(sequence);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *chunk = items[i];
+        if (!PyUnicode_Check(chunk)) {
+            PyErr_Format(PyExc_TypeError, "chunks must be str, not %.100s", Py_TYPE(chunk)->tp_name);
+            goto error;
+        }
+        if (exceptions != Py_None && is_alpha(chunk)) {
+            int exception = PySet_Contains(exceptions, chunk);
+            if (exception < 0) goto error;
+            if (!exception) { letter_words++; continue; }
+        }
         PyObject *id = PyDict_GetItemWithError(index, chunk);  /* borrowed */
         if (!id) {
-            if (PyErr_Occurred()) goto error;
-            if (!PyUnicode_Check(chunk)) {
-                PyErr_Format(PyExc_TypeError, "chunks must be str, not %.100s", Py_TYPE(chunk)->tp_name);
+            if (PyErr_Occurred() ||
+                add_chunk(self, chunk, index, vocab_ids, vocab_strings, pending_tokens, pending_counts) < 0 ||
+                !(id = PyDict_GetItemWithError(index, chunk)))
                 goto error;
-            }
-            if (PyUnicode_IS_ASCII(chunk)) {
-                if (add_chunk(self, chunk, index, vocab_ids, vocab_strings, pending_tokens, pending_counts) < 0)
-                    goto error;
-            } else {
-                PyObject *result = PyObject_CallOneArg(fallback, chunk);
-                if (!result) goto error;
-                Py_DECREF(result);
-            }
-            id = PyDict_GetItemWithError(index, chunk);
-            if (!id) {
-                if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "fallback did not add the chunk");
-                goto error;
-            }
         }
         if (PyList_Append(out, id) < 0) goto error;
     }
     Py_DECREF(sequence);
-    Py_RETURN_NONE;
+    return PyLong_FromSsize_t(letter_words);
 error:
     Py_DECREF(sequence);
     return NULL;
 }
 
-/* segmentation (token lengths) of one table entry, appended to the flat arrays; returns its index */
+/* a segmentation (token lengths) appended to the flat arrays; returns its index */
 static int32_t add_segmentation(Splitter *self, PyObject *lengths, Py_ssize_t expected_total) {
     if (!PyBytes_Check(lengths) || PyBytes_GET_SIZE(lengths) % sizeof(uint32_t) || PyBytes_GET_SIZE(lengths) == 0) {
         PyErr_SetString(PyExc_ValueError, "token lengths must be non-empty uint32 bytes");
@@ -603,31 +645,52 @@ static int32_t add_segmentation(Splitter *self, PyObject *lengths, Py_ssize_t ex
     return (int32_t)self->n_segs++;
 }
 
+/* specials: (str, lengths); merges: (tuple of str, lengths), keyed like merge_key */
 static int load_table(Splitter *self, Table *table, PyObject *entries, int is_merge) {
     if (!PyList_Check(entries)) {
-        PyErr_SetString(PyExc_TypeError, "special cases and merges must be lists of (bytes, bytes)");
+        PyErr_SetString(PyExc_TypeError, "special cases and merges must be lists of pairs");
         return -1;
     }
     if (table_init(table, PyList_GET_SIZE(entries)) < 0) return -1;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); i++) {
-        PyObject *key, *lengths;
-        if (!PyArg_ParseTuple(PyList_GET_ITEM(entries, i), "SS", &key, &lengths)) return -1;
-        const unsigned char *k = (const unsigned char *)PyBytes_AS_STRING(key);
-        Py_ssize_t n = PyBytes_GET_SIZE(key), spelled = n;
-        if (is_merge) {  /* pieces: length byte + bytes each */
-            spelled = 0;
-            for (Py_ssize_t at = 0; at < n; at += k[at] + 1) {
-                if (at + k[at] + 1 > n) { PyErr_SetString(PyExc_ValueError, "malformed merge key"); return -1; }
-                spelled += k[at];
-            }
-            if (n == 0 || table_put(&self->merge_starts, k + 1, k[0], 0) < 0) {
-                if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "empty merge key");
+        PyObject *entry = PyList_GET_ITEM(entries, i);
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2 ||
+            (is_merge ? !PyTuple_Check(PyTuple_GET_ITEM(entry, 0)) : !PyUnicode_Check(PyTuple_GET_ITEM(entry, 0)))) {
+            PyErr_SetString(PyExc_TypeError, is_merge ? "a merge must be (tuple of str, bytes)"
+                                                      : "a special case must be (str, bytes)");
+            return -1;
+        }
+        PyObject *key = PyTuple_GET_ITEM(entry, 0), *lengths = PyTuple_GET_ITEM(entry, 1);
+        Py_ssize_t n_pieces = is_merge ? PyTuple_GET_SIZE(key) : 1, key_len = 0, spelled = 0;
+        for (Py_ssize_t j = 0; j < n_pieces; j++) {
+            PyObject *piece = is_merge ? PyTuple_GET_ITEM(key, j) : key;
+            if (!PyUnicode_Check(piece) || PyUnicode_GET_LENGTH(piece) == 0) {
+                PyErr_SetString(PyExc_TypeError, "special-case strings must be non-empty str");
                 return -1;
             }
-            if (n > self->longest_merge_key) self->longest_merge_key = n;
+            spelled += PyUnicode_GET_LENGTH(piece);
+            key_len += PyUnicode_GET_LENGTH(piece) + (is_merge ? 1 : 0);
+        }
+        if (n_pieces == 0) {
+            PyErr_SetString(PyExc_ValueError, "empty merge key");
+            return -1;
+        }
+        Py_UCS4 *k = PyMem_Malloc(sizeof(Py_UCS4) * (size_t)key_len);
+        if (!k) { PyErr_NoMemory(); return -1; }
+        Py_ssize_t at = 0;
+        for (Py_ssize_t j = 0; j < n_pieces; j++) {
+            PyObject *piece = is_merge ? PyTuple_GET_ITEM(key, j) : key;
+            Py_ssize_t len = PyUnicode_GET_LENGTH(piece);
+            if (is_merge) k[at++] = (Py_UCS4)len;
+            PyUnicode_AsUCS4(piece, k + at, len, 0);
+            at += len;
         }
         int32_t seg = add_segmentation(self, lengths, spelled);
-        if (seg < 0 || table_put(table, k, n, seg) < 0) return -1;
+        int failed = seg < 0 || table_put(table, k, key_len, seg) < 0 ||
+                     (is_merge && table_put(&self->merge_starts, k + 1, k[0], 0) < 0);
+        PyMem_Free(k);
+        if (failed) return -1;
+        if (is_merge && key_len > self->longest_merge_key) self->longest_merge_key = key_len;
     }
     return 0;
 }
@@ -636,9 +699,9 @@ static int splitter_init(Splitter *self, PyObject *args, PyObject *kwargs) {
     PyObject *prefix, *suffix, *infix, *specials, *merges, *url_match;
     int longest_merge;
     static char *keywords[] = {"prefix", "suffix", "infix", "specials", "merges", "longest_merge", "url_match", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!OOiO:Splitter", keywords, &PyTuple_Type, &prefix,
-                                     &PyTuple_Type, &suffix, &PyTuple_Type, &infix, &specials, &merges,
-                                     &longest_merge, &url_match))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O!O!iO:Splitter", keywords, &PyTuple_Type, &prefix,
+                                     &PyTuple_Type, &suffix, &PyTuple_Type, &infix, &PyList_Type, &specials,
+                                     &PyList_Type, &merges, &longest_merge, &url_match))
         return -1;
     if (self->url_match) {
         PyErr_SetString(PyExc_RuntimeError, "Splitter is already initialised");
@@ -651,16 +714,11 @@ static int splitter_init(Splitter *self, PyObject *args, PyObject *kwargs) {
     self->url_match = Py_NewRef(url_match);
     self->longest_merge = longest_merge;
     if (program_load(&self->prefix, prefix, "prefix") < 0 || program_load(&self->suffix, suffix, "suffix") < 0 ||
-        program_load(&self->infix, infix, "infix") < 0)
-        return -1;
-    if (!PyList_Check(merges)) {
-        PyErr_SetString(PyExc_TypeError, "merges must be a list of (bytes, bytes)");
-        return -1;
-    }
-    if (table_init(&self->merge_starts, PyList_GET_SIZE(merges)) < 0 ||
+        program_load(&self->infix, infix, "infix") < 0 ||
+        table_init(&self->merge_starts, PyList_GET_SIZE(merges)) < 0 ||
         load_table(self, &self->specials, specials, 0) < 0 || load_table(self, &self->merges, merges, 1) < 0)
         return -1;
-    self->key = PyMem_Malloc((size_t)self->longest_merge_key + 1);
+    self->key = PyMem_Malloc(sizeof(Py_UCS4) * (size_t)(self->longest_merge_key + 1));
     if (!self->key) { PyErr_NoMemory(); return -1; }
     return 0;
 }
@@ -673,16 +731,17 @@ static void splitter_dealloc(Splitter *self) {
     table_free(&self->merges);
     table_free(&self->merge_starts);
     PyMem_Free(self->lengths); PyMem_Free(self->seg_start); PyMem_Free(self->seg_count);
-    PyMem_Free(self->ends); PyMem_Free(self->suffix_ends); PyMem_Free(self->merged);
-    PyMem_Free(self->taken); PyMem_Free(self->chosen); PyMem_Free(self->key); PyMem_Free(self->matches);
+    PyMem_Free(self->text); PyMem_Free(self->ends); PyMem_Free(self->suffix_ends); PyMem_Free(self->merged);
+    PyMem_Free(self->chosen); PyMem_Free(self->taken); PyMem_Free(self->key); PyMem_Free(self->matches);
     Py_XDECREF(self->url_match);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyMethodDef splitter_methods[] = {
-    {"split", (PyCFunction)splitter_split, METH_O, "split(chunk) -> tuple of tokens, or None when chunk is not ASCII"},
+    {"split", (PyCFunction)splitter_split, METH_O, "split(chunk) -> tuple of tokens"},
     {"chunk_ids", (PyCFunction)splitter_chunk_ids, METH_VARARGS,
-     "chunk_ids(chunks, out, chunk_index, vocab_ids, vocab_strings, pending_tokens, pending_counts, fallback)"},
+     "chunk_ids(chunks, out, chunk_index, vocab_ids, vocab_strings, pending_tokens, pending_counts, "
+     "letter_exceptions) -> number of letter-only chunks only counted"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -691,14 +750,14 @@ static PyTypeObject SplitterType = {
     .tp_name = "selectd.scorers.rules._chunksplit.Splitter",
     .tp_basicsize = sizeof(Splitter),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "spaCy's English tokenizer on ASCII chunks",
+    .tp_doc = "spaCy's English tokenizer on whitespace-free chunks",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)splitter_init,
     .tp_dealloc = (destructor)splitter_dealloc,
     .tp_methods = splitter_methods,
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_chunksplit", "spaCy's English tokenizer on ASCII chunks, in C", -1, NULL};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_chunksplit", "spaCy's English tokenizer in C", -1, NULL};
 
 PyMODINIT_FUNC PyInit__chunksplit(void) {
     if (PyType_Ready(&SplitterType) < 0) return NULL;

@@ -293,52 +293,71 @@ class EnglishSplitter:
 
 
 # ---- the C splitter (_chunksplit.c) -------------------------------------------------------------
-# It runs EnglishSplitter's algorithm on ASCII chunks. Its regexes are compiled here, from the
-# vendored patterns, to "programs" for ASCII input: a list of alternatives in pattern order, each a
-# sequence of nodes (one character from a set, a greedy repeat of one, ^, $, fixed-width
-# lookarounds). Alternations inside a sequence are expanded into separate alternatives, which keeps
-# the regex engine's first-match order unless a variable repeat comes before them (refused). A
-# character, class or lookaround that only non-ASCII text can satisfy is dropped with what it
-# decides, so a program is only valid on ASCII strings, which is all the C code gives it.
+# It runs EnglishSplitter's algorithm in C. Its regexes are compiled here, from the vendored
+# patterns, to "programs": a list of alternatives in pattern order, each a sequence of nodes (one
+# character from a set, a greedy repeat of one, ^, $, fixed-width lookarounds). Alternations inside
+# a sequence are expanded into separate alternatives, which keeps the regex engine's first-match
+# order unless a variable repeat comes before them (refused, as is anything else these nodes do
+# not express exactly: the program is then not used).
 
-_ASCII = 128
+_MAX_CODE_POINT = 0x10FFFF
 _OP_SET, _OP_REPEAT, _OP_BEGIN, _OP_END, _OP_BEHIND, _OP_AHEAD = range(6)
 _UNBOUNDED = 0xFFFFFFFF
 _NODE = struct.Struct("<BBHIII")    # _chunksplit.c's Node
-_ALT = struct.Struct("<IIiI4Q")     # _chunksplit.c's Alt
-_CATEGORIES = {
-    sre.CATEGORY_DIGIT: r"\d", sre.CATEGORY_NOT_DIGIT: r"\D", sre.CATEGORY_SPACE: r"\s",
-    sre.CATEGORY_NOT_SPACE: r"\S", sre.CATEGORY_WORD: r"\w", sre.CATEGORY_NOT_WORD: r"\W",
-}
+_ALT = struct.Struct("<IIiII")      # _chunksplit.c's Alt
+_SET = struct.Struct("<2QII")       # _chunksplit.c's CharSet
+_RANGE = struct.Struct("<II")
+
+#: a set of code points as sorted, disjoint, non-adjacent inclusive ranges
+CharRanges = tuple[tuple[int, int], ...]
 
 
 class UnsupportedPattern(ValueError):
     """A regex construct the C splitter's programs do not express."""
 
 
-def _ascii_chars(op, av) -> frozenset[int] | None:
-    """The ASCII characters one single-character regex item matches; None for other items."""
+def _normalized(ranges) -> CharRanges:
+    merged: list[list[int]] = []
+    for low, high in sorted(ranges):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    return tuple((low, high) for low, high in merged)
+
+
+def _complement(ranges: CharRanges) -> CharRanges:
+    gaps, start = [], 0
+    for low, high in ranges:
+        if low > start:
+            gaps.append((start, low - 1))
+        start = high + 1
+    if start <= _MAX_CODE_POINT:
+        gaps.append((start, _MAX_CODE_POINT))
+    return tuple(gaps)
+
+
+def _char_ranges(op, av) -> CharRanges | None:
+    """The code points one single-character regex item matches; None for other items."""
     if op == sre.LITERAL:
-        return frozenset((av,)) if av < _ASCII else frozenset()
+        return ((av, av),)
     if op == sre.NOT_LITERAL:
-        return frozenset(range(_ASCII)) - {av}
-    if op == sre.IN:
-        chars: set[int] = set()
-        negate = False
-        for item_op, item in av:
-            if item_op == sre.NEGATE:
-                negate = True
-            elif item_op == sre.LITERAL:
-                chars.add(item)
-            elif item_op == sre.RANGE:
-                chars.update(range(item[0], min(item[1] + 1, _ASCII)))
-            elif item_op == sre.CATEGORY and item in _CATEGORIES:
-                chars.update(c for c in range(_ASCII) if re.fullmatch(_CATEGORIES[item], chr(c)))
-            else:
-                raise UnsupportedPattern(f"character class item {item_op} {item}")
-        chars = {c for c in chars if c < _ASCII}
-        return frozenset(range(_ASCII)) - chars if negate else frozenset(chars)
-    return None
+        return _complement(((av, av),))
+    if op == sre.ANY:
+        return _complement(((10, 10),))  # no DOTALL: anything but a newline
+    if op != sre.IN:
+        return None
+    ranges, negate = [], False
+    for item_op, item in av:
+        if item_op == sre.NEGATE:
+            negate = True
+        elif item_op == sre.LITERAL:
+            ranges.append((item, item))
+        elif item_op == sre.RANGE:
+            ranges.append(item)
+        else:
+            raise UnsupportedPattern(f"character class item {item_op} {item}")
+    return _complement(_normalized(ranges)) if negate else _normalized(ranges)
 
 
 def _expand(items: list) -> list[tuple[list[tuple], bool]]:
@@ -353,23 +372,19 @@ def _expand(items: list) -> list[tuple[list[tuple], bool]]:
                         for nodes, variable in alternatives for more, more_variable in options]
 
     for op, av in items:
-        chars = _ascii_chars(op, av)
+        chars = _char_ranges(op, av)
         if chars is not None:
-            extend([([("set", chars)], False)] if chars else [])
+            extend([([("set", chars)], False)])
         elif op == sre.AT and av in (sre.AT_BEGINNING, sre.AT_BEGINNING_STRING):
             extend([([("begin",)], False)])
         elif op == sre.AT and av in (sre.AT_END, sre.AT_END_STRING):
             extend([([("end",)], False)])  # chunks hold no newline, so $ is the end
         elif op in (sre.ASSERT, sre.ASSERT_NOT):
             direction, body = av
-            sets = [_ascii_chars(*item) for item in body]
-            if any(chars is None for chars in sets):
+            sets = tuple(_char_ranges(*item) for item in body)
+            if not sets or any(chars is None for chars in sets):
                 raise UnsupportedPattern("a lookaround that is not a fixed run of characters")
-            negative = op == sre.ASSERT_NOT
-            if all(sets):
-                extend([([("behind" if direction < 0 else "ahead", negative, tuple(sets))], False)])
-            elif not negative:
-                extend([])  # needs a non-ASCII character: this alternative never matches
+            extend([([("behind" if direction < 0 else "ahead", op == sre.ASSERT_NOT, sets)], False)])
         elif op == sre.SUBPATTERN:
             _group, add_flags, del_flags, body = av
             if add_flags & ~re.UNICODE or del_flags:
@@ -379,39 +394,50 @@ def _expand(items: list) -> list[tuple[list[tuple], bool]]:
             extend([alternative for branch in av[1] for alternative in _expand(list(branch))])
         elif op == sre.MAX_REPEAT:
             low, high, body = av
-            chars = _ascii_chars(*body[0]) if len(body) == 1 else None
+            chars = _char_ranges(*body[0]) if len(body) == 1 else None
             if chars is None:
                 raise UnsupportedPattern("a repeat of more than one character")
-            if chars:
-                extend([([("repeat", chars, low, high)], low != high)])
-            elif low:
-                extend([])
+            extend([([("repeat", chars, low, high)], low != high)])
         else:
             raise UnsupportedPattern(f"regex construct {op}")
     return alternatives
 
 
-def _edge_set(nodes: list[tuple], last: bool) -> frozenset[int]:
-    chars: set[int] = set()
+def _edge_ranges(nodes: list[tuple], last: bool) -> CharRanges:
+    """The characters a match of ``nodes`` can begin (or end) with."""
+    chars: list[tuple[int, int]] = []
     for node in reversed(nodes) if last else nodes:
         if node[0] == "set" or (node[0] == "repeat" and node[2] > 0):
-            return frozenset(chars | node[1])
+            return _normalized(chars + list(node[1]))
         if node[0] == "repeat":
-            chars |= node[1]
+            chars.extend(node[1])
     raise UnsupportedPattern("an alternative that can match the empty string")
 
 
-def _bitmap(chars: frozenset[int]) -> tuple[int, int]:
-    bits = sum(1 << c for c in chars)
+def ascii_bitmap(ranges: CharRanges) -> tuple[int, int]:
+    bits = 0
+    for low, high in ranges:
+        if low < 128:
+            bits |= ((1 << (min(high, 127) + 1)) - 1) ^ ((1 << low) - 1)
     return bits & 0xFFFFFFFFFFFFFFFF, bits >> 64
 
 
-def ascii_program(pattern: str, anchored_end: bool = False) -> tuple[bytes, bytes, bytes]:
-    """``pattern`` as _chunksplit.c's program for ASCII strings: packed (nodes, alternatives, sets)."""
+def compile_program(pattern: str, anchored_end: bool = False) -> tuple[bytes, bytes, bytes, bytes]:
+    """``pattern`` as _chunksplit.c's program: packed (nodes, alternatives, sets, ranges)."""
     parsed = sre_parse.parse(pattern)
     if parsed.state.flags & ~(re.UNICODE | re.VERBOSE):
         raise UnsupportedPattern(f"flags {parsed.state.flags}")
-    nodes, alternatives, sets = [], [], []
+    nodes: list[bytes] = []
+    alternatives: list[bytes] = []
+    sets: list[bytes] = []
+    ranges: list[bytes] = []
+
+    def add_set(chars: CharRanges) -> int:
+        wide = [(max(low, 128), high) for low, high in chars if high >= 128]
+        sets.append(_SET.pack(*ascii_bitmap(chars), len(ranges), len(wide)))
+        ranges.extend(_RANGE.pack(*pair) for pair in wide)
+        return len(sets) - 1
+
     for alternative, _ in _expand(list(parsed)):
         if anchored_end and alternative[-1] != ("end",):
             raise UnsupportedPattern("a suffix alternative not anchored at the end")
@@ -420,35 +446,26 @@ def ascii_program(pattern: str, anchored_end: bool = False) -> tuple[bytes, byte
         for node in alternative:
             kind = node[0]
             if kind == "set":
-                nodes.append(_NODE.pack(_OP_SET, 0, 1, len(sets), 0, 0))
-                sets.append(node[1])
-                width += 1
+                nodes.append(_NODE.pack(_OP_SET, 0, 1, add_set(node[1]), 0, 0))
+                width += 1 if width >= 0 else 0
             elif kind == "repeat":
                 high = _UNBOUNDED if node[3] == sre.MAXREPEAT else node[3]
-                nodes.append(_NODE.pack(_OP_REPEAT, 0, 1, len(sets), node[2], high))
-                sets.append(node[1])
+                nodes.append(_NODE.pack(_OP_REPEAT, 0, 1, add_set(node[1]), node[2], high))
                 width = -1 if width < 0 or high == _UNBOUNDED else width + high
             elif kind in ("begin", "end"):
                 nodes.append(_NODE.pack(_OP_BEGIN if kind == "begin" else _OP_END, 0, 0, 0, 0, 0))
             else:
+                set_indices = [add_set(chars) for chars in node[2]]
                 nodes.append(_NODE.pack(_OP_BEHIND if kind == "behind" else _OP_AHEAD, node[1], len(node[2]),
-                                        len(sets), 0, 0))
-                sets.extend(node[2])
-        alternatives.append(_ALT.pack(first, len(alternative), width, 0,
-                                      *_bitmap(_edge_set(alternative, last=False)),
-                                      *_bitmap(_edge_set(alternative, last=True))))
-    return b"".join(nodes), b"".join(alternatives), b"".join(struct.pack("<2Q", *_bitmap(s)) for s in sets)
+                                        set_indices[0], 0, 0))
+        first_chars = add_set(_edge_ranges(alternative, last=False))
+        alternatives.append(_ALT.pack(first, len(alternative), width, first_chars,
+                                      add_set(_edge_ranges(alternative, last=True))))
+    return b"".join(nodes), b"".join(alternatives), b"".join(sets), b"".join(ranges)
 
 
 def _token_lengths(tokens: Sequence[str]) -> bytes:
     return struct.pack(f"<{len(tokens)}I", *map(len, tokens))
-
-
-def _merge_key(pieces: Sequence[str]) -> bytes:
-    """_chunksplit.c's key of a run of tokens: each as one length byte and its characters."""
-    if any(len(piece) > 255 for piece in pieces):
-        raise UnsupportedPattern("a special-case piece longer than 255 characters")
-    return b"".join(bytes((len(piece),)) + piece.encode("ascii") for piece in pieces)
 
 
 def compiled_splitter(splitter: EnglishSplitter):
@@ -460,20 +477,17 @@ def compiled_splitter(splitter: EnglishSplitter):
         return None
     try:
         return Splitter(
-            prefix=ascii_program(tables.EN_PREFIX_PATTERN),
-            suffix=ascii_program(tables.EN_SUFFIX_PATTERN, anchored_end=True),
-            infix=ascii_program(tables.EN_INFIX_PATTERN),
-            specials=[(string.encode("ascii"), _token_lengths(tokens))
-                      for string, tokens in splitter._specials.items() if string.isascii()],
-            merges=[(_merge_key(pieces), _token_lengths(tokens))
-                    for pieces, tokens in splitter._merges.items() if all(map(str.isascii, pieces))],
+            prefix=compile_program(tables.EN_PREFIX_PATTERN),
+            suffix=compile_program(tables.EN_SUFFIX_PATTERN, anchored_end=True),
+            infix=compile_program(tables.EN_INFIX_PATTERN),
+            specials=[(string, _token_lengths(tokens)) for string, tokens in splitter._specials.items()],
+            merges=[(pieces, _token_lengths(tokens)) for pieces, tokens in splitter._merges.items()],
             longest_merge=splitter._longest_merge,
             url_match=splitter._url,
         )
     except UnsupportedPattern as error:
         log.warning("word split runs in Python only: the C splitter cannot express spaCy's patterns (%s)", error)
         return None
-
 
 @functools.cache
 def _is_punct_char(char: str) -> bool:
@@ -597,7 +611,7 @@ class WordTokenizer:
         index = self._chunk_index
         if self.compiled is not None:
             self.compiled.chunk_ids(chunks, out, index, self.vocab.ids, self.vocab.strings,
-                                    self._pending_tokens, self._pending_counts, self._add_chunk)
+                                    self._pending_tokens, self._pending_counts, None)
             return
         before = len(out)
         try:
@@ -654,12 +668,19 @@ class WordTokenizer:
         chunk_ids: list[int] = []
         offsets = [0]
         simple = np.empty(len(texts), dtype=np.int64)
-        for i, text in enumerate(texts):
-            chunks = text.split()
-            other = [c for c in chunks if not c.isalpha() or c in letter_specials]
-            simple[i] = len(chunks) - len(other)
-            self.chunk_ids(other, chunk_ids)
-            offsets.append(len(chunk_ids))
+        if self.compiled is not None:
+            args = (self._chunk_index, self.vocab.ids, self.vocab.strings, self._pending_tokens,
+                    self._pending_counts, letter_specials)
+            for i, text in enumerate(texts):
+                simple[i] = self.compiled.chunk_ids(text.split(), chunk_ids, *args)
+                offsets.append(len(chunk_ids))
+        else:
+            for i, text in enumerate(texts):
+                chunks = text.split()
+                other = [c for c in chunks if not c.isalpha() or c in letter_specials]
+                simple[i] = len(chunks) - len(other)
+                self.chunk_ids(other, chunk_ids)
+                offsets.append(len(chunk_ids))
         self.sync()
         counts = self.chunk_token_counts(np.asarray(chunk_ids, dtype=np.int64))
         cumulative = np.concatenate([[0], np.cumsum(counts)])
