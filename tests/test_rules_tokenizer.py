@@ -120,16 +120,19 @@ def test_compiled_split_equals_python_split(corpus_chunks):
 
 
 def test_compiled_and_python_tokenizers_intern_identically(sample_corpus):
-    """Same chunk ids, token ids, vocabulary order and word counts: the C path does _add_chunk's
-    and token_counts' bookkeeping itself; a small chunk table is cleared between batches."""
+    """Same chunk ids, token ids, vocabulary (order and token features) and word counts: the C path
+    does _add_chunk's, token_counts' and Vocabulary.sync's work itself; a small chunk table is
+    cleared between batches."""
     texts = [orjson.loads(line)["text"] for line in open(sample_corpus, "rb")][:600] + TRICKY
     results = []
     for implementation in ("compiled", "python"):
         tokenizer = WordTokenizer(max_chunks=20_000, implementation=implementation)
         batches = [tokenizer.tokenize(texts[start:start + 128]) for start in range(0, len(texts), 128)]
-        results.append((batches, tokenizer.vocab.strings, tokenizer.token_counts(texts)))
-    (compiled_batches, compiled_strings, compiled_counts), (python_batches, python_strings, python_counts) = results
-    assert compiled_strings == python_strings
+        results.append((batches, tokenizer.vocab, tokenizer.token_counts(texts)))
+    (compiled_batches, compiled_vocab, compiled_counts), (python_batches, python_vocab, python_counts) = results
+    assert compiled_vocab.strings == python_vocab.strings
+    for feature in ("length", "is_word", "has_alpha", "ends_sentence", "opens_sentence"):
+        assert getattr(compiled_vocab, feature).tolist() == getattr(python_vocab, feature).tolist(), feature
     for compiled, python in zip(compiled_batches, python_batches):
         assert compiled.ids.tolist() == python.ids.tolist()
         assert compiled.offsets.tolist() == python.offsets.tolist()

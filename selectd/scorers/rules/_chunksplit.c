@@ -21,6 +21,10 @@
  *   split and interned here. letter_exceptions None: every chunk gets an id, returns 0; a set:
  *   chunks of letters only that are not in it are only counted (one token each), and that count
  *   is returned (WordTokenizer.token_counts).
+ *
+ * token_features(strings, start, non_word, punctuation, enders) -> (lengths, flags): Vocabulary.sync's
+ *   per-token features of strings[start:]; the three character sets are bytes of sorted uint32 code
+ *   points. lengths: int64 bytes; flags: one byte per token, FEATURE_* bits below.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -737,6 +741,93 @@ static void splitter_dealloc(Splitter *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* ---- Vocabulary.sync's token features ------------------------------------------------------------ */
+
+enum { FEATURE_IS_WORD = 1, FEATURE_HAS_ALPHA = 2, FEATURE_ENDS_SENTENCE = 4, FEATURE_OPENS_SENTENCE = 8 };
+
+typedef struct { const uint32_t *code_points; Py_ssize_t n; } CodePoints;
+
+static int code_points_view(PyObject *obj, CodePoints *out, const char *what) {
+    if (!PyBytes_Check(obj) || PyBytes_GET_SIZE(obj) % sizeof(uint32_t)) {
+        PyErr_Format(PyExc_ValueError, "%s must be bytes of sorted uint32 code points", what);
+        return -1;
+    }
+    out->code_points = (const uint32_t *)PyBytes_AS_STRING(obj);
+    out->n = PyBytes_GET_SIZE(obj) / (Py_ssize_t)sizeof(uint32_t);
+    return 0;
+}
+
+static int contains(const CodePoints *set, Py_UCS4 c) {
+    Py_ssize_t low = 0, high = set->n;
+    while (low < high) {
+        Py_ssize_t mid = (low + high) / 2;
+        if (set->code_points[mid] < c) low = mid + 1;
+        else high = mid;
+    }
+    return low < set->n && set->code_points[low] == c;
+}
+
+static PyObject *token_features(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *strings, *non_word_obj, *punctuation_obj, *enders_obj;
+    Py_ssize_t start;
+    CodePoints non_word, punctuation, enders;
+    if (!PyArg_ParseTuple(args, "O!nSSS:token_features", &PyList_Type, &strings, &start, &non_word_obj,
+                          &punctuation_obj, &enders_obj) ||
+        code_points_view(non_word_obj, &non_word, "non_word") < 0 ||
+        code_points_view(punctuation_obj, &punctuation, "punctuation") < 0 ||
+        code_points_view(enders_obj, &enders, "enders") < 0)
+        return NULL;
+    Py_ssize_t total = PyList_GET_SIZE(strings);
+    Py_ssize_t n = start < 0 || start > total ? -1 : total - start;
+    if (n < 0) {
+        PyErr_SetString(PyExc_IndexError, "start out of range");
+        return NULL;
+    }
+    PyObject *lengths = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)sizeof(int64_t) * n);
+    PyObject *flags = PyBytes_FromStringAndSize(NULL, n);
+    if (!lengths || !flags) goto error;
+    int64_t *length = (int64_t *)PyBytes_AS_STRING(lengths);
+    unsigned char *flag = (unsigned char *)PyBytes_AS_STRING(flags);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *token = PyList_GET_ITEM(strings, start + i);
+        if (!PyUnicode_Check(token)) {
+            PyErr_SetString(PyExc_TypeError, "vocabulary strings must be str");
+            goto error;
+        }
+        Py_ssize_t len = PyUnicode_GET_LENGTH(token);
+        int kind = PyUnicode_KIND(token);
+        const void *data = PyUnicode_DATA(token);
+        int is_word = 0, has_alpha = 0, all_punctuation = 1;
+        for (Py_ssize_t j = 0; j < len; j++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, j);
+            if (!is_word && !contains(&non_word, c)) is_word = 1;
+            if (!has_alpha && Py_UNICODE_ISALPHA(c)) has_alpha = 1;
+            if (all_punctuation && !contains(&punctuation, c)) all_punctuation = 0;
+        }
+        /* the sentencizer's enders are single characters (tokenizer.py checks) */
+        int ends = len == 1 && contains(&enders, PyUnicode_READ(kind, data, 0));
+        length[i] = len;
+        flag[i] = (unsigned char)((is_word ? FEATURE_IS_WORD : 0) | (has_alpha ? FEATURE_HAS_ALPHA : 0) |
+                                  (ends ? FEATURE_ENDS_SENTENCE : 0) |
+                                  (!ends && !all_punctuation ? FEATURE_OPENS_SENTENCE : 0));
+    }
+    PyObject *result = PyTuple_Pack(2, lengths, flags);
+    Py_DECREF(lengths);
+    Py_DECREF(flags);
+    return result;
+error:
+    Py_XDECREF(lengths);
+    Py_XDECREF(flags);
+    return NULL;
+}
+
+static PyMethodDef module_methods[] = {
+    {"token_features", token_features, METH_VARARGS,
+     "token_features(strings, start, non_word, punctuation, enders) -> (lengths int64 bytes, flags bytes)"},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyMethodDef splitter_methods[] = {
     {"split", (PyCFunction)splitter_split, METH_O, "split(chunk) -> tuple of tokens"},
     {"chunk_ids", (PyCFunction)splitter_chunk_ids, METH_VARARGS,
@@ -757,7 +848,8 @@ static PyTypeObject SplitterType = {
     .tp_methods = splitter_methods,
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_chunksplit", "spaCy's English tokenizer in C", -1, NULL};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_chunksplit", "spaCy's English tokenizer in C", -1,
+                                     module_methods};
 
 PyMODINIT_FUNC PyInit__chunksplit(void) {
     if (PyType_Ready(&SplitterType) < 0) return NULL;

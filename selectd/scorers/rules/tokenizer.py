@@ -27,6 +27,7 @@ import functools
 import logging
 import re
 import struct
+import sys
 import unicodedata
 from re import _constants as sre, _parser as sre_parse  # the stdlib's own regex parser (3.11)
 from dataclasses import dataclass
@@ -489,6 +490,7 @@ def compiled_splitter(splitter: EnglishSplitter):
         log.warning("word split runs in Python only: the C splitter cannot express spaCy's patterns (%s)", error)
         return None
 
+
 @functools.cache
 def _is_punct_char(char: str) -> bool:
     return unicodedata.category(char).startswith("P")
@@ -499,6 +501,45 @@ def _is_punct(token: str) -> bool:
     return all(map(_is_punct_char, token))
 
 
+def _code_points(chars) -> bytes:
+    return struct.pack(f"<{len(chars)}I", *sorted(map(ord, chars)))
+
+
+@functools.cache
+def _feature_sets() -> tuple[bytes, bytes, bytes]:
+    """_chunksplit.token_features' character sets: datatrove's punctuation, the Unicode punctuation
+    categories (this Python's unicodedata, as _is_punct; ~0.2 s, once per process), the
+    sentencizer's enders."""
+    punctuation = [char for char in map(chr, range(sys.maxunicode + 1)) if unicodedata.category(char).startswith("P")]
+    return _code_points(tables.GOPHER_PUNCTUATION), _code_points(punctuation), _code_points(SENTENCE_PUNCT_CHARS)
+
+
+def _python_token_features(new: list[str]) -> dict[str, list]:
+    ends = [token in SENTENCE_PUNCT_CHARS for token in new]
+    return {
+        "length": list(map(len, new)),
+        "is_word": [_NON_PUNCTUATION.search(token) is not None for token in new],
+        "has_alpha": [token.isalpha() or any(map(str.isalpha, token)) for token in new],
+        "ends_sentence": ends,
+        "opens_sentence": [not end and not _is_punct(token) for token, end in zip(new, ends)],
+    }
+
+
+def _compiled_token_features(strings: list[str], start: int) -> dict[str, np.ndarray]:
+    from selectd.scorers.rules._chunksplit import token_features
+
+    lengths, flags = token_features(strings, start, *_feature_sets())
+    bits = np.frombuffer(flags, dtype=np.uint8)
+    return {
+        "length": np.frombuffer(lengths, dtype=np.int64),
+        **{name: (bits & bit) != 0 for name, bit in _FEATURE_BITS.items()},
+    }
+
+
+#: _chunksplit.c's FEATURE_* flags
+_FEATURE_BITS = {"is_word": 1, "has_alpha": 2, "ends_sentence": 4, "opens_sentence": 8}
+
+
 class Vocabulary:
     """Token strings interned to ids, with the per-token features the scorers need.
 
@@ -506,10 +547,12 @@ class Vocabulary:
     tokens added since, into the numpy arrays the scorers index with token ids.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, compiled: bool = False) -> None:
+        """``compiled``: compute the features in C (``_chunksplit.token_features``)."""
         self.ids: dict[str, int] = {}
         self.strings: list[str] = []
         self._synced = 0
+        self._compiled = compiled
         #: characters per token
         self.length = np.zeros(0, dtype=np.int64)
         #: has a character outside datatrove's PUNCTUATION_SET (a Gopher "non-symbol word")
@@ -533,17 +576,12 @@ class Vocabulary:
 
     def sync(self) -> None:
         """Compute the features of every token interned since the last sync."""
-        new = self.strings[self._synced:]
-        if not new:
+        if self._synced == len(self.strings):
             return
-        ends = [token in SENTENCE_PUNCT_CHARS for token in new]
-        features = {
-            "length": list(map(len, new)),
-            "is_word": [_NON_PUNCTUATION.search(token) is not None for token in new],
-            "has_alpha": [token.isalpha() or any(map(str.isalpha, token)) for token in new],
-            "ends_sentence": ends,
-            "opens_sentence": [not end and not _is_punct(token) for token, end in zip(new, ends)],
-        }
+        if self._compiled:
+            features = _compiled_token_features(self.strings, self._synced)
+        else:
+            features = _python_token_features(self.strings[self._synced:])
         for name, values in features.items():
             array = getattr(self, name)
             setattr(self, name, np.concatenate([array, np.asarray(values, dtype=array.dtype)]))
@@ -586,7 +624,7 @@ class WordTokenizer:
         if implementation == "compiled" and self.compiled is None:
             raise RuntimeError("the C word splitter (selectd/scorers/rules/_chunksplit.c) is not available: "
                                "reinstall with a C compiler (pip install -e .)")
-        self.vocab = Vocabulary()
+        self.vocab = Vocabulary(compiled=self.compiled is not None)
         self.max_chunks = max_chunks
         self._clear_chunks()
 
