@@ -1,13 +1,19 @@
 """One benchmark run: the Kafka layer and every scorer against its reference, same documents, same run.
 
-    python -m loadtest.bench [--docs 20000] [--json bench.json] [--skip-scorers]
+    python -m loadtest.bench [--docs 20000] [--repeats 3] [--rows raw,nostage] [--json bench.json] [--skip-scorers]
 
-Kafka rows (all through the same local Tansu broker, documents pre-produced, throughput measured
-from output record timestamps, first to last, so group-join time is excluded alike):
-  raw pass-through   kafka-python consume + produce + commit per batch, no parsing: the ceiling
-  daemon, no stages  selectd run with an empty cascade
-  daemon, cascade    selectd run with the config given by --config (default: the example config)
-  2 daemons, cascade two selectd processes in one group over 4 partitions
+Kafka rows (all through the same local Tansu broker; see KAFKA_ROWS, pick some with --rows):
+  raw                raw kafka-python pass-through (loadtest.passthrough): consume + produce + commit
+                     per batch, the daemon's delivery guarantees and headers, no parsing: the ceiling
+  nostage            selectd run with an empty cascade
+  cascade            selectd run with the stages of --config (default: the example config)
+  raw2 / nostage2 / cascade2   the same with two processes in one group
+Each measurement: the consumer processes join a 4-partition input topic, are held (SIGSTOP) while
+the documents are produced, then released together; throughput is measured from output record
+timestamps, first to last. Rows run interleaved, --repeats times; the table gives the median and
+range, and the CPU seconds each process (consumers, broker, this bench, everything else on the
+machine) used from release to the last commit, which shows whether the two cores were saturated.
+Latency figures are of a pre-produced backlog (time since produced), not of a live stream.
 Scorer rows come from `selectd bench <family> --json` (ours vs the reference, same texts, same
 process) for every family whose models are present (see models/README.md).
 """
@@ -15,10 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import statistics
 import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -69,36 +79,6 @@ def produce_all(bootstrap: str, topic: str, values: list[bytes]) -> None:
     producer.close()
 
 
-def raw_passthrough(bootstrap: str, source: str, sink: str, n: int, batch: int = 1000) -> None:
-    """The ceiling: what kafka-python alone does with the daemon's delivery guarantees (acks=all,
-    idempotence, commit after every batch is acknowledged), minus parsing, scoring and routing."""
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-    from kafka.structs import OffsetAndMetadata
-
-    consumer = KafkaConsumer(source, bootstrap_servers=bootstrap, group_id=f"raw-{uuid.uuid4().hex[:6]}",
-                             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_interval_ms=5000,
-                             session_timeout_ms=6000, heartbeat_interval_ms=1000, max_poll_records=batch)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
-                             batch_size=262144)
-    done = 0
-    while done < n:
-        fetched = consumer.poll(timeout_ms=500, max_records=batch)
-        offsets = {}
-        for tp, messages in fetched.items():
-            for m in messages:
-                producer.send(sink, key=m.key, value=m.value, headers=[
-                    ("selectd.source.timestamp_ms", str(m.timestamp).encode()),
-                    ("selectd.source.offset", str(m.offset).encode()),
-                    ("selectd.source.partition", str(m.partition).encode())])
-            offsets[TopicPartition(tp.topic, tp.partition)] = OffsetAndMetadata(messages[-1].offset + 1, "", -1)
-            done += len(messages)
-        producer.flush()
-        if offsets:
-            consumer.commit(offsets)
-    producer.close()
-    consumer.close(autocommit=False)
-
-
 def daemon_config(path: Path, bootstrap: str, tag: str, stages_from: Path | None) -> tuple[Path, list[str]]:
     """A config for one measurement: the example's (or no) stages, this run's topics and group."""
     import tomllib
@@ -113,10 +93,10 @@ def daemon_config(path: Path, bootstrap: str, tag: str, stages_from: Path | None
     for i, route in enumerate(base["routes"]):
         route["topic"] = outputs[3 + i]
     base["kafka"].update(bootstrap_servers=[bootstrap], group_id=f"{tag}-group", input_topics=[f"{tag}-in"],
-                         max_poll_interval_ms=5000, session_timeout_ms=6000, heartbeat_interval_ms=1000)
+                         max_poll_interval_ms=5000, session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=1000)
     base["topics"].update(accepted=outputs[0], rejected=outputs[1], dlq=outputs[2])
     base["metrics"].update(port=0)
-    base["logging"].update(level="WARNING")
+    base["logging"].update(level="INFO", format="json")  # the bench reads the assignment events
     path.write_text(_to_toml(base))
     return path, outputs
 
@@ -149,25 +129,134 @@ def _to_toml(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_daemons(bootstrap: str, values: list[bytes], workdir: Path, name: str, stages_from: Path | None,
-                processes: int = 1, partitions: int = 2) -> Report:
-    tag = f"{name}-{uuid.uuid4().hex[:6]}"
-    config, outputs = daemon_config(workdir / f"{tag}.toml", bootstrap, tag, stages_from)
-    create(bootstrap, {f"{tag}-in": partitions, **{t: 1 for t in outputs}})
-    produce_all(bootstrap, f"{tag}-in", values)
-    children = [subprocess.Popen([sys.executable, "-m", "selectd.cli", "run", "--config", str(config)], cwd=REPO,
-                                 stdout=subprocess.DEVNULL, stderr=open(workdir / f"{tag}-{i}.log", "wb"))
-                for i in range(processes)]
+@dataclass(frozen=True)
+class KafkaRow:
+    key: str
+    title: str
+    kind: str  # "raw" (loadtest.passthrough) or "daemon" (selectd run)
+    cascade: bool  # the --config stages, else none
+    processes: int
+
+
+KAFKA_ROWS = [KafkaRow("raw", "raw kafka-python pass-through", "raw", False, 1),
+              KafkaRow("nostage", "daemon, no stages", "daemon", False, 1),
+              KafkaRow("cascade", "daemon, cascade", "daemon", True, 1),
+              KafkaRow("raw2", "2 raw pass-throughs", "raw", False, 2),
+              KafkaRow("nostage2", "2 daemons, no stages", "daemon", False, 2),
+              KafkaRow("cascade2", "2 daemons, cascade", "daemon", True, 2)]
+#: (name, numerator row, denominator row): ratios of medians, and their spread over the repeats
+RATIOS = [("daemon no stages / raw pass-through", "nostage", "raw"),
+          ("2 daemons / 1 daemon (cascade)", "cascade2", "cascade"),
+          ("2 daemons / 1 daemon (no stages)", "nostage2", "nostage"),
+          ("2 raw / 1 raw pass-through", "raw2", "raw")]
+#: the consumers are stopped (SIGSTOP) while the input is produced: long enough a session to survive it
+SESSION_TIMEOUT_MS = 30000
+
+
+@dataclass
+class KafkaRun:
+    report: Report
+    cpu_s: dict[str, float]  # CPU seconds from release to the last commit: per consumer process, broker, bench, other
+    window_s: float
+
+    def as_dict(self) -> dict:
+        return {**self.report.as_dict(), "cpu_s": self.cpu_s, "window_s": self.window_s}
+
+    def cpu_line(self) -> str:
+        consumers = [v for k, v in self.cpu_s.items() if k.startswith("consumer")]
+        busy = sum(self.cpu_s.values()) / self.window_s if self.window_s else 0.0
+        per_k = 1000 * sum(consumers) / max(1, self.report.unique)
+        return (f"cpu s: consumers {'+'.join(f'{c:.2f}' for c in consumers)} ({per_k * 1000:,.0f} ms/1k docs), "
+                f"broker {self.cpu_s['broker']:.2f}, bench {self.cpu_s['bench']:.2f}, other load {self.cpu_s['other']:.2f}"
+                f" over {self.window_s:.1f} s = {busy:.2f} of {os.cpu_count()} cores busy")
+
+
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of a process, all its threads, in seconds."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_cpu_s() -> float:
+    """CPU seconds all cores spent not idle since boot (every process of every user)."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    idle, iowait = values[3], values[4]
+    return (sum(values[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")
+
+
+def assigned_partitions(log_path: Path) -> set[str] | None:
+    """Partitions a consumer holds according to its JSON log; None before its first assignment."""
+    owned: set[str] | None = None
+    for raw in log_path.read_bytes().splitlines():
+        try:
+            event = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        if event.get("event") == "partitions assigned":
+            owned = (owned or set()) | set(event["partitions"])
+        elif event.get("event") == "partitions revoked":
+            owned = (owned or set()) - set(event["partitions"])
+    return owned
+
+
+def wait_for_assignment(children: list[subprocess.Popen], logs: list[Path], partitions: set[str],
+                        timeout_s: float = 120) -> None:
+    """Until every consumer holds some partitions and together they hold all, each once."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for child, log in zip(children, logs):
+            if child.poll() is not None:
+                raise RuntimeError(f"{log}: consumer exited with {child.returncode}:\n{log.read_text()[-2000:]}")
+        held = [assigned_partitions(log) for log in logs]
+        if all(held) and sum(len(h) for h in held) == len(partitions) and set().union(*held) == partitions:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"consumers did not split {sorted(partitions)} within {timeout_s} s: see {logs}")
+
+
+def run_kafka_row(bootstrap: str, broker_pid: int, values: list[bytes], workdir: Path, row: KafkaRow,
+                  stages_from: Path, partitions: int = 4) -> KafkaRun:
+    """One measurement: the consumers join an empty input topic and are held (SIGSTOP) while the
+    documents are produced, then released together: no group join or rebalance inside the measured
+    span, and the load producer does not compete with them for the two cores."""
+    tag = f"{row.key}-{uuid.uuid4().hex[:6]}"
+    group, source = f"{tag}-group", f"{tag}-in"
+    if row.kind == "raw":
+        outputs = [f"{tag}-out"]
+        command = [sys.executable, "-m", "loadtest.passthrough", "--bootstrap", bootstrap, "--input", source,
+                   "--output", outputs[0], "--group", group, "--session-timeout-ms", str(SESSION_TIMEOUT_MS)]
+    else:
+        config, outputs = daemon_config(workdir / f"{tag}.toml", bootstrap, tag, stages_from if row.cascade else None)
+        command = [sys.executable, "-m", "selectd.cli", "run", "--config", str(config)]
+    create(bootstrap, {source: partitions, **{t: 1 for t in outputs}})
+    logs = [workdir / f"{tag}-{i}.log" for i in range(row.processes)]
+    children = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(log, "wb")) for log in logs]
     try:
-        # Wait for the group to commit everything, then read the outputs: a reporter consuming
-        # concurrently would compete with the daemons for the two cores.
-        wait_until_committed(bootstrap, f"{tag}-group", f"{tag}-in", len(values))
+        wait_for_assignment(children, logs, {f"{source}:{p}" for p in range(partitions)})
+        for child in children:
+            child.send_signal(signal.SIGSTOP)
+        produce_all(bootstrap, source, values)
+        pids = {f"consumer{i}": child.pid for i, child in enumerate(children)} | {"broker": broker_pid,
+                                                                                  "bench": os.getpid()}
+        before = {name: process_cpu_s(pid) for name, pid in pids.items()}
+        machine_before, began = machine_busy_cpu_s(), time.monotonic()
+        for child in children:
+            child.send_signal(signal.SIGCONT)
+        wait_until_committed(bootstrap, group, source, len(values))
+        window = time.monotonic() - began
+        cpu = {name: process_cpu_s(pid) - before[name] for name, pid in pids.items()}
+        cpu["other"] = max(0.0, machine_busy_cpu_s() - machine_before - sum(cpu.values()))
     finally:
         for child in children:
+            child.send_signal(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
             child.terminate()
         for child in children:
             child.wait(60)
-    return measure(bootstrap, outputs, len(values), progress=False)
+    return KafkaRun(measure(bootstrap, outputs, len(values), progress=False), cpu, window)
 
 
 def wait_until_committed(bootstrap: str, group: str, topic: str, total: int, timeout_s: float = 900) -> None:
@@ -180,18 +269,42 @@ def wait_until_committed(bootstrap: str, group: str, topic: str, total: int, tim
         while time.monotonic() < deadline:
             if sum(consumer.committed(tp) or 0 for tp in partitions) >= total:
                 return
-            time.sleep(1)
+            time.sleep(0.2)
         raise TimeoutError(f"group {group} did not commit {total} offsets within {timeout_s} s")
     finally:
         consumer.close(autocommit=False)
 
 
-def run_raw(bootstrap: str, values: list[bytes]) -> Report:
-    tag = f"raw-{uuid.uuid4().hex[:6]}"
-    create(bootstrap, {f"{tag}-in": 2, f"{tag}-out": 1})
-    produce_all(bootstrap, f"{tag}-in", values)
-    raw_passthrough(bootstrap, f"{tag}-in", f"{tag}-out", len(values))
-    return measure(bootstrap, [f"{tag}-out"], len(values), progress=False)
+def kafka_rows(bootstrap: str, broker_pid: int, values: list[bytes], workdir: Path, rows: list[KafkaRow],
+               stages_from: Path, repeats: int) -> dict[str, list[KafkaRun]]:
+    """Every row ``repeats`` times, interleaved (row A, row B, row A, ...) so a change in the machine's
+    other load hits every row alike."""
+    runs: dict[str, list[KafkaRun]] = {row.key: [] for row in rows}
+    for repeat in range(repeats):
+        for row in rows:
+            run = run_kafka_row(bootstrap, broker_pid, values, workdir, row, stages_from)
+            runs[row.key].append(run)
+            print(f"{row.title:32} {run.report.docs_per_s:>9,.0f} docs/s  dups {run.report.duplicates}  "
+                  f"[{repeat + 1}/{repeats}] {run.cpu_line()}", flush=True)
+    return runs
+
+
+def kafka_summary(rows: list[KafkaRow], runs: dict[str, list[KafkaRun]]) -> dict:
+    """Median docs/s per row with its range, and each ratio: of the medians, and its range over the
+    repeats (each repeat's rows ran back to back)."""
+    summary: dict = {"rows": {}, "ratios": {}}
+    for row in rows:
+        rates = [run.report.docs_per_s for run in runs[row.key]]
+        summary["rows"][row.title] = {"median_docs_per_s": statistics.median(rates), "min": min(rates),
+                                      "max": max(rates), "runs": [run.as_dict() for run in runs[row.key]]}
+    for name, top, bottom in RATIOS:
+        if top in runs and bottom in runs:
+            per_repeat = [a.report.docs_per_s / b.report.docs_per_s for a, b in zip(runs[top], runs[bottom])
+                          if b.report.docs_per_s]
+            medians = [statistics.median(r.report.docs_per_s for r in runs[key]) for key in (top, bottom)]
+            summary["ratios"][name] = {"of_medians": medians[0] / medians[1] if medians[1] else 0.0,
+                                       "min": min(per_repeat, default=0.0), "max": max(per_repeat, default=0.0)}
+    return summary
 
 
 def scorer_benches(workdir: Path, texts_file: Path, corpus: Path) -> list[dict]:
@@ -236,8 +349,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=EXAMPLE, help="config whose stages form the 'cascade' rows")
     parser.add_argument("--workdir", type=Path, default=REPO / "artifacts" / "bench")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--rows", default=",".join(row.key for row in KAFKA_ROWS),
+                        help="comma-separated Kafka rows to run (default: all): " + ", ".join(r.key for r in KAFKA_ROWS))
+    parser.add_argument("--repeats", type=int, default=1, help="runs of every Kafka row, interleaved (default 1)")
     parser.add_argument("--skip-scorers", action="store_true")
     args = parser.parse_args(argv)
+    by_key = {row.key: row for row in KAFKA_ROWS}
+    unknown = [key for key in args.rows.split(",") if key and key not in by_key]
+    if unknown:
+        parser.error(f"--rows: unknown {', '.join(unknown)} (known: {', '.join(by_key)})")
+    rows = [by_key[key] for key in args.rows.split(",") if key]
     args.workdir.mkdir(parents=True, exist_ok=True)
     corpus = args.workdir / "corpus.jsonl"
     if not corpus.exists():
@@ -246,29 +367,18 @@ def main(argv: list[str] | None = None) -> int:
     texts_file = args.workdir / "bench-texts.jsonl"
     texts_file.write_bytes(b"\n".join(values[:5000]) + b"\n")
     mean_kb = sum(map(len, values)) / len(values) / 1000
-    results: dict = {"docs": len(values), "mean_doc_kb": mean_kb, "kafka": {}}
+    results: dict = {"docs": len(values), "mean_doc_kb": mean_kb}
     with TansuBroker(log_path=args.workdir / "tansu.log") as broker:
-        rows = [("raw kafka-python pass-through", lambda: run_raw(broker.bootstrap, values)),
-                ("daemon, no stages", lambda: run_daemons(broker.bootstrap, values, args.workdir, "nostage", None)),
-                ("daemon, cascade", lambda: run_daemons(broker.bootstrap, values, args.workdir, "cascade", args.config)),
-                ("2 daemons, cascade", lambda: run_daemons(broker.bootstrap, values, args.workdir, "cascade2", args.config,
-                                                           processes=2, partitions=4))]
-        for name, run in rows:
-            report = run()
-            results["kafka"][name] = report.as_dict()
-            print(f"{name:32} {report.docs_per_s:>9,.0f} docs/s  p50 {report.percentiles().get('p50', 0):>7,.0f} ms  "
-                  f"dups {report.duplicates}", flush=True)
-    kafka = results["kafka"]
-    ratios = {
-        "daemon no stages / raw pass-through": kafka["daemon, no stages"]["docs_per_s"] / kafka["raw kafka-python pass-through"]["docs_per_s"],
-        "2 daemons / 1 daemon (cascade)": kafka["2 daemons, cascade"]["docs_per_s"] / kafka["daemon, cascade"]["docs_per_s"],
-    }
-    results["ratios"] = ratios
+        runs = kafka_rows(broker.bootstrap, broker.process.pid, values, args.workdir, rows, args.config, args.repeats)
+    summary = kafka_summary(rows, runs)
+    results["kafka"], results["ratios"] = summary["rows"], summary["ratios"]
     if not args.skip_scorers:
         results["scorers"] = scorer_benches(args.workdir, texts_file, corpus)
-    print(f"\ndocuments: {len(values)}, mean {mean_kb:.1f} KB")
-    for name, value in ratios.items():
-        print(f"{name:40} {value:5.2f}x")
+    print(f"\ndocuments: {len(values)}, mean {mean_kb:.1f} KB; median of {args.repeats} (range)")
+    for title, row in results["kafka"].items():
+        print(f"{title:32} {row['median_docs_per_s']:>9,.0f} docs/s  ({row['min']:,.0f}-{row['max']:,.0f})")
+    for name, ratio in results["ratios"].items():
+        print(f"{name:40} {ratio['of_medians']:5.2f}x  ({ratio['min']:.2f}-{ratio['max']:.2f})")
     for row in results.get("scorers", []):
         print(f"bench {row['family']}: " + (row.get("error") or json.dumps(row["report"])[:400]))
     if args.json:

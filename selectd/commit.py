@@ -1,31 +1,34 @@
 """The commit protocol: at-least-once delivery from input topics to output topics.
 
-One batch at a time:
+One batch in flight, the next one read meanwhile:
 
 1. **poll** a batch bounded by count, bytes and linger time (``KafkaSource.poll_batch``);
 2. **process and deliver** it on a worker thread: parse → cascade → router → produce, then wait
    until the broker acknowledged every output (``KafkaSink.deliver``). Meanwhile the main thread
+   polls the *next* batch (so fetching overlaps processing, and the member keeps polling), then
    keeps polling with all partitions paused, so a slow model never exceeds
    ``max_poll_interval_ms`` and gets the member evicted;
 3. **commit** offsets (last offset + 1 per partition) only after step 2 succeeded, and only for
-   partitions this member still owns.
+   partitions this member still owns; then hand the next batch to the worker. Batches are
+   committed strictly in order, and a read-ahead batch is never committed before it is delivered.
 
 Consequences:
 - A crash (even kill -9) at any point loses nothing: uncommitted input is read again by whoever
   owns the partition next. Duplicates are bounded by the one in-flight batch.
 - If delivery fails (broker down, DLQ failing), the batch is not committed: the consumer seeks
-  back to the batch start and retries after a capped exponential backoff; the daemon never exits
-  for that, it reports not-ready.
+  back to the batch start (the read-ahead batch is dropped with it) and retries after a capped
+  exponential backoff; the daemon never exits for that, it reports not-ready.
 - A rebalance during a batch (kafka-python 3.0 runs the listener on its network thread, where a
   blocking commit is impossible) only shrinks the owned set: outputs for revoked partitions are
   still delivered, their offsets are not committed, and the new owner re-reads them — duplicates,
-  never loss.
+  never loss. A read-ahead batch loses its records of revoked partitions before it starts.
 - SIGHUP: between batches, load the new config and models on the worker thread (polling paused
   partitions meanwhile, so the member stays in the group), warm them up, then swap. A failed
   reload keeps the running pipeline. Kafka connection settings need a restart and are ignored.
 - SIGTERM / SIGINT: stop polling, finish and deliver the in-flight batch, commit, leave the group,
-  exit 0. If that takes longer than ``delivery.drain_timeout_s`` the batch is abandoned
-  uncommitted and the exit code is 3 (at-least-once still holds).
+  exit 0 (a read-ahead batch not started yet stays uncommitted, for the next owner). If that
+  takes longer than ``delivery.drain_timeout_s`` the batch is abandoned uncommitted and the exit
+  code is 3 (at-least-once still holds).
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Callable
 
 from kafka import TopicPartition
@@ -68,6 +72,14 @@ def offsets_to_commit(records: list[Record], owned: set[TopicPartition]) -> dict
         if record.offset >= highest.get(tp, -1):
             highest[tp] = record.offset
     return {tp: OffsetAndMetadata(offset + 1, "", -1) for tp, offset in highest.items() if tp in owned}
+
+
+@dataclass(slots=True)
+class InFlightBatch:
+    """A batch handed to the worker thread: processed, delivered, not yet committed."""
+    records: list[Record]
+    future: Future
+    started: float  # perf_counter() at submit
 
 
 class CommitLoop:
@@ -109,14 +121,18 @@ class CommitLoop:
                 raise DrainTimeout()
             self.source.keep_alive()
 
-    def run_batch(self, records: list[Record]) -> None:
-        began = time.perf_counter()
-        future = self._worker.submit(self._process_and_deliver, records)
+    def submit(self, records: list[Record]) -> InFlightBatch:
+        """Start processing and delivering ``records`` on the worker thread; the caller may poll meanwhile."""
+        return InFlightBatch(records, self._worker.submit(self._process_and_deliver, records), time.perf_counter())
+
+    def complete(self, batch: InFlightBatch) -> None:
+        """Wait (polling paused partitions) until ``batch`` is delivered, then commit its owned partitions.
+        Raises what delivery or the commit raised: the batch is then not committed."""
         try:
-            self._wait_keeping_alive(future)
+            self._wait_keeping_alive(batch.future)
         finally:
             self.source.resume()
-        offsets = offsets_to_commit(records, self.source.assignment.owned())
+        offsets = offsets_to_commit(batch.records, self.source.assignment.owned())
         if offsets:
             try:
                 self.source.consumer.commit(offsets)
@@ -126,12 +142,12 @@ class CommitLoop:
             self.metrics.commits.inc()
             for tp, meta in offsets.items():
                 self.committed[tp] = meta.offset
-        elapsed = time.perf_counter() - began
-        self.metrics.batch_size.observe(len(records))
+        elapsed = time.perf_counter() - batch.started
+        self.metrics.batch_size.observe(len(batch.records))
         self.metrics.batch_latency.observe(elapsed)
         self.metrics.mark_processed()
         if self.on_batch:
-            self.on_batch(records, elapsed)
+            self.on_batch(batch.records, elapsed)
 
     # --- reload ---------------------------------------------------------------------------------
     def _reload(self) -> None:
@@ -195,28 +211,56 @@ class CommitLoop:
             self._set_broker_up(False)
             log.warning("lag refresh failed", extra={"error": repr(exc)[:300]})
 
+    def _owned_only(self, records: list[Record]) -> list[Record]:
+        """A read-ahead batch without the records of partitions revoked since they were fetched: the
+        new owner reads them from the committed offset, so processing them here would only duplicate."""
+        owned = self.source.assignment.owned()
+        return [r for r in records if TopicPartition(r.topic, r.partition) in owned]
+
     def run(self) -> int:
         log.info("consuming", extra={"topics": self.config.kafka.input_topics, "group": self.config.kafka.group_id})
+        in_flight: InFlightBatch | None = None
         try:
             while not self.stop.is_set():
                 if self.reload_requested.is_set():
+                    if in_flight is not None:  # a reload happens between batches: finish this one first
+                        self._complete_or_rewind(in_flight, [])
+                        in_flight = None
                     self._reload()
+                # While the worker processes the in-flight batch, read the next one.
                 records = self.source.poll_batch(self.stop)
                 self._refresh_lag()
                 self._update_ready()
-                if not records:
-                    continue
-                try:
-                    self.run_batch(records)
-                    self._backoff = 0.0
-                    self._set_broker_up(True)
-                except DrainTimeout:
-                    log.error("drain timeout: in-flight batch abandoned uncommitted",
-                              extra={"documents": len(records), "drain_timeout_s": self.config.delivery.drain_timeout_s})
-                    return EXIT_DRAIN_TIMEOUT
-                except (DeliveryError, CommitFailed, KafkaError) as exc:
-                    self._on_broker_error(records, exc)
+                if in_flight is not None:
+                    if self.stop.is_set():
+                        records = []  # stopping: the read-ahead batch stays uncommitted, for the next owner
+                    committed = self._complete_or_rewind(in_flight, records)
+                    in_flight = None
+                    if not committed:
+                        continue  # the read-ahead batch was rewound with it: both are read again
+                    records = self._owned_only(records)
+                if records:
+                    in_flight = self.submit(records)
+            if in_flight is not None:  # stopped right after a submit
+                self._complete_or_rewind(in_flight, [])
             return EXIT_OK
+        except DrainTimeout:
+            log.error("drain timeout: in-flight batch abandoned uncommitted",
+                      extra={"documents": len(in_flight.records) if in_flight else 0,
+                             "drain_timeout_s": self.config.delivery.drain_timeout_s})
+            return EXIT_DRAIN_TIMEOUT
         finally:
             self.metrics.ready.set(0)
             self._worker.shutdown(wait=False, cancel_futures=True)
+
+    def _complete_or_rewind(self, batch: InFlightBatch, read_ahead: list[Record]) -> bool:
+        """Complete ``batch``: True when committed. If its delivery or commit failed, it and the
+        read-ahead records are rewound, to be read again after the backoff."""
+        try:
+            self.complete(batch)
+        except (DeliveryError, CommitFailed, KafkaError) as exc:
+            self._on_broker_error(batch.records + read_ahead, exc)
+            return False
+        self._backoff = 0.0
+        self._set_broker_up(True)
+        return True

@@ -1,4 +1,5 @@
-"""The load-test harness: reporter figures and plot, the benchmark's document sizing and config."""
+"""The load-test harness: reporter figures and plot, the benchmark's document sizing, config, Kafka rows
+(consumers held until assigned, per-process CPU) and ratios."""
 from __future__ import annotations
 
 import tomllib
@@ -8,8 +9,10 @@ import pytest
 
 from conftest import Topics, create_topics, documents, produce, write_config
 
-from loadtest.bench import EXAMPLE, _to_toml, daemon_config, sized_documents
-from loadtest.reporter import measure
+from loadtest.bench import (EXAMPLE, KAFKA_ROWS, KafkaRun, _to_toml, assigned_partitions, daemon_config, kafka_rows,
+                            kafka_summary, sized_documents)
+from loadtest.harness import DOC_TEXT
+from loadtest.reporter import Report, measure
 
 
 @pytest.mark.kafka
@@ -49,3 +52,43 @@ def test_bench_config_keeps_stages_and_rewrites_topics(tmp_path):
     assert tomllib.loads(_to_toml(config)) == config
     from selectd.config import load_config
     load_config(path)
+
+
+@pytest.mark.kafka
+def test_bench_rows_release_assigned_consumers_together_and_account_their_cpu(broker, tmp_path, capsys):
+    values = [orjson.dumps({"id": f"b{i}", "text": DOC_TEXT * 3}) for i in range(400)]
+    rows = [row for row in KAFKA_ROWS if row.key in ("raw", "nostage2")]
+    runs = kafka_rows(broker.bootstrap, broker.process.pid, values, tmp_path, rows, EXAMPLE, repeats=1)
+    for row in rows:
+        run = runs[row.key][0]
+        assert run.report.unique == 400 and run.report.duplicates == 0, row.key
+        consumers = sorted(k for k in run.cpu_s if k.startswith("consumer"))
+        assert consumers == [f"consumer{i}" for i in range(row.processes)], "one CPU figure per consumer process"
+        assert all(run.cpu_s[k] > 0 for k in consumers) and run.window_s > 0
+        assert {"broker", "bench", "other"} <= set(run.cpu_s)
+    # Two daemons: both were assigned partitions (the release waited for that; leaving revoked them).
+    logs = sorted(tmp_path.glob("nostage2-*.log"))
+    assert len(logs) == 2 and all(b'"partitions assigned"' in log.read_bytes() for log in logs)
+    printed = capsys.readouterr().out
+    assert "cores busy" in printed and "ms/1k docs" in printed
+
+
+def test_assignment_from_logs_and_ratio_spread(tmp_path):
+    log = tmp_path / "c.log"
+    log.write_text('not json\n{"event": "partitions assigned", "partitions": ["in:0", "in:1"]}\n'
+                   '{"event": "partitions revoked", "partitions": ["in:0", "in:1"]}\n'
+                   '{"event": "partitions assigned", "partitions": ["in:1"]}\n')
+    assert assigned_partitions(log) == {"in:1"}
+    (tmp_path / "new.log").write_text("")
+    assert assigned_partitions(tmp_path / "new.log") is None, "not joined yet"
+
+    def run(rate: float) -> KafkaRun:
+        return KafkaRun(Report(received=int(rate), output_ts_ms=[0, 1000]), {"consumer0": 1.0, "broker": 0.1,
+                                                                            "bench": 0.0, "other": 0.0}, 1.0)
+
+    rows = [row for row in KAFKA_ROWS if row.key in ("raw", "nostage")]
+    summary = kafka_summary(rows, {"raw": [run(1000), run(2000), run(1500)], "nostage": [run(900), run(1000), run(1200)]})
+    assert summary["rows"]["daemon, no stages"]["median_docs_per_s"] == 1000
+    ratio = summary["ratios"]["daemon no stages / raw pass-through"]
+    assert ratio["of_medians"] == pytest.approx(1000 / 1500)
+    assert ratio["min"] == pytest.approx(0.5) and ratio["max"] == pytest.approx(0.9), "same-repeat ratios"

@@ -4,6 +4,8 @@ and a short soak. The full runs and their figures: ``python -m loadtest.faults``
 """
 from __future__ import annotations
 
+import collections
+import threading
 
 import pytest
 from kafka import TopicPartition
@@ -128,7 +130,7 @@ def test_transient_produce_failure_raises_and_the_batch_is_not_committed(broker,
     loop = CommitLoop(config, Pipeline(), source, sink, metrics)
     records = [Record("in", 0, offset, b"k", b"{}") for offset in range(3)]
     with pytest.raises(DeliveryError):
-        loop.run_batch(records)
+        loop.complete(loop.submit(records))
     assert source.commits == [], "an undelivered batch is never committed"
     loop.stop.set()  # the backoff after the error returns at once
     loop._on_broker_error(records, DeliveryError("x"))
@@ -175,3 +177,153 @@ def test_an_illegal_topic_name_is_a_config_error_not_a_crash_at_the_first_send(b
     apply_override(data, key.split("."), value)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         config_from_dict(data)
+
+
+class _ScriptedSource:
+    """A consumer stand-in: ``poll_batch`` returns the scripted batches in turn (then nothing), and
+    each poll waits for the worker to be busy, so the read-ahead overlap is deterministic."""
+
+    def __init__(self, batches: list[list[Record]], owned: set[TopicPartition]):
+        self.batches, self.owned_set = list(batches), owned
+        self.polls, self.commits, self.rewound, self.events = 0, [], [], []
+        self.worker_busy = threading.Event()
+        self.assignment = type("A", (), {"owned": lambda _self: set(self.owned_set), "joined": True})()
+        self.consumer = type("C", (), {"commit": lambda _self, offsets: self._commit(offsets)})()
+        self.on_poll = None  # optional callback(poll number) before the batch is returned
+
+    def _commit(self, offsets):
+        self.commits.append({tp.partition: meta.offset for tp, meta in offsets.items()})
+        self.events.append(("commit", dict(self.commits[-1])))
+
+    def poll_batch(self, stop):
+        self.polls += 1
+        if self.polls > 1 and self.batches:
+            assert self.worker_busy.wait(5), "the previous batch was handed to the worker before this poll"
+        if self.on_poll:
+            self.on_poll(self.polls)
+        if not self.batches:
+            stop.wait(0.01)
+            return []
+        self.events.append(("poll", self.polls))
+        return self.batches.pop(0)
+
+    def keep_alive(self): pass
+    def resume(self): pass
+    def update_lag(self, committed): pass
+    def rewind(self, records): self.rewound.extend(records)
+
+
+class _GatedSink:
+    """Delivers a batch only when the test opens its gate; may fail a given batch."""
+
+    def __init__(self, source: _ScriptedSource, fail_batches: set[int] = frozenset()):
+        self.source, self.fail_batches = source, fail_batches
+        self.delivered: list[list[int]] = []
+        self.gates: dict[int, threading.Event] = collections.defaultdict(threading.Event)
+
+    def deliver(self, outputs):
+        number = len(self.delivered) + 1
+        self.delivered.append([out.record.offset for out in outputs])
+        self.source.events.append(("deliver started", number))
+        self.source.worker_busy.set()
+        assert self.gates[number].wait(5), f"gate of batch {number} never opened"
+        self.source.worker_busy.clear()
+        if number in self.fail_batches:
+            raise DeliveryError(f"injected failure of batch {number}")
+        self.source.events.append(("delivered", number))
+
+
+class _EchoPipeline:
+    def process(self, records):
+        return [_output("out", r.offset) for r in records]
+
+
+def _records(partition: int, offsets) -> list[Record]:
+    return [Record("in", partition, offset, b"k", b"{}") for offset in offsets]
+
+
+def _loop(tmp_path, source, sink) -> CommitLoop:
+    path = tmp_path / "c.toml"
+    path.write_text('[kafka]\nbootstrap_servers = ["127.0.0.1:1"]\ngroup_id = "g"\ninput_topics = ["in"]\n'
+                    '[topics]\naccepted = "a"\nrejected = "r"\ndlq = "d"\n[delivery]\nbroker_backoff_max_s = 0.5\n'
+                    '[metrics]\nlag_interval_s = 3600\n')
+    return CommitLoop(load_config(path), _EchoPipeline(), source, sink, Metrics())
+
+
+def _run_in_thread(loop: CommitLoop) -> tuple[threading.Thread, list[int]]:
+    code: list[int] = []
+    thread = threading.Thread(target=lambda: code.append(loop.run()), daemon=True)
+    thread.start()
+    return thread, code
+
+
+def test_read_ahead_overlaps_delivery_and_commits_strictly_in_order_after_delivery(tmp_path):
+    batches = [_records(0, range(0, 3)), _records(0, range(3, 6)), _records(0, range(6, 9))]
+    source = _ScriptedSource(batches, {TopicPartition("in", 0)})
+    sink = _GatedSink(source)
+    loop = _loop(tmp_path, source, sink)
+
+    def open_gates(poll_number):
+        # Batch N's delivery may finish only once batch N+1 was read: reading overlaps delivering.
+        if poll_number >= 2:
+            sink.gates[poll_number - 1].set()
+        if poll_number == 4:
+            sink.gates[3].set()
+            loop.request_stop()
+
+    source.on_poll = open_gates
+    thread, code = _run_in_thread(loop)
+    thread.join(10)
+    assert code == [0]
+    assert sink.delivered == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    assert source.commits == [{0: 3}, {0: 6}, {0: 9}], "every batch committed, in order"
+    events = source.events
+    for number, offset in ((1, 3), (2, 6), (3, 9)):
+        assert events.index(("delivered", number)) < events.index(("commit", {0: offset})), "commit after delivery"
+    assert events.index(("poll", 2)) < events.index(("delivered", 1)), "batch 2 was read while batch 1 was in flight"
+    assert events.index(("commit", {0: 3})) < events.index(("deliver started", 2)), "one batch in flight at a time"
+
+
+def test_failed_delivery_rewinds_the_read_ahead_batch_too_and_commits_neither(tmp_path):
+    first, read_ahead = _records(0, range(0, 3)), _records(1, range(0, 2))
+    source = _ScriptedSource([first, read_ahead], {TopicPartition("in", 0), TopicPartition("in", 1)})
+    sink = _GatedSink(source, fail_batches={1})
+    loop = _loop(tmp_path, source, sink)
+
+    def on_poll(poll_number):
+        if poll_number == 2:
+            sink.gates[1].set()
+        if poll_number == 3:
+            loop.request_stop()
+
+    source.on_poll = on_poll
+    thread, code = _run_in_thread(loop)
+    thread.join(10)
+    assert code == [0]
+    assert source.commits == [], "neither the failed batch nor the batch read behind it is committed"
+    assert source.rewound == first + read_ahead, "both are read again after the backoff"
+    assert sink.delivered == [[0, 1, 2]], "the read-ahead batch is not processed after the failure"
+
+
+def test_read_ahead_drops_revoked_partitions_and_stop_leaves_it_uncommitted(tmp_path):
+    first = _records(0, range(0, 3))
+    read_ahead = _records(0, range(3, 5)) + _records(1, range(0, 2))
+    third = _records(1, range(2, 4))
+    source = _ScriptedSource([first, read_ahead, third], {TopicPartition("in", 0), TopicPartition("in", 1)})
+    sink = _GatedSink(source)
+    loop = _loop(tmp_path, source, sink)
+
+    def on_poll(poll_number):
+        if poll_number == 2:
+            source.owned_set.discard(TopicPartition("in", 0))  # a rebalance while batch 1 is in flight
+            sink.gates[1].set()
+        if poll_number == 3:
+            loop.request_stop()  # SIGTERM while the third batch is being read
+            sink.gates[2].set()
+
+    source.on_poll = on_poll
+    thread, code = _run_in_thread(loop)
+    thread.join(10)
+    assert code == [0]
+    assert sink.delivered == [[0, 1, 2], [0, 1]], "the revoked partition's read-ahead records were dropped"
+    assert source.commits == [{1: 2}], "batch 1 is not committed (revoked), batch 2 is, the third never"
