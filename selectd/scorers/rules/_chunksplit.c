@@ -315,7 +315,7 @@ typedef struct {
     Py_ssize_t *seg_start, *seg_count;
     Py_ssize_t n_segs;
     int longest_merge;
-    Py_ssize_t longest_merge_key;
+    Py_ssize_t longest_merge_key, longest_special;
     PyObject *url_match;
     /* scratch, grown to the longest chunk seen */
     Py_UCS4 *text;
@@ -359,7 +359,7 @@ static inline Py_ssize_t emit_segmentation(const Splitter *self, int32_t seg, Py
 }
 
 static inline int32_t special(const Splitter *self, const Py_UCS4 *s, Py_ssize_t lo, Py_ssize_t hi) {
-    return hi > lo ? table_get(&self->specials, s + lo, hi - lo) : -1;
+    return hi > lo && hi - lo <= self->longest_special ? table_get(&self->specials, s + lo, hi - lo) : -1;
 }
 
 /* str.isalpha() of s[lo:hi] (not empty) */
@@ -572,9 +572,15 @@ static int add_chunk(Splitter *self, PyObject *chunk, PyObject *index, PyObject 
 /* str.isalpha() */
 static int is_alpha(PyObject *chunk) {
     Py_ssize_t n = PyUnicode_GET_LENGTH(chunk);
+    if (n == 0) return 0;
+    if (PyUnicode_IS_ASCII(chunk)) {
+        const unsigned char *ascii = PyUnicode_1BYTE_DATA(chunk);
+        for (Py_ssize_t i = 0; i < n; i++)
+            if ((unsigned char)((ascii[i] | 0x20) - 'a') > 'z' - 'a') return 0;
+        return 1;
+    }
     int kind = PyUnicode_KIND(chunk);
     const void *data = PyUnicode_DATA(chunk);
-    if (n == 0) return 0;
     for (Py_ssize_t i = 0; i < n; i++)
         if (!Py_UNICODE_ISALPHA(PyUnicode_READ(kind, data, i))) return 0;
     return 1;
@@ -695,6 +701,7 @@ static int load_table(Splitter *self, Table *table, PyObject *entries, int is_me
         PyMem_Free(k);
         if (failed) return -1;
         if (is_merge && key_len > self->longest_merge_key) self->longest_merge_key = key_len;
+        if (!is_merge && key_len > self->longest_special) self->longest_special = key_len;
     }
     return 0;
 }
