@@ -18,8 +18,10 @@ import pytest
 import torch  # export extra, part of the test extra
 
 from selectd.models.causal_lm import cli  # noqa: E402
-from selectd.models.causal_lm.export import TorchReference, export  # noqa: E402
-from selectd.models.causal_lm.model import CausalLM, WindowPolicy  # noqa: E402
+from selectd.models.causal_lm.export import (  # noqa: E402
+    BLOCKED_ATTENTION, TorchReference, UnsupportedAttention, blocked_causal_attention, export,
+)
+from selectd.models.causal_lm.model import DEFAULT_MAX_TOKENS_PER_RUN, CausalLM, WindowPolicy  # noqa: E402
 from selectd.models.causal_lm.train import build_color_pair, save_checkpoint, tiny_model, train_tokenizer  # noqa: E402
 from selectd.models.manifest import ModelLoadError, load_manifest, write_manifest  # noqa: E402
 from selectd.scorers.base import scorer_class  # noqa: E402
@@ -65,6 +67,7 @@ def test_token_logprobs_match_pytorch(pair, eval_texts):
     _, checkpoints, prior_dir, conditional_dir = pair
     texts = eval_texts[:80]
     for model_dir, checkpoint in ((prior_dir, checkpoints.prior), (conditional_dir, checkpoints.conditional)):
+        assert load_manifest(model_dir).metadata["attention"].startswith("blocked-causal")
         ours = CausalLM(model_dir, window=WINDOW).text_logprobs(texts)
         theirs = _reference_logprobs(checkpoint, texts)
         assert [len(a) for a in ours.logprobs] == [len(b) for b in theirs]
@@ -169,6 +172,51 @@ def test_window_policy_predicts_every_token_once_and_is_recorded(pair, eval_text
     assert "token-weighted" in scorer.versions()["window_policy"]
 
 
+# --- blocked causal attention -----------------------------------------------------------------
+
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_blocked_attention_equals_causal_sdpa_at_any_length(kv_heads):
+    """Lengths below, at and around the block count (empty blocks), and grouped-query heads."""
+    generator = torch.Generator().manual_seed(0)
+    for length in (1, 2, 3, 4, 5, 17, 64):
+        query = torch.randn(2, 4, length, 8, generator=generator)
+        key, value = (torch.randn(2, kv_heads, length, 8, generator=generator) for _ in range(2))
+        got, _ = blocked_causal_attention(None, query, key, value, None, scaling=0.3)
+        expected = torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, is_causal=True, scale=0.3, enable_gqa=kv_heads != 4).transpose(1, 2)
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_blocked_attention_refuses_what_it_does_not_compute():
+    query = torch.zeros(1, 2, 4, 8)
+    with pytest.raises(UnsupportedAttention, match="softcap"):
+        blocked_causal_attention(None, query, query, query, None, softcap=30.0)
+    with pytest.raises(UnsupportedAttention, match="padding mask"):
+        blocked_causal_attention(None, query, query, query, torch.ones(1, 1, 4, 4, dtype=torch.bool))
+
+
+def _bidirectional_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
+    """A wrong attention (sees future tokens): its graph must fail the export's parity check."""
+    return torch.nn.functional.scaled_dot_product_attention(query, key, value, scale=scaling).transpose(1, 2), None
+
+
+def _attention_with_softcap(module, query, key, value, attention_mask, **kwargs):
+    return blocked_causal_attention(module, query, key, value, attention_mask, **kwargs, softcap=50.0)
+
+
+@pytest.mark.parametrize("substitute, reason", [(_bidirectional_attention, "differs from PyTorch"),
+                                                (_attention_with_softcap, "softcap")])
+def test_export_falls_back_to_transformers_attention_and_records_why(pair, tmp_path, monkeypatch, substitute, reason):
+    from transformers import AttentionInterface
+
+    _, checkpoints, _, _ = pair
+    monkeypatch.setitem(AttentionInterface._global_mapping, BLOCKED_ATTENTION, substitute)
+    metadata = export(checkpoints.prior, tmp_path / "fallback").metadata
+    assert metadata["attention"] == "sdpa"
+    assert reason in metadata["attention_fallback_reason"]
+    assert metadata["export_check_max_abs_diff"] <= 1e-4
+
+
 # --- load-time failures ---------------------------------------------------------------------
 
 def _copy(model_dir: Path, tmp_path: Path) -> Path:
@@ -255,6 +303,7 @@ def test_llama_exports_with_parity(corpus, tmp_path, eval_texts):
     checkpoint = save_checkpoint(model, tokenizer, tmp_path / "llama", bos=True)
     manifest = export(checkpoint, tmp_path / "llama.onnx.d")
     assert manifest.metadata["architecture"] == "llama"
+    assert manifest.metadata["attention"].startswith("blocked-causal"), "grouped-query heads are repeated, not refused"
     lm = CausalLM(tmp_path / "llama.onnx.d", window=WINDOW)
     texts = eval_texts[:20]
     encoded = lm.encode(texts)
@@ -294,4 +343,6 @@ def test_cli_export_verify_bench(pair, eval_texts, tmp_path, capsys):
                           "--window", str(WINDOW), "--limit", "20", "--repeat", "1", "--json"]) == 0
     bench = json.loads(capsys.readouterr().out)
     assert bench["tokens"] > 0 and bench["tokens_per_s"]["ours"] > 0 and bench["ratio"] > 0
-    assert bench["architecture"] == architecture
+    assert bench["architecture"] == architecture and bench["attention"].startswith("blocked-causal")
+    assert bench["clock"] == "cpu" and len(bench["pass_ratios"]) == 1
+    assert bench["max_tokens_per_run"] == DEFAULT_MAX_TOKENS_PER_RUN

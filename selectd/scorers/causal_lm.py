@@ -23,7 +23,7 @@ from typing import Literal, Sequence
 import numpy as np
 from pydantic import Field
 
-from selectd.models.causal_lm.model import DEFAULT_WINDOW, CausalLM, DocumentLogProbs
+from selectd.models.causal_lm.model import DEFAULT_MAX_TOKENS_PER_RUN, DEFAULT_WINDOW, CausalLM, DocumentLogProbs
 from selectd.models.manifest import MANIFEST_NAME, ModelLoadError
 from selectd.scorers.base import Scorer, ScorerOptions, Signals, register
 
@@ -52,7 +52,7 @@ class _LMOptions(ScorerOptions):
     window: int = Field(default=DEFAULT_WINDOW, ge=2, description="tokens per window; at most the model's context")
     provider: Literal["cpu", "cuda"] = "cpu"
     threads: int = Field(default=1, ge=1, description="ONNX Runtime intra-op threads")
-    max_tokens_per_run: int = Field(default=8192, ge=2, description="cap on padded tokens per ONNX Runtime call")
+    max_tokens_per_run: int = Field(default=DEFAULT_MAX_TOKENS_PER_RUN, ge=2, description="cap on padded tokens per ONNX Runtime call")
 
 
 class CausalLMOptions(_LMOptions):

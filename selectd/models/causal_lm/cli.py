@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from selectd.models.benchmark import comparison, emit, read_texts, time_batches
-from selectd.models.causal_lm.model import DEFAULT_WINDOW, MANIFEST_KIND, CausalLM
+from selectd.models.causal_lm.model import DEFAULT_MAX_TOKENS_PER_RUN, DEFAULT_WINDOW, MANIFEST_KIND, CausalLM
 from selectd.models.manifest import ModelLoadError
 from selectd.scorers.causal_lm import DEFAULT_MIN_K_RATIO, mean_cross_entropy, min_k_prob
 
@@ -156,7 +157,14 @@ def verify(args: argparse.Namespace) -> int:
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     _reference_args(parser)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads, both ONNX Runtime and torch")
-    parser.add_argument("--repeat", type=int, default=3, help="timed passes per side, alternating; the best is reported")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="timed passes per side, alternating; the best is reported, with the spread of the "
+                             "pass-by-pass ratios")
+    parser.add_argument("--max-tokens-per-run", type=int, default=DEFAULT_MAX_TOKENS_PER_RUN,
+                        help="cap on padded tokens per forward pass, both sides")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="cpu: this process's CPU seconds (steady on a shared machine; with --threads 1 equal to "
+                             "wall time on an idle one); wall: elapsed time")
 
 
 def bench(args: argparse.Namespace) -> int:
@@ -167,28 +175,38 @@ def bench(args: argparse.Namespace) -> int:
     try:
         texts = read_texts(args.texts, args.limit)
         torch.set_num_threads(args.threads)
-        model = CausalLM(args.model_dir, window=args.window, threads=args.threads)
-        reference = TorchReference(args.against, args.window)
+        model = CausalLM(args.model_dir, window=args.window, threads=args.threads,
+                         max_tokens_per_run=args.max_tokens_per_run)
+        reference = TorchReference(args.against, args.window, max_tokens_per_run=args.max_tokens_per_run)
     except (ModelLoadError, ValueError, OSError) as exc:
         print(f"selectd bench causal-lm: {exc}", file=sys.stderr)
         return 2
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     tokens = sum(len(lp) for lp in model.text_logprobs(texts).logprobs)
-    # Tokenization is part of both paths (each side tokenizes its own way, as it would in use).
+    # Both sides cut the same windows and run them in the same length-sorted, token-capped batches
+    # (TorchReference mirrors CausalLM), under torch.inference_mode with the same thread count;
+    # tokenization is part of both paths (each side tokenizes its own way, as it would in use).
     # The two sides alternate pass by pass, so a load change on a shared machine hits both.
-    torch_timing = ours = None
+    torch_passes, our_passes = [], []
     for attempt in range(args.repeat):
         warmup = 1 if attempt == 0 else 0
-        torch_pass = time_batches("pytorch-eager", reference.text_logprobs, texts, args.batch_size, warmup=warmup)
-        ours_pass = time_batches("onnxruntime", model.text_logprobs, texts, args.batch_size, warmup=warmup)
-        torch_timing = min(filter(None, (torch_timing, torch_pass)), key=lambda t: t.seconds)
-        ours = min(filter(None, (ours, ours_pass)), key=lambda t: t.seconds)
+        torch_passes.append(time_batches("pytorch-eager", reference.text_logprobs, texts, args.batch_size,
+                                         warmup=warmup, clock=clock))
+        our_passes.append(time_batches("onnxruntime", model.text_logprobs, texts, args.batch_size,
+                                       warmup=warmup, clock=clock))
+    torch_timing = min(torch_passes, key=lambda t: t.seconds)
+    ours = min(our_passes, key=lambda t: t.seconds)
+    pass_ratios = sorted(t.seconds / o.seconds for t, o in zip(torch_passes, our_passes))
     report = comparison(ours, torch_timing, threads=args.threads, batch_size=args.batch_size, window=args.window,
-                        tokens=tokens, architecture=model.architecture,
+                        max_tokens_per_run=args.max_tokens_per_run, clock=args.clock, tokens=tokens,
+                        architecture=model.architecture, attention=model.manifest.metadata.get("attention"),
+                        pass_ratios=pass_ratios,
                         tokens_per_s={"ours": tokens / ours.seconds, "reference": tokens / torch_timing.seconds})
     lines = [f"{len(texts)} texts, {tokens} predicted tokens, window {args.window}, batch {args.batch_size}, "
-             f"{args.threads} thread(s), {model.architecture}",
+             f"{args.threads} thread(s), {args.clock} clock, {model.architecture}",
              f"  PyTorch eager: {torch_timing.docs_per_s:.1f} docs/s, {tokens / torch_timing.seconds:.0f} tokens/s",
              f"  ONNX Runtime:  {ours.docs_per_s:.1f} docs/s, {tokens / ours.seconds:.0f} tokens/s, "
-             f"{report['ratio']:.2f}x PyTorch eager"]
+             f"{report['ratio']:.2f}x PyTorch eager (best passes; pass-by-pass ratios "
+             f"{', '.join(f'{r:.2f}' for r in pass_ratios)})"]
     emit(report, args.json, lines)
     return 0

@@ -37,6 +37,8 @@ INPUT_NAME = "input_ids"
 OUTPUT_NAME = "token_logprobs"
 #: CoLoR-Filter's sequence length
 DEFAULT_WINDOW = 512
+#: cap on padded tokens per ONNX Runtime call
+DEFAULT_MAX_TOKENS_PER_RUN = 8192
 #: any valid id: padded positions come after the real tokens and their outputs are dropped
 PAD_ID = 0
 #: log-probabilities are <= 0; allow float rounding above it
@@ -80,7 +82,7 @@ class CausalLM:
     """Load-time checked causal LM: manifest, tokenizer vs vocabulary, graph signature, window vs context."""
 
     def __init__(self, model_dir: Path | str, window: int = DEFAULT_WINDOW, provider: ExecutionProvider = "cpu",
-                 threads: int = 1, max_tokens_per_run: int = 8192):
+                 threads: int = 1, max_tokens_per_run: int = DEFAULT_MAX_TOKENS_PER_RUN):
         self.manifest = load_manifest(model_dir, expected_kind=MANIFEST_KIND)
         source = str(self.manifest.directory / MANIFEST_NAME)
         meta = self.manifest.metadata
