@@ -9,7 +9,9 @@ import pytest
 from selectd.scorers.rules import reference_tables
 from selectd.scorers.rules.c4 import _sentences_per_line
 from selectd.scorers.rules.tables import live_tables
-from selectd.scorers.rules.tokenizer import EnglishSplitter, WordTokenizer, compile_program, compiled_splitter, UnsupportedPattern
+from selectd.scorers.rules.tokenizer import (
+    EnglishSplitter, UnsupportedPattern, WordTokenizer, compile_program, compiled_splitter, url_prefilter,
+)
 
 from datatrove.utils import text as datatrove_text  # test extra
 
@@ -82,7 +84,8 @@ PIECES = (
     + list(string.digits) + ["10", "3.5", "1,000"]
     + list(string.punctuation) + ["..", "...", "--", "---", "'s", "'S", "US$", "C$", "A$", "$", "%", "+", "^"]
     + ["http://", "https://", "www.", "example.com", ".org", "/path", "?q=1", "#x", "user@", ":8080", "192.168.0.1",
-       "10.1.2.3", ".io", "a.b.c"]
+       "10.1.2.3", ".io", "a.b.c", "1.2.3.4", "255.255.255.254", "223.1.1.1", "ftp://", "user:pw@", "bücher.de",
+       "例子.测试", ".co.uk", "localhost", ":80", "a.b", ".Com", ".é", "v1.2"]
     + ["can't", "e.g.", "i.e.", "U.S.", "a.m.", "p.m.", "(a)", "Mr.", "vs.", "''", ":)", "(:", "):", "o.O", "(-8",
        "'cause", "'em", "10a.m.", "Calif.", "gonna", "cannot", "y'all", "o'clock", "^_^", "(^_^)"]
     + ["é", "ü", "ß", "Ж", "ж", "文", "。", "，", "’s", "’", "‘", "“", "”", "«", "»", "…", "——", "—", "–", "°", "°C",
@@ -150,3 +153,13 @@ def test_ascii_program_refuses_what_it_cannot_express():
             compile_program(pattern)
     with pytest.raises(UnsupportedPattern, match="anchored"):
         compile_program("a$|b", anchored_end=True)
+
+
+def test_url_prefilter_reads_the_host_alternation():
+    """The C splitter calls the URL regex only for strings with 3 dots (an IP address) or a '.' and
+    two top-level-domain characters; the split equality tests above check it never drops a URL."""
+    dots, tld = url_prefilter(reference_tables.EN_URL_PATTERN)
+    assert dots == 3
+    assert ((ord("a"), ord("z")) in tld) and not any(low <= ord("A") <= high for low, high in tld)
+    assert url_prefilter(r"^(?:https?://)?\S+$") is None
+    assert url_prefilter(r"^(?:[a-z]+\.)+(?:[a-z]{2,63})$") is None  # the domain is not an alternation

@@ -9,12 +9,14 @@
  * affix). It exists because the split of a chunk not seen before costs ~12 µs in Python, about
  * 1 µs here, and unseen chunks are most of a rule scorer's time on real text.
  *
- * Splitter(prefix, suffix, infix, specials, merges, longest_merge, url_match)
+ * Splitter(prefix, suffix, infix, specials, merges, longest_merge, url_match, url_dots, url_tld)
  *   prefix, suffix, infix: (nodes, alternatives, sets, ranges) bytes packed by tokenizer.py's
  *     compile_program (layouts below)
  *   specials: list of (str, token lengths as uint32 bytes)
  *   merges: list of (tuple of str pieces, token lengths as uint32 bytes)
  *   longest_merge: most pieces in one merge key; url_match: callable(str) -> match or None
+ *   url_dots, url_tld: what every URL contains (tokenizer.url_prefilter): at least url_dots '.', or
+ *     a '.' and two characters of the set url_tld (a program of one set); url_dots 0: no prefilter
  * Splitter.split(chunk) -> tuple of token strings
  * Splitter.chunk_ids(chunks, out, chunk_index, vocab_ids, vocab_strings, pending_tokens,
  *                    pending_counts, letter_exceptions) -> int: WordTokenizer.chunk_ids, new chunks
@@ -317,6 +319,8 @@ typedef struct {
     int longest_merge;
     Py_ssize_t longest_merge_key, longest_special;
     PyObject *url_match;
+    int url_dots;
+    Program url_tld;            /* sets[0]: top-level domain characters */
     /* scratch, grown to the longest chunk seen */
     Py_UCS4 *text;
     Py_ssize_t *ends, *suffix_ends, *merged, *chosen;
@@ -381,9 +385,15 @@ static int url_matches(Splitter *self, PyObject *chunk, Py_ssize_t lo, Py_ssize_
     return found;
 }
 
-static inline int has_dot(const Py_UCS4 *s, Py_ssize_t lo, Py_ssize_t hi) {
-    for (Py_ssize_t i = lo; i < hi; i++)
-        if (s[i] == '.') return 1;
+/* whether s[lo:hi] may be a URL: the '.' every URL has, and the prefilter's dots or top-level domain */
+static int may_be_url(const Splitter *self, const Py_UCS4 *s, Py_ssize_t lo, Py_ssize_t hi) {
+    int dots = 0;
+    const CharSet *tld = &self->url_tld.sets[0];
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        if (s[i] != '.') continue;
+        if (!self->url_dots || ++dots >= self->url_dots) return 1;
+        if (i + 2 < hi && in_set(&self->url_tld, tld, s[i + 1]) && in_set(&self->url_tld, tld, s[i + 2])) return 1;
+    }
     return 0;
 }
 
@@ -421,7 +431,7 @@ static Py_ssize_t split_affixes(Splitter *self, PyObject *chunk, const Py_UCS4 *
             suffix_ends[n_suffixes++] = hi;
             hi -= suf;
         } else {
-            int url = has_dot(s, lo, hi) ? url_matches(self, chunk, lo, hi) : 0;
+            int url = may_be_url(self, s, lo, hi) ? url_matches(self, chunk, lo, hi) : 0;
             if (url < 0) return -1;
             if (url) { ends[count++] = hi; break; }
             /* infixes: finditer over s[lo:hi]; one at lo is ignored, as spaCy does */
@@ -707,12 +717,14 @@ static int load_table(Splitter *self, Table *table, PyObject *entries, int is_me
 }
 
 static int splitter_init(Splitter *self, PyObject *args, PyObject *kwargs) {
-    PyObject *prefix, *suffix, *infix, *specials, *merges, *url_match;
-    int longest_merge;
-    static char *keywords[] = {"prefix", "suffix", "infix", "specials", "merges", "longest_merge", "url_match", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O!O!iO:Splitter", keywords, &PyTuple_Type, &prefix,
+    PyObject *prefix, *suffix, *infix, *specials, *merges, *url_match, *url_tld;
+    int longest_merge, url_dots;
+    static char *keywords[] = {"prefix", "suffix", "infix", "specials", "merges", "longest_merge", "url_match",
+                               "url_dots", "url_tld", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O!O!iOiO!:Splitter", keywords, &PyTuple_Type, &prefix,
                                      &PyTuple_Type, &suffix, &PyTuple_Type, &infix, &PyList_Type, &specials,
-                                     &PyList_Type, &merges, &longest_merge, &url_match))
+                                     &PyList_Type, &merges, &longest_merge, &url_match, &url_dots,
+                                     &PyTuple_Type, &url_tld))
         return -1;
     if (self->url_match) {
         PyErr_SetString(PyExc_RuntimeError, "Splitter is already initialised");
@@ -724,11 +736,16 @@ static int splitter_init(Splitter *self, PyObject *args, PyObject *kwargs) {
     }
     self->url_match = Py_NewRef(url_match);
     self->longest_merge = longest_merge;
+    self->url_dots = url_dots;
     if (program_load(&self->prefix, prefix, "prefix") < 0 || program_load(&self->suffix, suffix, "suffix") < 0 ||
-        program_load(&self->infix, infix, "infix") < 0 ||
+        program_load(&self->infix, infix, "infix") < 0 || program_load(&self->url_tld, url_tld, "url_tld") < 0 ||
         table_init(&self->merge_starts, PyList_GET_SIZE(merges)) < 0 ||
         load_table(self, &self->specials, specials, 0) < 0 || load_table(self, &self->merges, merges, 1) < 0)
         return -1;
+    if (self->url_tld.n_sets != 1) {
+        PyErr_SetString(PyExc_ValueError, "url_tld must hold one set");
+        return -1;
+    }
     self->key = PyMem_Malloc(sizeof(Py_UCS4) * (size_t)(self->longest_merge_key + 1));
     if (!self->key) { PyErr_NoMemory(); return -1; }
     return 0;
@@ -738,6 +755,7 @@ static void splitter_dealloc(Splitter *self) {
     program_free(&self->prefix);
     program_free(&self->suffix);
     program_free(&self->infix);
+    program_free(&self->url_tld);
     table_free(&self->specials);
     table_free(&self->merges);
     table_free(&self->merge_starts);

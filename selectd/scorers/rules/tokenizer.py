@@ -423,6 +423,13 @@ def ascii_bitmap(ranges: CharRanges) -> tuple[int, int]:
     return bits & 0xFFFFFFFFFFFFFFFF, bits >> 64
 
 
+def _pack_set(chars: CharRanges, sets: list[bytes], ranges: list[bytes]) -> None:
+    """Append _chunksplit.c's CharSet of ``chars`` to ``sets``, its non-ASCII ranges to ``ranges``."""
+    wide = [(max(low, 128), high) for low, high in chars if high >= 128]
+    sets.append(_SET.pack(*ascii_bitmap(chars), len(ranges), len(wide)))
+    ranges.extend(_RANGE.pack(*pair) for pair in wide)
+
+
 def compile_program(pattern: str, anchored_end: bool = False) -> tuple[bytes, bytes, bytes, bytes]:
     """``pattern`` as _chunksplit.c's program: packed (nodes, alternatives, sets, ranges)."""
     parsed = sre_parse.parse(pattern)
@@ -434,9 +441,7 @@ def compile_program(pattern: str, anchored_end: bool = False) -> tuple[bytes, by
     ranges: list[bytes] = []
 
     def add_set(chars: CharRanges) -> int:
-        wide = [(max(low, 128), high) for low, high in chars if high >= 128]
-        sets.append(_SET.pack(*ascii_bitmap(chars), len(ranges), len(wide)))
-        ranges.extend(_RANGE.pack(*pair) for pair in wide)
+        _pack_set(chars, sets, ranges)
         return len(sets) - 1
 
     for alternative, _ in _expand(list(parsed)):
@@ -465,6 +470,50 @@ def compile_program(pattern: str, anchored_end: bool = False) -> tuple[bytes, by
     return b"".join(nodes), b"".join(alternatives), b"".join(sets), b"".join(ranges)
 
 
+def _min_dots(items) -> int:
+    """The fewest '.' characters a match of a parsed regex sequence consumes (classes count 0)."""
+    dots = 0
+    for op, av in items:
+        if op == sre.LITERAL and av == ord("."):
+            dots += 1
+        elif op == sre.SUBPATTERN:
+            dots += _min_dots(av[-1])
+        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
+            dots += av[0] * _min_dots(av[2])
+        elif op == sre.BRANCH:
+            dots += min(_min_dots(branch) for branch in av[1])
+    return dots
+
+
+def url_prefilter(pattern: str) -> tuple[int, CharRanges] | None:
+    """What every string spaCy's URL pattern matches contains: ``(dots, tld)``: at least ``dots``
+    '.' characters, or a '.' followed by two characters of ``tld``. Read from the pattern's host
+    alternation (an IP address of four dotted numbers | ``(label\\.)+`` and a top-level domain of two
+    or more ``tld`` characters), its only part that is not optional; None when the pattern is not
+    of that shape (then the C splitter asks the regex about every candidate)."""
+    items = list(sre_parse.parse(pattern))
+    branches = [av for op, av in items if op == sre.BRANCH]
+    optional = all(op == sre.AT or (op == sre.MAX_REPEAT and av[0] == 0) for op, av in items if op != sre.BRANCH)
+    if len(branches) != 1 or not optional:
+        return None
+    dots, tld = None, []
+    for alternative in branches[0][1]:
+        alternative = list(alternative)
+        if len(alternative) >= 2:
+            (labels_op, labels), (tld_op, top) = alternative[-2:]
+            top_chars = _char_ranges(*top[2][0]) if tld_op == sre.MAX_REPEAT and len(top[2]) == 1 else None
+            if (labels_op == sre.MAX_REPEAT and labels[0] >= 1 and list(labels[2])[-1:] == [(sre.LITERAL, ord("."))]
+                    and top_chars is not None and top[0] >= 2):
+                tld.extend(top_chars)
+                continue
+        if _min_dots(alternative) == 0:
+            return None
+        dots = _min_dots(alternative) if dots is None else min(dots, _min_dots(alternative))
+    if dots is None or not tld:
+        return None
+    return dots, _normalized(tld)
+
+
 def _token_lengths(tokens: Sequence[str]) -> bytes:
     return struct.pack(f"<{len(tokens)}I", *map(len, tokens))
 
@@ -477,6 +526,10 @@ def compiled_splitter(splitter: EnglishSplitter):
     except ImportError:
         return None
     try:
+        url_dots, url_tld = url_prefilter(tables.EN_URL_PATTERN) or (0, ())
+        tld_set: list[bytes] = []
+        tld_ranges: list[bytes] = []
+        _pack_set(url_tld, tld_set, tld_ranges)
         return Splitter(
             prefix=compile_program(tables.EN_PREFIX_PATTERN),
             suffix=compile_program(tables.EN_SUFFIX_PATTERN, anchored_end=True),
@@ -485,6 +538,8 @@ def compiled_splitter(splitter: EnglishSplitter):
             merges=[(pieces, _token_lengths(tokens)) for pieces, tokens in splitter._merges.items()],
             longest_merge=splitter._longest_merge,
             url_match=splitter._url,
+            url_dots=url_dots,
+            url_tld=(b"", b"", b"".join(tld_set), b"".join(tld_ranges)),
         )
     except UnsupportedPattern as error:
         log.warning("word split runs in Python only: the C splitter cannot express spaCy's patterns (%s)", error)
