@@ -126,7 +126,9 @@ def test_compiled_and_python_tokenizers_intern_identically(sample_corpus):
     """Same chunk ids, token ids, vocabulary (order and token features) and word counts: the C path
     does _add_chunk's, token_counts' and Vocabulary.sync's work itself; a small chunk table is
     cleared between batches."""
-    texts = [orjson.loads(line)["text"] for line in open(sample_corpus, "rb")][:600] + TRICKY
+    texts = [orjson.loads(line)["text"] for line in open(sample_corpus, "rb")][:600] + TRICKY + [
+        "", "  \t ", "cannot Cannot gonna y'all", "a\x1cb\x1fc d\u2028e\u00a0f\u3000g\x85h", "straße ŞEHİR ñ 文件",
+        "x" * 300, "\ud800 lone surrogate"]
     results = []
     for implementation in ("compiled", "python"):
         tokenizer = WordTokenizer(max_chunks=20_000, implementation=implementation)

@@ -19,10 +19,10 @@
  *     a '.' and two characters of the set url_tld (a program of one set); url_dots 0: no prefilter
  * Splitter.split(chunk) -> tuple of token strings
  * Splitter.chunk_ids(chunks, out, chunk_index, vocab_ids, vocab_strings, pending_tokens,
- *                    pending_counts, letter_exceptions) -> int: WordTokenizer.chunk_ids, new chunks
- *   split and interned here. letter_exceptions None: every chunk gets an id, returns 0; a set:
- *   chunks of letters only that are not in it are only counted (one token each), and that count
- *   is returned (WordTokenizer.token_counts).
+ *                    pending_counts): WordTokenizer.chunk_ids, new chunks split and interned here
+ * Splitter.count_words(text, out, ...the same tables) -> int: WordTokenizer.token_counts for one
+ *   text: chunks of letters only that are no special case are only counted (one word each; the
+ *   count is returned), the others get chunk ids in out.
  *
  * token_features(strings, start, non_word, punctuation, enders) -> (lengths, flags): Vocabulary.sync's
  *   per-token features of strings[start:]; the three character sets are bytes of sorted uint32 code
@@ -549,92 +549,109 @@ static PyObject *splitter_split(Splitter *self, PyObject *chunk) {
     return tokens;
 }
 
+/* WordTokenizer's chunk table and vocabulary, as chunk_ids and count_words get them */
+typedef struct { PyObject *out, *index, *vocab_ids, *vocab_strings, *pending_tokens, *pending_counts; } Tables;
+
+static int parse_tables(PyObject *args, const char *format, PyObject **first, Tables *t) {
+    return PyArg_ParseTuple(args, format, first, &PyList_Type, &t->out, &PyDict_Type, &t->index, &PyDict_Type,
+                            &t->vocab_ids, &PyList_Type, &t->vocab_strings, &PyList_Type, &t->pending_tokens,
+                            &PyList_Type, &t->pending_counts);
+}
+
 /* WordTokenizer._add_chunk: intern the chunk's tokens, give it the next chunk id */
-static int add_chunk(Splitter *self, PyObject *chunk, PyObject *index, PyObject *vocab_ids,
-                     PyObject *vocab_strings, PyObject *pending_tokens, PyObject *pending_counts) {
+static int add_chunk(Splitter *self, PyObject *chunk, const Tables *t) {
     Py_ssize_t count = split_chunk(self, chunk);
     if (count < 0) return -1;
     for (Py_ssize_t i = 0, start = 0; i < count; start = self->ends[i++]) {
         PyObject *token = token_string(chunk, start, self->ends[i]);
         if (!token) return -1;
-        PyObject *id = PyDict_GetItemWithError(vocab_ids, token);  /* borrowed */
+        PyObject *id = PyDict_GetItemWithError(t->vocab_ids, token);  /* borrowed */
         if (id) {
             Py_INCREF(id);
-        } else if (PyErr_Occurred() || !(id = PyLong_FromSsize_t(PyList_GET_SIZE(vocab_strings))) ||
-                   PyDict_SetItem(vocab_ids, token, id) < 0 || PyList_Append(vocab_strings, token) < 0) {
+        } else if (PyErr_Occurred() || !(id = PyLong_FromSsize_t(PyList_GET_SIZE(t->vocab_strings))) ||
+                   PyDict_SetItem(t->vocab_ids, token, id) < 0 || PyList_Append(t->vocab_strings, token) < 0) {
             Py_XDECREF(id);
             Py_DECREF(token);
             return -1;
         }
         Py_DECREF(token);
-        int failed = PyList_Append(pending_tokens, id);
+        int failed = PyList_Append(t->pending_tokens, id);
         Py_DECREF(id);
         if (failed) return -1;
     }
     PyObject *n_tokens = PyLong_FromSsize_t(count);
-    PyObject *chunk_id = n_tokens ? PyLong_FromSsize_t(PyDict_GET_SIZE(index)) : NULL;
-    int failed = !chunk_id || PyDict_SetItem(index, chunk, chunk_id) < 0 || PyList_Append(pending_counts, n_tokens) < 0;
+    PyObject *chunk_id = n_tokens ? PyLong_FromSsize_t(PyDict_GET_SIZE(t->index)) : NULL;
+    int failed = !chunk_id || PyDict_SetItem(t->index, chunk, chunk_id) < 0 ||
+                 PyList_Append(t->pending_counts, n_tokens) < 0;
     Py_XDECREF(n_tokens);
     Py_XDECREF(chunk_id);
     return failed ? -1 : 0;
 }
 
-/* str.isalpha() */
-static int is_alpha(PyObject *chunk) {
-    Py_ssize_t n = PyUnicode_GET_LENGTH(chunk);
-    if (n == 0) return 0;
-    if (PyUnicode_IS_ASCII(chunk)) {
-        const unsigned char *ascii = PyUnicode_1BYTE_DATA(chunk);
-        for (Py_ssize_t i = 0; i < n; i++)
-            if ((unsigned char)((ascii[i] | 0x20) - 'a') > 'z' - 'a') return 0;
-        return 1;
-    }
-    int kind = PyUnicode_KIND(chunk);
-    const void *data = PyUnicode_DATA(chunk);
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (!Py_UNICODE_ISALPHA(PyUnicode_READ(kind, data, i))) return 0;
-    return 1;
+/* append the chunk's id to t->out, adding the chunk first when new */
+static int append_chunk_id(Splitter *self, PyObject *chunk, const Tables *t) {
+    PyObject *id = PyDict_GetItemWithError(t->index, chunk);  /* borrowed */
+    if (!id && (PyErr_Occurred() || add_chunk(self, chunk, t) < 0 || !(id = PyDict_GetItemWithError(t->index, chunk))))
+        return -1;
+    return PyList_Append(t->out, id);
 }
 
 static PyObject *splitter_chunk_ids(Splitter *self, PyObject *args) {
-    PyObject *chunks, *out, *index, *vocab_ids, *vocab_strings, *pending_tokens, *pending_counts, *exceptions;
-    if (!PyArg_ParseTuple(args, "OO!O!O!O!O!O!O:chunk_ids", &chunks, &PyList_Type, &out, &PyDict_Type, &index,
-                          &PyDict_Type, &vocab_ids, &PyList_Type, &vocab_strings, &PyList_Type, &pending_tokens,
-                          &PyList_Type, &pending_counts, &exceptions))
-        return NULL;
-    if (exceptions != Py_None && !PyAnySet_Check(exceptions)) {
-        PyErr_SetString(PyExc_TypeError, "letter_exceptions must be None or a set");
-        return NULL;
-    }
+    PyObject *chunks;
+    Tables t;
+    if (!parse_tables(args, "OO!O!O!O!O!O!:chunk_ids", &chunks, &t)) return NULL;
     PyObject *sequence = PySequence_Fast(chunks, "chunks must be a sequence of str");
     if (!sequence) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(sequence), letter_words = 0;
     PyObject **items = PySequence_Fast_ITEMS(sequence);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *chunk = items[i];
-        if (!PyUnicode_Check(chunk)) {
-            PyErr_Format(PyExc_TypeError, "chunks must be str, not %.100s", Py_TYPE(chunk)->tp_name);
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(sequence); i++) {
+        if (!PyUnicode_Check(items[i])) {
+            PyErr_Format(PyExc_TypeError, "chunks must be str, not %.100s", Py_TYPE(items[i])->tp_name);
             goto error;
         }
-        if (exceptions != Py_None && is_alpha(chunk)) {
-            int exception = PySet_Contains(exceptions, chunk);
-            if (exception < 0) goto error;
-            if (!exception) { letter_words++; continue; }
-        }
-        PyObject *id = PyDict_GetItemWithError(index, chunk);  /* borrowed */
-        if (!id) {
-            if (PyErr_Occurred() ||
-                add_chunk(self, chunk, index, vocab_ids, vocab_strings, pending_tokens, pending_counts) < 0 ||
-                !(id = PyDict_GetItemWithError(index, chunk)))
-                goto error;
-        }
-        if (PyList_Append(out, id) < 0) goto error;
+        if (append_chunk_id(self, items[i], &t) < 0) goto error;
     }
     Py_DECREF(sequence);
-    return PyLong_FromSsize_t(letter_words);
+    Py_RETURN_NONE;
 error:
     Py_DECREF(sequence);
     return NULL;
+}
+
+static inline int is_letter(Py_UCS4 c) {
+    return c < 128 ? (unsigned)((c | 0x20) - 'a') <= 'z' - 'a' : Py_UNICODE_ISALPHA(c);
+}
+
+/* WordTokenizer.token_counts for one text: its whitespace-separated chunks (str.split()) that are
+ * letters only and no special case are one word each and only counted, the others get chunk ids;
+ * returns the count. */
+static PyObject *splitter_count_words(Splitter *self, PyObject *args) {
+    PyObject *text;
+    Tables t;
+    if (!parse_tables(args, "UO!O!O!O!O!O!:count_words", &text, &t)) return NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), letter_words = 0;
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    for (Py_ssize_t i = 0; i < n;) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (Py_UNICODE_ISSPACE(c)) { i++; continue; }
+        Py_ssize_t start = i;
+        int letters = 1;
+        for (; i < n && !Py_UNICODE_ISSPACE(c = PyUnicode_READ(kind, data, i)); i++)
+            if (letters && !is_letter(c)) letters = 0;
+        Py_ssize_t len = i - start;
+        if (letters) {  /* one word unless a special case ("cannot") */
+            if (len > self->longest_special) { letter_words++; continue; }
+            if (reserve(self, len + 1) < 0) return NULL;
+            for (Py_ssize_t j = 0; j < len; j++) self->text[j] = PyUnicode_READ(kind, data, start + j);
+            if (table_get(&self->specials, self->text, len) < 0) { letter_words++; continue; }
+        }
+        PyObject *chunk = PyUnicode_Substring(text, start, i);
+        if (!chunk) return NULL;
+        int failed = append_chunk_id(self, chunk, &t);
+        Py_DECREF(chunk);
+        if (failed) return NULL;
+    }
+    return PyLong_FromSsize_t(letter_words);
 }
 
 /* a segmentation (token lengths) appended to the flat arrays; returns its index */
@@ -856,8 +873,10 @@ static PyMethodDef module_methods[] = {
 static PyMethodDef splitter_methods[] = {
     {"split", (PyCFunction)splitter_split, METH_O, "split(chunk) -> tuple of tokens"},
     {"chunk_ids", (PyCFunction)splitter_chunk_ids, METH_VARARGS,
-     "chunk_ids(chunks, out, chunk_index, vocab_ids, vocab_strings, pending_tokens, pending_counts, "
-     "letter_exceptions) -> number of letter-only chunks only counted"},
+     "chunk_ids(chunks, out, chunk_index, vocab_ids, vocab_strings, pending_tokens, pending_counts)"},
+    {"count_words", (PyCFunction)splitter_count_words, METH_VARARGS,
+     "count_words(text, out, chunk_index, vocab_ids, vocab_strings, pending_tokens, pending_counts) -> "
+     "number of letter-only chunks counted without an id"},
     {NULL, NULL, 0, NULL},
 };
 

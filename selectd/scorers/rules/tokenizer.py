@@ -704,7 +704,7 @@ class WordTokenizer:
         index = self._chunk_index
         if self.compiled is not None:
             self.compiled.chunk_ids(chunks, out, index, self.vocab.ids, self.vocab.strings,
-                                    self._pending_tokens, self._pending_counts, None)
+                                    self._pending_tokens, self._pending_counts)
             return
         before = len(out)
         try:
@@ -757,17 +757,17 @@ class WordTokenizer:
         other chunks are looked up in the (large) chunk table.
         """
         self.start_batch()
-        letter_specials = self.splitter.letter_specials
         chunk_ids: list[int] = []
         offsets = [0]
         simple = np.empty(len(texts), dtype=np.int64)
-        if self.compiled is not None:
-            args = (self._chunk_index, self.vocab.ids, self.vocab.strings, self._pending_tokens,
-                    self._pending_counts, letter_specials)
+        if self.compiled is not None:  # splits the text itself: no str object for most words
+            tables = (chunk_ids, self._chunk_index, self.vocab.ids, self.vocab.strings, self._pending_tokens,
+                      self._pending_counts)
             for i, text in enumerate(texts):
-                simple[i] = self.compiled.chunk_ids(text.split(), chunk_ids, *args)
+                simple[i] = self.compiled.count_words(text, *tables)
                 offsets.append(len(chunk_ids))
         else:
+            letter_specials = self.splitter.letter_specials
             for i, text in enumerate(texts):
                 chunks = text.split()
                 other = [c for c in chunks if not c.isalpha() or c in letter_specials]
