@@ -2,6 +2,7 @@
 import itertools
 import random
 import string
+import sys
 
 import orjson
 import pytest
@@ -76,6 +77,17 @@ def test_compiled_splitter_is_built():
     assert WordTokenizer(implementation="python").compiled is None
     with pytest.raises(ValueError, match="unknown word split implementation"):
         WordTokenizer(implementation="fast")
+
+
+def test_without_the_c_extension_the_python_split_is_used(monkeypatch):
+    monkeypatch.setitem(sys.modules, "selectd.scorers.rules._chunksplit", None)  # import fails, as when not built
+    tokenizer = WordTokenizer()
+    assert tokenizer.compiled is None
+    text = " ".join(TRICKY)
+    assert tokenizer.words(text) == datatrove_text.split_into_words(text, "eng")
+    assert tokenizer.token_counts([text]).tolist() == [len(datatrove_text.split_into_words(text, "eng"))]
+    with pytest.raises(RuntimeError, match="_chunksplit.c"):
+        WordTokenizer(implementation="compiled")
 
 
 PIECES = (
