@@ -162,11 +162,17 @@ class KafkaRun:
     def as_dict(self) -> dict:
         return {**self.report.as_dict(), "cpu_s": self.cpu_s, "window_s": self.window_s}
 
+    @property
+    def consumer_cpu_ms_per_1k_docs(self) -> float:
+        """CPU the consumer processes spent per 1,000 documents: steadier than docs/s on a shared machine."""
+        consumers = sum(v for k, v in self.cpu_s.items() if k.startswith("consumer"))
+        return 1e6 * consumers / max(1, self.report.unique)
+
     def cpu_line(self) -> str:
         consumers = [v for k, v in self.cpu_s.items() if k.startswith("consumer")]
         busy = sum(self.cpu_s.values()) / self.window_s if self.window_s else 0.0
-        per_k = 1000 * sum(consumers) / max(1, self.report.unique)
-        return (f"cpu s: consumers {'+'.join(f'{c:.2f}' for c in consumers)} ({per_k * 1000:,.0f} ms/1k docs), "
+        return (f"cpu s: consumers {'+'.join(f'{c:.2f}' for c in consumers)} "
+                f"({self.consumer_cpu_ms_per_1k_docs:,.0f} ms/1k docs), "
                 f"broker {self.cpu_s['broker']:.2f}, bench {self.cpu_s['bench']:.2f}, other load {self.cpu_s['other']:.2f}"
                 f" over {self.window_s:.1f} s = {busy:.2f} of {os.cpu_count()} cores busy")
 
@@ -290,20 +296,28 @@ def kafka_rows(bootstrap: str, broker_pid: int, values: list[bytes], workdir: Pa
 
 
 def kafka_summary(rows: list[KafkaRow], runs: dict[str, list[KafkaRun]]) -> dict:
-    """Median docs/s per row with its range, and each ratio: of the medians, and its range over the
-    repeats (each repeat's rows ran back to back)."""
+    """Per row: median docs/s with its range, median consumer CPU per 1k docs, median load of other
+    processes. Per ratio: of the median docs/s, its range over the repeats (each repeat's rows ran
+    back to back), and the same ratio in documents per consumer CPU second (``per_cpu``: how much
+    work each document costs, whatever share of the cores the run got)."""
     summary: dict = {"rows": {}, "ratios": {}}
     for row in rows:
         rates = [run.report.docs_per_s for run in runs[row.key]]
-        summary["rows"][row.title] = {"median_docs_per_s": statistics.median(rates), "min": min(rates),
-                                      "max": max(rates), "runs": [run.as_dict() for run in runs[row.key]]}
+        summary["rows"][row.title] = {
+            "median_docs_per_s": statistics.median(rates), "min": min(rates), "max": max(rates),
+            "median_cpu_ms_per_1k_docs": statistics.median(run.consumer_cpu_ms_per_1k_docs for run in runs[row.key]),
+            "median_other_load_cores": statistics.median(run.cpu_s["other"] / run.window_s if run.window_s else 0.0
+                                                         for run in runs[row.key]),
+            "runs": [run.as_dict() for run in runs[row.key]]}
     for name, top, bottom in RATIOS:
         if top in runs and bottom in runs:
             per_repeat = [a.report.docs_per_s / b.report.docs_per_s for a, b in zip(runs[top], runs[bottom])
                           if b.report.docs_per_s]
             medians = [statistics.median(r.report.docs_per_s for r in runs[key]) for key in (top, bottom)]
+            cpu = [statistics.median(r.consumer_cpu_ms_per_1k_docs for r in runs[key]) for key in (top, bottom)]
             summary["ratios"][name] = {"of_medians": medians[0] / medians[1] if medians[1] else 0.0,
-                                       "min": min(per_repeat, default=0.0), "max": max(per_repeat, default=0.0)}
+                                       "min": min(per_repeat, default=0.0), "max": max(per_repeat, default=0.0),
+                                       "per_cpu": cpu[1] / cpu[0] if cpu[0] else 0.0}
     return summary
 
 
@@ -374,11 +388,14 @@ def main(argv: list[str] | None = None) -> int:
     results["kafka"], results["ratios"] = summary["rows"], summary["ratios"]
     if not args.skip_scorers:
         results["scorers"] = scorer_benches(args.workdir, texts_file, corpus)
-    print(f"\ndocuments: {len(values)}, mean {mean_kb:.1f} KB; median of {args.repeats} (range)")
+    print(f"\ndocuments: {len(values)}, mean {mean_kb:.1f} KB; median of {args.repeats} (range); consumer CPU "
+          f"per 1k docs; cores used by other processes meanwhile")
     for title, row in results["kafka"].items():
-        print(f"{title:32} {row['median_docs_per_s']:>9,.0f} docs/s  ({row['min']:,.0f}-{row['max']:,.0f})")
+        print(f"{title:32} {row['median_docs_per_s']:>9,.0f} docs/s  ({row['min']:,.0f}-{row['max']:,.0f})  "
+              f"{row['median_cpu_ms_per_1k_docs']:>5,.0f} ms/1k docs  other load {row['median_other_load_cores']:.2f} cores")
     for name, ratio in results["ratios"].items():
-        print(f"{name:40} {ratio['of_medians']:5.2f}x  ({ratio['min']:.2f}-{ratio['max']:.2f})")
+        print(f"{name:40} {ratio['of_medians']:5.2f}x  ({ratio['min']:.2f}-{ratio['max']:.2f})  "
+              f"per CPU second {ratio['per_cpu']:.2f}x")
     for row in results.get("scorers", []):
         print(f"bench {row['family']}: " + (row.get("error") or json.dumps(row["report"])[:400]))
     if args.json:

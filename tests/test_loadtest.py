@@ -83,12 +83,14 @@ def test_assignment_from_logs_and_ratio_spread(tmp_path):
     assert assigned_partitions(tmp_path / "new.log") is None, "not joined yet"
 
     def run(rate: float) -> KafkaRun:
-        return KafkaRun(Report(received=int(rate), output_ts_ms=[0, 1000]), {"consumer0": 1.0, "broker": 0.1,
+        return KafkaRun(Report(received=int(rate), unique=int(rate), output_ts_ms=[0, 1000]), {"consumer0": 1.0, "broker": 0.1,
                                                                             "bench": 0.0, "other": 0.0}, 1.0)
 
     rows = [row for row in KAFKA_ROWS if row.key in ("raw", "nostage")]
     summary = kafka_summary(rows, {"raw": [run(1000), run(2000), run(1500)], "nostage": [run(900), run(1000), run(1200)]})
     assert summary["rows"]["daemon, no stages"]["median_docs_per_s"] == 1000
+    assert summary["rows"]["daemon, no stages"]["median_cpu_ms_per_1k_docs"] == pytest.approx(1e6 / 1000)
     ratio = summary["ratios"]["daemon no stages / raw pass-through"]
     assert ratio["of_medians"] == pytest.approx(1000 / 1500)
+    assert ratio["per_cpu"] == pytest.approx((1e6 / 1500) / (1e6 / 1000)), "docs per consumer CPU second, daemon / raw"
     assert ratio["min"] == pytest.approx(0.5) and ratio["max"] == pytest.approx(0.9), "same-repeat ratios"

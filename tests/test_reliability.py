@@ -1,15 +1,21 @@
 """Reliability, shorter than the loadtest runs but through the same code (loadtest/faults.py, poison.py,
 soak.py): kill -9 cycles, a broker restart, a group losing a member, produce failures, poison input,
 and a short soak. The full runs and their figures: ``python -m loadtest.faults`` / ``loadtest.soak``.
+Also, without a broker: the commit loop's read-ahead protocol (order, rewind, revocation, stop) and
+the sink's partitioner (same partition for every key as kafka-python's default).
 """
 from __future__ import annotations
 
 import collections
+import os
+import random
 import threading
 
 import pytest
 from kafka import TopicPartition
 from kafka import errors as kafka_errors
+from kafka.partitioner.default import DefaultPartitioner
+from kafka.partitioner.default import murmur2 as reference_murmur2
 
 from conftest import Topics, collect, create_topics, write_config
 from loadtest import faults
@@ -19,7 +25,7 @@ from selectd.config import load_config
 from selectd.metrics import Metrics
 from selectd.parse import Record
 from selectd.router import Output
-from selectd.sinks.kafka import DeliveryError, KafkaSink
+from selectd.sinks.kafka import DeliveryError, KafkaSink, KeyHashPartitioner, murmur2
 
 pytestmark = pytest.mark.kafka
 
@@ -327,3 +333,28 @@ def test_read_ahead_drops_revoked_partitions_and_stop_leaves_it_uncommitted(tmp_
     assert code == [0]
     assert sink.delivered == [[0, 1, 2], [0, 1]], "the revoked partition's read-ahead records were dropped"
     assert source.commits == [{1: 2}], "batch 1 is not committed (revoked), batch 2 is, the third never"
+
+
+def test_key_hash_partitioner_maps_every_key_as_kafka_pythons_default():
+    for length in range(0, 70):
+        for _ in range(20):
+            data = os.urandom(length)
+            assert murmur2(data) == reference_murmur2(data), data
+
+    class Cluster:
+        def __init__(self, counts):
+            self.counts = counts
+        def topics(self): return set(self.counts)
+        def partitions_for_topic(self, topic): return set(range(self.counts[topic])) if topic in self.counts else None
+        def available_partitions_for_topic(self, topic): return self.partitions_for_topic(topic)
+
+    cluster = Cluster({"one": 1, "three": 3, "twelve": 12})
+    ours, default = KeyHashPartitioner(), DefaultPartitioner()
+    rng = random.Random(0)
+    for topic in ("one", "three", "twelve"):
+        for i in range(500):
+            key = f"doc-{rng.getrandbits(40)}-{i}".encode()
+            assert ours.partition(topic, key, key, b"v", b"v", cluster) == default.partition(topic, key, key, b"v", b"v", cluster)
+        assert ours.partition(topic, None, None, b"v", b"v", cluster) in range(cluster.counts[topic]), "unkeyed: any"
+    with pytest.raises(ValueError):
+        ours.partition("missing", b"k", b"k", b"v", b"v", cluster)

