@@ -245,24 +245,28 @@ def _ngram_repetition(batch: TokenizedBatch, token_lengths: np.ndarray, top_ns: 
     cumulative = np.concatenate([[0], np.cumsum(token_lengths[batch.ids])])
     tokens = batch.ids.astype(np.uint64)
     salted = doc_of_token.astype(np.uint64) * _DOC_SALT
+    # positions whose (n-1)-gram repeats (every position before the first count) and the
+    # n-gram hash at each of them: later n hash only the shrinking candidate set
+    candidates = np.arange(n_tokens)
     hashes = tokens.copy()
-    candidates = np.arange(n_tokens)  # positions whose (n-1)-gram repeats (all, before n = 1)
     for n in range(1, max(wanted) + 1):
         if n > 1:
-            hashes = hashes[:-1] * _HASH_MULTIPLIER + tokens[n - 1:]
-        # positions where a whole n-gram fits inside its document
-        candidates = candidates[candidates + n <= doc_end[candidates]]
+            fits = candidates + n <= doc_end[candidates]  # the whole n-gram inside its document
+            candidates, hashes = candidates[fits], hashes[fits]
+            hashes = hashes * _HASH_MULTIPLIER + tokens[candidates + n - 1]
         if not len(candidates):
             break
-        _, inverse, counts = np.unique(hashes[candidates] + salted[candidates], return_inverse=True,
-                                       return_counts=True)
+        if n not in wanted:
+            continue  # counting only narrows the candidates; the next n counts them anyway
+        keys = hashes + salted[candidates]
+        _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
         count_at = counts[inverse]
         if n in top:
             top[n] = _top_chars(n, candidates, count_at, doc_of_token, doc_start, batch.counts, cumulative)
-        candidates = candidates[count_at > 1]
+        repeats = count_at > 1
+        candidates, hashes, keys = candidates[repeats], hashes[repeats], keys[repeats]
         if n in repeated and len(candidates):
-            repeated[n] = greedy_repeated_chars(n, candidates, hashes[candidates] + salted[candidates],
-                                                cumulative[candidates + n] - cumulative[candidates],
+            repeated[n] = greedy_repeated_chars(n, candidates, keys, cumulative[candidates + n] - cumulative[candidates],
                                                 doc_of_token[candidates], n_docs)
     return top, repeated
 
