@@ -621,6 +621,26 @@ static inline int is_letter(Py_UCS4 c) {
     return c < 128 ? (unsigned)((c | 0x20) - 'a') <= 'z' - 'a' : Py_UNICODE_ISALPHA(c);
 }
 
+/* the next whitespace-separated chunk of data[*pos:n] (str.split()'s whitespace): its start, or
+ * -1 at the end; *pos becomes its end; *letters: it is letters only. Generated per string kind
+ * so the character loop reads the string's own code units. */
+#define DEFINE_NEXT_CHUNK(NAME, UNIT)                                                              \
+    static Py_ssize_t NAME(const UNIT *data, Py_ssize_t n, Py_ssize_t *pos, int *letters) {        \
+        Py_ssize_t i = *pos;                                                                       \
+        while (i < n && Py_UNICODE_ISSPACE(data[i])) i++;                                          \
+        if (i >= n) return -1;                                                                     \
+        Py_ssize_t start = i;                                                                      \
+        int all_letters = 1;                                                                       \
+        for (; i < n && !Py_UNICODE_ISSPACE(data[i]); i++)                                         \
+            if (all_letters && !is_letter(data[i])) all_letters = 0;                               \
+        *pos = i;                                                                                  \
+        *letters = all_letters;                                                                    \
+        return start;                                                                              \
+    }
+DEFINE_NEXT_CHUNK(next_chunk_ucs1, Py_UCS1)
+DEFINE_NEXT_CHUNK(next_chunk_ucs2, Py_UCS2)
+DEFINE_NEXT_CHUNK(next_chunk_ucs4, Py_UCS4)
+
 /* WordTokenizer.token_counts for one text: its whitespace-separated chunks (str.split()) that are
  * letters only and no special case are one word each and only counted, the others get chunk ids;
  * returns the count. */
@@ -628,24 +648,20 @@ static PyObject *splitter_count_words(Splitter *self, PyObject *args) {
     PyObject *text;
     Tables t;
     if (!parse_tables(args, "UO!O!O!O!O!O!:count_words", &text, &t)) return NULL;
-    Py_ssize_t n = PyUnicode_GET_LENGTH(text), letter_words = 0;
-    int kind = PyUnicode_KIND(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), letter_words = 0, pos = 0, start;
+    int kind = PyUnicode_KIND(text), letters;
     const void *data = PyUnicode_DATA(text);
-    for (Py_ssize_t i = 0; i < n;) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, i);
-        if (Py_UNICODE_ISSPACE(c)) { i++; continue; }
-        Py_ssize_t start = i;
-        int letters = 1;
-        for (; i < n && !Py_UNICODE_ISSPACE(c = PyUnicode_READ(kind, data, i)); i++)
-            if (letters && !is_letter(c)) letters = 0;
-        Py_ssize_t len = i - start;
+    while ((start = kind == PyUnicode_1BYTE_KIND ? next_chunk_ucs1(data, n, &pos, &letters)
+                  : kind == PyUnicode_2BYTE_KIND ? next_chunk_ucs2(data, n, &pos, &letters)
+                  : next_chunk_ucs4(data, n, &pos, &letters)) >= 0) {
+        Py_ssize_t len = pos - start;
         if (letters) {  /* one word unless a special case ("cannot") */
             if (len > self->longest_special) { letter_words++; continue; }
             if (reserve(self, len + 1) < 0) return NULL;
             for (Py_ssize_t j = 0; j < len; j++) self->text[j] = PyUnicode_READ(kind, data, start + j);
             if (table_get(&self->specials, self->text, len) < 0) { letter_words++; continue; }
         }
-        PyObject *chunk = PyUnicode_Substring(text, start, i);
+        PyObject *chunk = PyUnicode_Substring(text, start, pos);
         if (!chunk) return NULL;
         int failed = append_chunk_id(self, chunk, &t);
         Py_DECREF(chunk);

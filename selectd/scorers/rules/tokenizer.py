@@ -9,9 +9,14 @@ same patterns and special cases (vendored in ``reference_tables.py``) and cache 
 text is Zipfian, so after warm-up most chunks are a dictionary hit, where datatrove (which
 tokenizes inside spaCy's ``memory_zone``, with spaCy's cache off) pays the full pipeline per token.
 New chunks (about one in five on the sample corpus even after thousands of documents: version
-strings, URLs, code) take the ported algorithm, made cheaper by memoising the affix split of the
-inner string and by trying only the regex alternatives that can start or end with the character
-at hand.
+strings, URLs, code) take the ported algorithm. It runs in C (``_chunksplit.c``, built by
+``pip install -e``; :func:`compiled_splitter`) on the same tables: the prefix, suffix and infix
+regexes are compiled here to small matching programs (:func:`compile_program`), the URL regex
+stays Python's and is called only where a URL is possible (:func:`url_prefilter`); the C code
+also interns the tokens and computes their features. Without the extension :class:`EnglishSplitter`
+does it in Python, made cheaper by memoising the affix split of the inner string and by trying
+only the regex alternatives that can start or end with the character at hand; both give the
+same tokens (tests/test_rules_tokenizer.py).
 
 spaCy's last step, ``_apply_special_cases``, re-merges special cases that only show up after affix
 splitting (``"):"`` in ``"(foo):"``); it is ported too, restricted to one chunk (a match spanning
@@ -595,6 +600,34 @@ def _compiled_token_features(strings: list[str], start: int) -> dict[str, np.nda
 _FEATURE_BITS = {"is_word": 1, "has_alpha": 2, "ends_sentence": 4, "opens_sentence": 8}
 
 
+class GrowingArray:
+    """A 1-D numpy array appended to in place, its capacity doubled when full: appending to it costs
+    what is appended, where ``np.concatenate`` would copy the whole (vocabulary-sized) array again
+    at every batch."""
+
+    def __init__(self, dtype) -> None:
+        self._data = np.zeros(1024, dtype=dtype)
+        self._size = 0
+
+    def extend(self, values) -> None:
+        values = np.asarray(values, dtype=self._data.dtype)
+        size = self._size + len(values)
+        if size > len(self._data):
+            grown = np.zeros(max(size, 2 * len(self._data)), dtype=self._data.dtype)
+            grown[:self._size] = self._data[:self._size]
+            self._data = grown
+        self._data[self._size:size] = values
+        self._size = size
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def values(self) -> np.ndarray:
+        """The appended values (a view: it does not see later appends)."""
+        return self._data[:self._size]
+
+
 class Vocabulary:
     """Token strings interned to ids, with the per-token features the scorers need.
 
@@ -608,16 +641,34 @@ class Vocabulary:
         self.strings: list[str] = []
         self._synced = 0
         self._compiled = compiled
-        #: characters per token
-        self.length = np.zeros(0, dtype=np.int64)
-        #: has a character outside datatrove's PUNCTUATION_SET (a Gopher "non-symbol word")
-        self.is_word = np.zeros(0, dtype=bool)
-        #: has an alphabetic character
-        self.has_alpha = np.zeros(0, dtype=bool)
-        #: spaCy sentencizer: the token is a sentence-ending character
-        self.ends_sentence = np.zeros(0, dtype=bool)
-        #: spaCy sentencizer: a token that can open a sentence (neither punctuation nor an ender)
-        self.opens_sentence = np.zeros(0, dtype=bool)
+        self._features = {"length": GrowingArray(np.int64),
+                          **{name: GrowingArray(bool) for name in _FEATURE_BITS}}
+
+    # the per-token features, indexed by token id (synced tokens)
+    @property
+    def length(self) -> np.ndarray:
+        """characters per token"""
+        return self._features["length"].values
+
+    @property
+    def is_word(self) -> np.ndarray:
+        """has a character outside datatrove's PUNCTUATION_SET (a Gopher "non-symbol word")"""
+        return self._features["is_word"].values
+
+    @property
+    def has_alpha(self) -> np.ndarray:
+        """has an alphabetic character"""
+        return self._features["has_alpha"].values
+
+    @property
+    def ends_sentence(self) -> np.ndarray:
+        """spaCy sentencizer: the token is a sentence-ending character"""
+        return self._features["ends_sentence"].values
+
+    @property
+    def opens_sentence(self) -> np.ndarray:
+        """spaCy sentencizer: a token that can open a sentence (neither punctuation nor an ender)"""
+        return self._features["opens_sentence"].values
 
     def __len__(self) -> int:
         return len(self.strings)
@@ -638,8 +689,7 @@ class Vocabulary:
         else:
             features = _python_token_features(self.strings[self._synced:])
         for name, values in features.items():
-            array = getattr(self, name)
-            setattr(self, name, np.concatenate([array, np.asarray(values, dtype=array.dtype)]))
+            self._features[name].extend(values)
         self._synced = len(self.strings)
 
 
@@ -670,7 +720,7 @@ class WordTokenizer:
     """
 
     def __init__(self, max_chunks: int = 1_000_000, implementation: str = "auto") -> None:
-        """``implementation``: ``compiled`` (new ASCII chunks split in C, ``_chunksplit.c``),
+        """``implementation``: ``compiled`` (new chunks split and interned in C, ``_chunksplit.c``),
         ``python``, or ``auto``: compiled when it was built."""
         if implementation not in ("auto", "compiled", "python"):
             raise ValueError(f"unknown word split implementation {implementation!r}; use auto, compiled or python")
@@ -687,9 +737,9 @@ class WordTokenizer:
         self._chunk_index: dict[str, int] = {}
         self._pending_tokens: list[int] = []   # token ids of chunks added since the last sync
         self._pending_counts: list[int] = []   # their token counts
-        self._chunk_tokens = np.zeros(0, dtype=np.int64)   # token ids of all chunks, flat
-        self._chunk_start = np.zeros(0, dtype=np.int64)    # where each chunk's tokens start in it
-        self._chunk_count = np.zeros(0, dtype=np.int64)    # how many tokens each chunk has
+        self._chunk_tokens = GrowingArray(np.int64)   # token ids of all chunks, flat
+        self._chunk_start = GrowingArray(np.int64)    # where each chunk's tokens start in it
+        self._chunk_count = GrowingArray(np.int64)    # how many tokens each chunk has
 
     def _add_chunk(self, chunk: str) -> None:
         intern = self.vocab.intern
@@ -723,9 +773,9 @@ class WordTokenizer:
             return
         counts = np.asarray(self._pending_counts, dtype=np.int64)
         starts = len(self._chunk_tokens) + np.concatenate([[0], np.cumsum(counts)[:-1]])
-        self._chunk_tokens = np.concatenate([self._chunk_tokens, np.asarray(self._pending_tokens, dtype=np.int64)])
-        self._chunk_start = np.concatenate([self._chunk_start, starts])
-        self._chunk_count = np.concatenate([self._chunk_count, counts])
+        self._chunk_tokens.extend(self._pending_tokens)
+        self._chunk_start.extend(starts)
+        self._chunk_count.extend(counts)
         self._pending_tokens.clear()
         self._pending_counts.clear()
 
@@ -737,7 +787,7 @@ class WordTokenizer:
 
     def chunk_token_counts(self, chunks: np.ndarray) -> np.ndarray:
         """Number of tokens of each chunk id (synced)."""
-        return self._chunk_count[chunks]
+        return self._chunk_count.values[chunks]
 
     def _batch_chunks(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Chunk ids of a batch, concatenated, and each document's offsets into them."""
@@ -787,7 +837,7 @@ class WordTokenizer:
         ends = np.cumsum(counts)
         # position of each token in the flat chunk-token array: its chunk's start + its index in it
         within = np.arange(total) - np.repeat(ends - counts, counts)
-        return self._chunk_tokens[np.repeat(self._chunk_start[chunks], counts) + within]
+        return self._chunk_tokens.values[np.repeat(self._chunk_start.values[chunks], counts) + within]
 
     def tokenize(self, texts: Sequence[str]) -> TokenizedBatch:
         chunks, offsets = self._batch_chunks(texts)
