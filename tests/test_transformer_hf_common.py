@@ -56,6 +56,22 @@ def test_batches_are_sorted_by_length_and_respect_the_token_cap():
     assert padded < 1.1 * sum(lengths)
 
 
+def test_max_padding_bounds_each_runs_padding_share():
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(5, 250, size=64).tolist()
+    runs = list(token_capped_batches(lengths, max_tokens_per_run=100_000, max_padding=0.2))
+    assert sorted(i for run in runs for i in run) == list(range(len(lengths)))
+    assert len(runs) > 1  # the cap alone would make one run of all 64
+    for run in runs:
+        longest = max(lengths[i] for i in run)
+        assert all(lengths[i] >= 0.8 * longest for i in run)
+    # 1.0 (the default) leaves only the token cap: one run here; 0.0 runs only equal lengths together
+    assert len(list(token_capped_batches(lengths, 100_000))) == 1
+    assert all(len({lengths[i] for i in run}) == 1 for run in token_capped_batches(lengths, 100_000, 0.0))
+    with pytest.raises(ValueError, match="max_padding"):
+        list(token_capped_batches(lengths, 100, max_padding=1.5))
+
+
 def test_pad_batch_masks_padding():
     ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=0)
     assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]

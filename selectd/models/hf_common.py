@@ -9,8 +9,9 @@ Runtime side (no torch needed; the daemon imports these):
 - :func:`check_vocabulary` / :func:`probe_embedding_rows` detect at load a tokenizer that does not
   belong to the model (ids beyond the embedding table, or a table much larger than the
   vocabulary), instead of silently scoring garbage.
-- :func:`token_capped_batches` groups documents by token length so a run pads little and never
-  exceeds a token budget; :func:`pad_batch` builds the ``input_ids`` / ``attention_mask`` arrays.
+- :func:`token_capped_batches` groups documents by token length so a run pads little (at most a
+  given share, when asked) and never exceeds a token budget; :func:`pad_batch` builds the
+  ``input_ids`` / ``attention_mask`` arrays.
 - :func:`window_spans` cuts a token sequence into (overlapping) windows for long documents.
 
 Export side (torch imported lazily, only by ``selectd export``):
@@ -165,20 +166,25 @@ def probe_embedding_rows(session: "ort.InferenceSession", make_feeds: Callable[[
 
 # --- batching -------------------------------------------------------------------------------
 
-def token_capped_batches(lengths: Sequence[int], max_tokens_per_run: int) -> Iterator[list[int]]:
+def token_capped_batches(lengths: Sequence[int], max_tokens_per_run: int,
+                         max_padding: float = 1.0) -> Iterator[list[int]]:
     """Indices of sequences grouped for padded runs, longest first.
 
-    Sequences are sorted by length, so neighbours in a run have similar lengths and padding is
-    small; a run is closed before ``len(run) * longest_in_run`` would exceed ``max_tokens_per_run``.
-    A single sequence longer than the cap still forms a run of its own.
+    Sequences are sorted by length, so neighbours in a run have similar lengths; a run is closed
+    before ``len(run) * longest_in_run`` would exceed ``max_tokens_per_run``, or before a sequence
+    shorter than ``(1 - max_padding) * longest_in_run`` would join it, so at most that share of
+    each row is padding (1.0, the default, never closes a run for its padding alone). A single
+    sequence longer than the cap still forms a run of its own.
     """
     if max_tokens_per_run < 1:
         raise ValueError(f"max_tokens_per_run must be positive, got {max_tokens_per_run}")
+    if not 0.0 <= max_padding <= 1.0:
+        raise ValueError(f"max_padding must be a share in [0, 1], got {max_padding}")
     order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
     run: list[int] = []
     longest = 0
     for index in order:
-        if run and (len(run) + 1) * longest > max_tokens_per_run:
+        if run and ((len(run) + 1) * longest > max_tokens_per_run or lengths[index] < (1.0 - max_padding) * longest):
             yield run
             run = []
         if not run:

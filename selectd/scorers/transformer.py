@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 
 from selectd import preprocess
 from selectd.models.transformer.model import (
-    CELADON_CLASSES, CELADON_HEADS, HFClassifier, LongDocumentPolicy, aggregate, celadon_decision,
+    CELADON_CLASSES, CELADON_HEADS, DEFAULT_MAX_PADDING, HFClassifier, LongDocumentPolicy, aggregate, celadon_decision,
 )
 from selectd.scorers.base import Scorer, ScorerOptions, Signals, register
 
@@ -35,6 +35,8 @@ class TransformerOptions(ScorerOptions):
     threads: int = Field(default=1, ge=1, description="ONNX Runtime intra-op threads")
     precision: Literal["fp32", "int8"] | None = Field(default=None, description="default: the manifest's (int8 when exported with --quantize int8)")
     max_tokens_per_run: int = Field(default=8192, ge=1, description="cap on padded tokens per ONNX Runtime call")
+    max_padding: float = Field(default=DEFAULT_MAX_PADDING, ge=0.0, le=1.0,
+                               description="share of a run's tokens that may be padding (1: only the token cap splits runs)")
     long_documents: Literal["truncate", "window_max", "window_mean"] = Field(
         default="truncate", description="truncate: first max_length tokens; window_*: overlapping windows, max or mean")
     window_overlap: int = Field(default=64, ge=0, description="tokens shared by consecutive windows")
@@ -61,7 +63,8 @@ class TransformerScorer(Scorer):
     def __init__(self, name: str, options: TransformerOptions):
         super().__init__(name, options)
         self.model = HFClassifier(options.model_dir, precision=options.precision, provider=options.provider,
-                                  threads=options.threads, max_tokens_per_run=options.max_tokens_per_run)
+                                  threads=options.threads, max_tokens_per_run=options.max_tokens_per_run,
+                                  max_padding=options.max_padding)
         self._preprocess = preprocess.profile(self.model.preprocessing)
         self.policy: LongDocumentPolicy = options.long_documents
         self.is_celadon = (self.model.task == "multihead" and len(self.model.heads) == len(CELADON_HEADS)

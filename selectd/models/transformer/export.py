@@ -23,14 +23,24 @@ import torch
 from torch import nn
 
 from selectd.models.hf_common import (
-    TOKENIZER_FILE, check_vocabulary, export_onnx, load_tokenizer, pad_batch, special_tokens, tokenizer_id_count,
-    tokenizer_pad_token,
+    TOKENIZER_FILE, check_vocabulary, export_onnx, load_tokenizer, pad_batch, special_tokens, token_capped_batches,
+    tokenizer_id_count, tokenizer_pad_token,
 )
 from selectd.models.manifest import Manifest, ModelLoadError, write_manifest
 from selectd.models.transformer.model import CELADON_CLASSES, CELADON_HEADS, INPUT_NAMES, MANIFEST_KIND, Task
 
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
+#: Dynamic int8 quantization settings (weights int8, activations uint8 scaled per run). Per-channel
+#: weight scales keep small rows of a matrix from sharing one coarse scale with its largest; 7-bit
+#: weights (reduce_range) keep ONNX Runtime's uint8 x int8 kernels on CPUs without VNNI (AVX2,
+#: like this 2-core machine) from saturating the int16 sums of adjacent products. Measured here
+#: against fp32 on 520 snippets, all-MiniLM-L6-v2 with a fine-tuned last layer kept 98.5 % of its
+#: decisions with neither setting, 99.8 % per-channel alone, 99.4 % with both; per-channel alone
+#: dropped the tiny DeBERTa-v2 fixture from 99.6 % to 96.7 % (saturation), both kept 99.2 %.
+#: Fusing the graph first (onnxruntime.transformers.optimizer) changed neither agreement nor speed:
+#: the session's own ORT_ENABLE_ALL optimizations already fuse attention, LayerNorm and GELU.
+INT8_SETTINGS: dict[str, Any] = {"per_channel": True, "reduce_range": True}
 #: tokenizer_config.json uses a huge sentinel for "no limit"
 _NO_LIMIT = 100_000
 
@@ -188,10 +198,12 @@ def export(checkpoint: Path | str, out_dir: Path | str, task: Task, quantize: st
     export_onnx(model, {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)},
                 ["logits"], out_dir / FP32_FILE)
     onnx_files = {"fp32": FP32_FILE}
+    quantization: dict[str, Any] = {}
     if quantize == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(out_dir / FP32_FILE, out_dir / INT8_FILE, weight_type=QuantType.QInt8)
+        quantization = INT8_SETTINGS
+        quantize_dynamic(out_dir / FP32_FILE, out_dir / INT8_FILE, weight_type=QuantType.QInt8, **quantization)
         onnx_files["int8"] = INT8_FILE
     elif quantize is not None:
         raise ValueError(f"unknown quantization {quantize!r}; supported: int8")
@@ -209,6 +221,8 @@ def export(checkpoint: Path | str, out_dir: Path | str, task: Task, quantize: st
         "source": str(checkpoint.resolve()),
         "exported_with": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
+    if quantization:
+        metadata["int8_quantization"] = {"method": "dynamic", "weights": "int8", **quantization}
     return write_manifest(out_dir, MANIFEST_KIND, metadata)
 
 
@@ -223,7 +237,22 @@ class TorchReference:
         self.max_length = max_length
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
+        """One padded run per call, as ``tokenizer(texts, padding=True)`` gives it."""
         batch = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=True,
                                return_tensors="pt")
         with torch.inference_mode():
             return self.model(batch["input_ids"], batch["attention_mask"]).float().numpy()
+
+    def run_sequences(self, sequences: Sequence[Sequence[int]], pad_id: int, max_tokens_per_run: int,
+                      max_padding: float) -> np.ndarray:
+        """Logits for already tokenized sequences, cut into the same runs ``HFClassifier.run_sequences`` makes."""
+        out: np.ndarray | None = None
+        for run in token_capped_batches([len(s) for s in sequences], max_tokens_per_run, max_padding):
+            input_ids, attention_mask = pad_batch([sequences[i] for i in run], pad_id)
+            with torch.inference_mode():
+                logits = self.model(torch.from_numpy(input_ids), torch.from_numpy(attention_mask)).float().numpy()
+            if out is None:
+                out = np.empty((len(sequences), *logits.shape[1:]), dtype=np.float32)
+            out[run] = logits
+        assert out is not None, "run_sequences needs at least one sequence"
+        return out
