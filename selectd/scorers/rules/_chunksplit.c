@@ -558,13 +558,14 @@ static int parse_tables(PyObject *args, const char *format, PyObject **first, Ta
                             &PyList_Type, &t->pending_counts);
 }
 
-/* WordTokenizer._add_chunk: intern the chunk's tokens, give it the next chunk id */
-static int add_chunk(Splitter *self, PyObject *chunk, const Tables *t) {
+/* WordTokenizer._add_chunk: intern the chunk's tokens, give it the next chunk id; returns that id
+ * (a new reference), NULL on error */
+static PyObject *add_chunk(Splitter *self, PyObject *chunk, const Tables *t) {
     Py_ssize_t count = split_chunk(self, chunk);
-    if (count < 0) return -1;
+    if (count < 0) return NULL;
     for (Py_ssize_t i = 0, start = 0; i < count; start = self->ends[i++]) {
         PyObject *token = token_string(chunk, start, self->ends[i]);
-        if (!token) return -1;
+        if (!token) return NULL;
         PyObject *id = PyDict_GetItemWithError(t->vocab_ids, token);  /* borrowed */
         if (id) {
             Py_INCREF(id);
@@ -572,28 +573,30 @@ static int add_chunk(Splitter *self, PyObject *chunk, const Tables *t) {
                    PyDict_SetItem(t->vocab_ids, token, id) < 0 || PyList_Append(t->vocab_strings, token) < 0) {
             Py_XDECREF(id);
             Py_DECREF(token);
-            return -1;
+            return NULL;
         }
         Py_DECREF(token);
         int failed = PyList_Append(t->pending_tokens, id);
         Py_DECREF(id);
-        if (failed) return -1;
+        if (failed) return NULL;
     }
     PyObject *n_tokens = PyLong_FromSsize_t(count);
     PyObject *chunk_id = n_tokens ? PyLong_FromSsize_t(PyDict_GET_SIZE(t->index)) : NULL;
     int failed = !chunk_id || PyDict_SetItem(t->index, chunk, chunk_id) < 0 ||
                  PyList_Append(t->pending_counts, n_tokens) < 0;
     Py_XDECREF(n_tokens);
-    Py_XDECREF(chunk_id);
-    return failed ? -1 : 0;
+    if (failed) Py_CLEAR(chunk_id);
+    return chunk_id;
 }
 
 /* append the chunk's id to t->out, adding the chunk first when new */
 static int append_chunk_id(Splitter *self, PyObject *chunk, const Tables *t) {
     PyObject *id = PyDict_GetItemWithError(t->index, chunk);  /* borrowed */
-    if (!id && (PyErr_Occurred() || add_chunk(self, chunk, t) < 0 || !(id = PyDict_GetItemWithError(t->index, chunk))))
-        return -1;
-    return PyList_Append(t->out, id);
+    if (id) return PyList_Append(t->out, id);
+    if (PyErr_Occurred() || !(id = add_chunk(self, chunk, t))) return -1;
+    int failed = PyList_Append(t->out, id);
+    Py_DECREF(id);
+    return failed;
 }
 
 static PyObject *splitter_chunk_ids(Splitter *self, PyObject *args) {
