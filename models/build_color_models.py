@@ -12,12 +12,15 @@ the cost per document to ``OUT/cost.json``.
 
 Cost per document: two forward passes (prior and conditional) over every token of the document,
 windows of ``--window`` tokens, so the cost grows linearly with document length and model size;
-this script reports ms/document and tokens/s for the model it built. Measured with the defaults
-(GPT-NeoX, 1.8M parameters, vocabulary 4,096, window 512) on the 2-core development machine,
-one thread, the 200 held-out sample documents (mean 1,913 tokens): 427 ms per document, 4,477
-document tokens/s (each token runs through both models). Real CoLoR models (~150M parameters)
-cost roughly 80× more per token, so the stage belongs after the cheap ones, where only documents
-that survived them pay for it::
+this script reports ms/document (wall and CPU) and tokens/s for the model it built. Measured
+with the defaults (GPT-NeoX, 1.8M parameters, vocabulary 4,096, window 512; blocked causal
+attention, 2,048 tokens per run) on the 2-core development machine, one thread, the 200
+held-out documents of today's sample corpus (mean 1,329 tokens): 183 ms of CPU time per
+document; wall time 186 ms (7,145 document tokens/s, each token running through both models)
+when the shared machine was quiet, 276-278 ms under load. Real CoLoR models (~150M
+parameters) cost roughly 60× more per token (a 162M-parameter GPT-NeoX shape, vocabulary
+50,304, ran 225 tokens/s per model on one core), so the stage belongs after the cheap ones,
+where only documents that survived them pay for it::
 
     [[stages]]
     name = "color"
@@ -58,15 +61,17 @@ def measure_cost(prior: Path, conditional: Path, texts: list[str], window: int) 
     scorer = cls("color", cls.Options(prior_model_dir=str(prior), conditional_model_dir=str(conditional),
                                       window=window, threads=1))
     scorer.warmup()
-    began = time.perf_counter()
+    began, began_cpu = time.perf_counter(), time.process_time()
     signals = {}
     for start in range(0, len(texts), 32):
         batch = scorer.run(texts[start:start + 32])
         for key, values in batch.items():
             signals.setdefault(key, []).extend(values.tolist())
-    seconds = time.perf_counter() - began
+    seconds, cpu_seconds = time.perf_counter() - began, time.process_time() - began_cpu
     tokens = int(sum(signals["tokens"]))
+    # wall time is the cost on an idle core; CPU time is the steadier figure on a shared machine
     return {"documents": len(texts), "seconds": seconds, "ms_per_document": 1000 * seconds / len(texts),
+            "cpu_ms_per_document": 1000 * cpu_seconds / len(texts),
             "tokens_per_document": tokens / len(texts), "tokens_per_s": tokens / seconds,
             "forward_passes_per_token": 2, "threads": 1, "window": window}
 

@@ -163,6 +163,9 @@ def test_window_policy_predicts_every_token_once_and_is_recorded(pair, eval_text
     second = model.run_windows([ids[spans[1][0]:spans[1][1]]])[0]
     np.testing.assert_allclose(result.logprobs[0][WINDOW - 1:2 * (WINDOW - 1)], second, atol=1e-5)
     assert len(result.logprobs[1]) == 0 and len(result.logprobs[2]) == 0
+    # a token cap below one window runs each window alone, with the same result
+    capped = CausalLM(prior_dir, window=WINDOW, max_tokens_per_run=WINDOW // 2).document_logprobs([ids])
+    np.testing.assert_allclose(capped.logprobs[0], result.logprobs[0], atol=1e-5)
 
     scorer = scorer_class("causal_lm")("lm", scorer_class("causal_lm").Options(model_dir=str(prior_dir), window=WINDOW))
     signals = scorer.run(["", "x", eval_texts[0]])

@@ -32,6 +32,7 @@ def test_build_color_models_trains_exports_and_costs(sample_corpus, tmp_path, ca
     report = json.loads((out / "cost.json").read_text())
     assert json.loads(capsys.readouterr().out) == report
     assert report["cost"]["documents"] == 10 and report["cost"]["ms_per_document"] > 0
+    assert report["cost"]["cpu_ms_per_document"] > 0
     assert report["target_documents"] > 0
     for name in ("prior", "conditional"):
         manifest = load_manifest(out / name, expected_kind="causal-lm")
