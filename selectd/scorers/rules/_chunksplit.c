@@ -24,9 +24,10 @@
  *   text: chunks of letters only that are no special case are only counted (one word each; the
  *   count is returned), the others get chunk ids in out.
  *
- * token_features(strings, start, non_word, punctuation, enders) -> (lengths, flags): Vocabulary.sync's
- *   per-token features of strings[start:]; the three character sets are bytes of sorted uint32 code
- *   points. lengths: int64 bytes; flags: one byte per token, FEATURE_* bits below.
+ * token_features(strings, start, non_word, enders, is_punct) -> (lengths, flags): Vocabulary.sync's
+ *   per-token features of strings[start:]; the two character sets are bytes of sorted uint32 code
+ *   points; is_punct(token) -> bool, asked only about tokens without a letter or digit (those are
+ *   never all punctuation). lengths: int64 bytes; flags: one byte per token, FEATURE_* bits below.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -830,13 +831,12 @@ static int contains(const CodePoints *set, Py_UCS4 c) {
 
 static PyObject *token_features(PyObject *module, PyObject *args) {
     (void)module;
-    PyObject *strings, *non_word_obj, *punctuation_obj, *enders_obj;
+    PyObject *strings, *non_word_obj, *enders_obj, *is_punct;
     Py_ssize_t start;
-    CodePoints non_word, punctuation, enders;
-    if (!PyArg_ParseTuple(args, "O!nSSS:token_features", &PyList_Type, &strings, &start, &non_word_obj,
-                          &punctuation_obj, &enders_obj) ||
+    CodePoints non_word, enders;
+    if (!PyArg_ParseTuple(args, "O!nSSO:token_features", &PyList_Type, &strings, &start, &non_word_obj,
+                          &enders_obj, &is_punct) ||
         code_points_view(non_word_obj, &non_word, "non_word") < 0 ||
-        code_points_view(punctuation_obj, &punctuation, "punctuation") < 0 ||
         code_points_view(enders_obj, &enders, "enders") < 0)
         return NULL;
     Py_ssize_t total = PyList_GET_SIZE(strings);
@@ -859,15 +859,24 @@ static PyObject *token_features(PyObject *module, PyObject *args) {
         Py_ssize_t len = PyUnicode_GET_LENGTH(token);
         int kind = PyUnicode_KIND(token);
         const void *data = PyUnicode_DATA(token);
-        int is_word = 0, has_alpha = 0, all_punctuation = 1;
+        int is_word = 0, has_alpha = 0, has_alnum = 0;
         for (Py_ssize_t j = 0; j < len; j++) {
             Py_UCS4 c = PyUnicode_READ(kind, data, j);
             if (!is_word && !contains(&non_word, c)) is_word = 1;
             if (!has_alpha && Py_UNICODE_ISALPHA(c)) has_alpha = 1;
-            if (all_punctuation && !contains(&punctuation, c)) all_punctuation = 0;
+            if (!has_alnum && Py_UNICODE_ISALNUM(c)) has_alnum = 1;
         }
         /* the sentencizer's enders are single characters (tokenizer.py checks) */
         int ends = len == 1 && contains(&enders, PyUnicode_READ(kind, data, 0));
+        int all_punctuation = 0;  /* letters and digits are not in a punctuation category */
+        if (!ends && !has_alnum) {
+            PyObject *answer = PyObject_CallOneArg(is_punct, token);
+            if (!answer || (all_punctuation = PyObject_IsTrue(answer)) < 0) {
+                Py_XDECREF(answer);
+                goto error;
+            }
+            Py_DECREF(answer);
+        }
         length[i] = len;
         flag[i] = (unsigned char)((is_word ? FEATURE_IS_WORD : 0) | (has_alpha ? FEATURE_HAS_ALPHA : 0) |
                                   (ends ? FEATURE_ENDS_SENTENCE : 0) |
@@ -885,7 +894,7 @@ error:
 
 static PyMethodDef module_methods[] = {
     {"token_features", token_features, METH_VARARGS,
-     "token_features(strings, start, non_word, punctuation, enders) -> (lengths int64 bytes, flags bytes)"},
+     "token_features(strings, start, non_word, enders, is_punct) -> (lengths int64 bytes, flags bytes)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -32,7 +32,6 @@ import functools
 import logging
 import re
 import struct
-import sys
 import unicodedata
 from re import _constants as sre, _parser as sre_parse  # the stdlib's own regex parser (3.11)
 from dataclasses import dataclass
@@ -565,13 +564,8 @@ def _code_points(chars) -> bytes:
     return struct.pack(f"<{len(chars)}I", *sorted(map(ord, chars)))
 
 
-@functools.cache
-def _feature_sets() -> tuple[bytes, bytes, bytes]:
-    """_chunksplit.token_features' character sets: datatrove's punctuation, the Unicode punctuation
-    categories (this Python's unicodedata, as _is_punct; ~0.2 s, once per process), the
-    sentencizer's enders."""
-    punctuation = [char for char in map(chr, range(sys.maxunicode + 1)) if unicodedata.category(char).startswith("P")]
-    return _code_points(tables.GOPHER_PUNCTUATION), _code_points(punctuation), _code_points(SENTENCE_PUNCT_CHARS)
+#: _chunksplit.token_features' character sets: datatrove's punctuation, the sentencizer's enders
+_FEATURE_SETS = (_code_points(tables.GOPHER_PUNCTUATION), _code_points(SENTENCE_PUNCT_CHARS))
 
 
 def _python_token_features(new: list[str]) -> dict[str, list]:
@@ -588,7 +582,7 @@ def _python_token_features(new: list[str]) -> dict[str, list]:
 def _compiled_token_features(strings: list[str], start: int) -> dict[str, np.ndarray]:
     from selectd.scorers.rules._chunksplit import token_features
 
-    lengths, flags = token_features(strings, start, *_feature_sets())
+    lengths, flags = token_features(strings, start, *_FEATURE_SETS, _is_punct)
     bits = np.frombuffer(flags, dtype=np.uint8)
     return {
         "length": np.frombuffer(lengths, dtype=np.int64),
