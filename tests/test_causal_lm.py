@@ -220,6 +220,24 @@ def test_export_falls_back_to_transformers_attention_and_records_why(pair, tmp_p
     assert metadata["export_check_max_abs_diff"] <= 1e-4
 
 
+def test_export_of_a_model_that_cannot_switch_attention_keeps_its_own(pair, tmp_path, monkeypatch):
+    from selectd.models.causal_lm import export as exporter
+
+    _, checkpoints, _, _ = pair
+    load = exporter.load_checkpoint
+
+    def fixed_attention(checkpoint):
+        model = load(checkpoint)
+        model.set_attn_implementation("eager")  # not the fallback's sdpa, which it cannot switch to either
+        model.set_attn_implementation = lambda name: None  # as transformers does for such models: a warning
+        return model
+
+    monkeypatch.setattr(exporter, "load_checkpoint", fixed_attention)
+    metadata = export(checkpoints.prior, tmp_path / "own").metadata
+    assert metadata["attention"] == "eager" and "does not dispatch attention" in metadata["attention_fallback_reason"]
+    assert metadata["export_check_max_abs_diff"] <= 1e-4
+
+
 # --- load-time failures ---------------------------------------------------------------------
 
 def _copy(model_dir: Path, tmp_path: Path) -> Path:

@@ -188,13 +188,18 @@ def _check_graph(path: Path, model: nn.Module, vocab_rows: int, length: int) -> 
     return worst
 
 
-def _export_graph(model: nn.Module, attention: str, path: Path, vocab_rows: int, length: int) -> float:
-    """Trace ``model`` with one attention implementation to ``path``; the graph's max |Δ| vs PyTorch
-    (the model with its own attention again)."""
+def _export_graph(model: nn.Module, attention: str, path: Path, vocab_rows: int, length: int) -> tuple[str, float]:
+    """Trace ``model`` with one attention implementation to ``path``.
+
+    Returns the implementation really traced (a model that cannot switch keeps its own, which is
+    refused only for the blocked attention) and the graph's max |Δ| vs PyTorch (the model with its
+    own attention again).
+    """
     reference_attention = model.config._attn_implementation
     model.set_attn_implementation(attention)
+    traced = model.config._attn_implementation
     try:
-        if model.config._attn_implementation != attention:
+        if attention == BLOCKED_ATTENTION and traced != attention:
             raise UnsupportedAttention(f"{model.config.model_type} does not dispatch attention through "
                                        f"transformers' AttentionInterface, so it cannot use {attention}")
         example = torch.randint(0, vocab_rows, (2, min(length, 16)), generator=torch.Generator().manual_seed(0))
@@ -203,7 +208,7 @@ def _export_graph(model: nn.Module, attention: str, path: Path, vocab_rows: int,
                         output_axes={OUTPUT_NAME: {1: "sequence_minus_1"}})
     finally:
         model.set_attn_implementation(reference_attention)
-    return _check_graph(path, model, vocab_rows, length)
+    return traced, _check_graph(path, model, vocab_rows, length)
 
 
 def export(checkpoint: Path | str, out_dir: Path | str) -> Manifest:
@@ -227,7 +232,7 @@ def export(checkpoint: Path | str, out_dir: Path | str) -> Manifest:
     fallback_reason = None
     for attention in (BLOCKED_ATTENTION, fallback_attention(model.config)):
         try:
-            max_diff = _export_graph(model, attention, path, vocab_rows, length)
+            attention, max_diff = _export_graph(model, attention, path, vocab_rows, length)
         except UnsupportedAttention as exc:
             fallback_reason = str(exc)
             continue
