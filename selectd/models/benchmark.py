@@ -5,6 +5,7 @@ after the other, and report the ratio: absolute docs/s on a shared 2-core machin
 """
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import sys
@@ -14,6 +15,18 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import orjson
+
+
+def add_clock_argument(parser: argparse.ArgumentParser) -> None:
+    """``--clock cpu|wall``, shared by every ``selectd bench`` family."""
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="cpu: this process's CPU seconds (default; steady on a shared machine, and with one "
+                             "thread per side equal to wall time on an idle one); wall: elapsed time")
+
+
+def clock_function(name: str) -> Callable[[], float]:
+    """The timer behind a ``--clock`` value."""
+    return time.process_time if name == "cpu" else time.perf_counter
 
 
 def read_texts(path: Path | str, limit: int | None = None, field: str = "text") -> list[str]:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from selectd.models.benchmark import comparison, emit, read_texts, time_batches
+from selectd.models.benchmark import add_clock_argument, clock_function, comparison, emit, read_texts, time_batches
 from selectd.models.causal_lm.model import DEFAULT_MAX_TOKENS_PER_RUN, DEFAULT_WINDOW, MANIFEST_KIND, CausalLM
 from selectd.models.manifest import ModelLoadError
 from selectd.scorers.causal_lm import DEFAULT_MIN_K_RATIO, mean_cross_entropy, min_k_prob
@@ -162,9 +161,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                              "pass-by-pass ratios")
     parser.add_argument("--max-tokens-per-run", type=int, default=DEFAULT_MAX_TOKENS_PER_RUN,
                         help="cap on padded tokens per forward pass, both sides")
-    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
-                        help="cpu: this process's CPU seconds (steady on a shared machine; with --threads 1 equal to "
-                             "wall time on an idle one); wall: elapsed time")
+    add_clock_argument(parser)
 
 
 def bench(args: argparse.Namespace) -> int:
@@ -181,7 +178,7 @@ def bench(args: argparse.Namespace) -> int:
     except (ModelLoadError, ValueError, OSError) as exc:
         print(f"selectd bench causal-lm: {exc}", file=sys.stderr)
         return 2
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    clock = clock_function(args.clock)
     tokens = sum(len(lp) for lp in model.text_logprobs(texts).logprobs)
     # Both sides cut the same windows and run them in the same length-sorted, token-capped batches
     # (TorchReference mirrors CausalLM), under torch.inference_mode with the same thread count;

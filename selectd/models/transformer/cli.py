@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from selectd.models.benchmark import Timing, comparison, emit, read_texts, time_batches
+from selectd.models.benchmark import (Timing, add_clock_argument, clock_function, comparison, emit, read_texts,
+                                      time_batches)
 from selectd.models.hf_common import token_capped_batches
 from selectd.models.manifest import ModelLoadError
 from selectd.models.transformer.model import MANIFEST_KIND, TASKS, HFClassifier, decisions
@@ -136,9 +136,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=3,
                         help="timed passes per side, alternating; the best is reported, with the spread of the "
                              "pass-by-pass ratios")
-    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
-                        help="cpu: this process's CPU seconds (steady on a shared machine; with --threads 1 "
-                             "equal to wall time on an idle one); wall: elapsed time")
+    add_clock_argument(parser)
 
 
 def padded_tokens(model: HFClassifier, texts: list[str], batch_size: int) -> dict[str, int]:
@@ -168,7 +166,7 @@ def bench(args: argparse.Namespace) -> int:
     except (ModelLoadError, ValueError, OSError) as exc:
         print(f"selectd bench hf: {exc}", file=sys.stderr)
         return 2
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    clock = clock_function(args.clock)
 
     def torch_same_runs(batch: list[str]) -> np.ndarray:
         return reference.run_sequences(first.windows(batch).sequences, first.specials.pad_id,

@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
-from selectd.models.benchmark import comparison, emit, read_texts, time_batches
+from selectd.models.benchmark import add_clock_argument, clock_function, comparison, emit, read_texts, time_batches
 from selectd.rules import Rule, first_failures
 from selectd.scorers.base import scorer_class
 from selectd.scorers.rules import tokenizer
@@ -46,9 +46,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="documents per scorer call")
     parser.add_argument("--warm-texts", type=int, default=None,
                         help="texts used only to warm our word cache (default: the first half)")
-    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
-                        help="time with this process's CPU time (default: steady on a shared machine; "
-                             "every side is single-threaded) or with wall time")
+    add_clock_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -147,7 +145,7 @@ def bench(args: argparse.Namespace) -> int:
         print(f"selectd bench rules: --warm-texts must leave texts to time ({n_warm} of {len(texts)})")
         return 2
     warm_texts, timed_texts = texts[:n_warm], texts[n_warm:]
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    clock = clock_function(args.clock)
     with _one_core() as core:
         results = {kind: compare_filter(kind, warm_texts, timed_texts, args.batch_size, clock)
                    for kind in args.filters}
