@@ -71,7 +71,7 @@ class Router:
         value = verdict.scores.get(stage, {}).get(signal)
         if value is None:
             return False
-        return bool(rule.passes([value])[0])
+        return rule.passes_value(value)
 
     def outputs_for(self, doc: Document, verdict: Verdict) -> list[Output]:
         record = doc.record

@@ -135,3 +135,14 @@ def test_window_top_keeps_floor_of_window_fraction():
     scores = np.arange(30, dtype=np.float64)
     mask = selector.keep(scores, np.ones(30))
     assert mask.sum() == 4 and set(np.flatnonzero(mask)) == {26, 27, 28, 29}
+
+
+def test_rule_passes_value_equals_the_vectorised_check():
+    numbers = [float("nan"), float("-inf"), -1.0, 0.0, 0.5, 0.9, 1.0, 2.0, float("inf")]
+    rules = [Rule(signal="s", min=0.5), Rule(signal="s", max=0.9), Rule(signal="s", min=0.0, max=1.0),
+             Rule(signal="s", min=0.9, max=0.9)]
+    for rule in rules:
+        assert [rule.passes_value(v) for v in numbers] == rule.passes(np.asarray(numbers)).tolist(), rule
+    labels = ["en", "de", "fr", ""]
+    categorical = Rule(signal="lang", **{"in": ["en", "de"]})
+    assert [categorical.passes_value(v) for v in labels] == categorical.passes(np.asarray(labels, dtype=object)).tolist()
