@@ -29,6 +29,8 @@ from typing import Sequence
 
 import numpy as np
 
+from selectd.arrays import GrowingArray
+
 EOS = b"</s>"
 LABEL_PREFIX = b"__label__"
 FNV_OFFSET = np.uint32(2166136261)
@@ -133,27 +135,6 @@ def char_ngram_hashes(tokens: Sequence[bytes], minn: int, maxn: int) -> tuple[np
     return owner_of_start[emitted_start[order]], np.concatenate(out_hash)[order]
 
 
-class _Growable:
-    """A 1-D numpy array with amortized appends."""
-
-    def __init__(self, dtype, capacity: int = 1024):
-        self.data = np.empty(max(capacity, 16), dtype=dtype)
-        self.size = 0
-
-    def extend(self, values: np.ndarray) -> None:
-        needed = self.size + len(values)
-        if needed > len(self.data):
-            grown = np.empty(max(needed, 2 * len(self.data)), dtype=self.data.dtype)
-            grown[:self.size] = self.data[:self.size]
-            self.data = grown
-        self.data[self.size:needed] = values
-        self.size = needed
-
-    @property
-    def values(self) -> np.ndarray:
-        return self.data[:self.size]
-
-
 class _TokenIndex(dict):
     """token bytes -> row of the token table; unseen tokens get the next row and wait in ``pending``."""
 
@@ -197,11 +178,11 @@ class Featurizer:
         if len(self.index) != len(vocabulary):
             raise ValueError("duplicate entries in the fastText dictionary")
         capacity = 2 * len(vocabulary) + 1024
-        self.is_word = _Growable(np.bool_, capacity)
-        self.hash = _Growable(np.uint64, capacity)  # int32 hash sign-extended to 64 bits
-        self.feature_start = _Growable(np.int64, capacity)
-        self.feature_count = _Growable(np.int64, capacity)
-        self.features = _Growable(np.int64, capacity * (2 if self.maxn <= 0 else 16))
+        self.is_word = GrowingArray(np.bool_, capacity)
+        self.hash = GrowingArray(np.uint64, capacity)  # int32 hash sign-extended to 64 bits
+        self.feature_start = GrowingArray(np.int64, capacity)
+        self.feature_count = GrowingArray(np.int64, capacity)
+        self.features = GrowingArray(np.int64, capacity * (2 if self.maxn <= 0 else 16))
         word_ids = np.arange(self.nwords, dtype=np.int64)
         self._append(self.words, word_ids, is_word=np.ones(self.nwords, dtype=bool))
         self._append(self.labels, np.full(len(self.labels), -1, dtype=np.int64),
@@ -224,7 +205,7 @@ class Featurizer:
         owner = np.concatenate(owners)
         order = np.argsort(owner, kind="stable")
         feature_count = np.bincount(owner, minlength=count)
-        self.feature_start.extend(self.features.size + np.cumsum(feature_count) - feature_count)
+        self.feature_start.extend(len(self.features) + np.cumsum(feature_count) - feature_count)
         self.feature_count.extend(feature_count)
         self.features.extend(np.concatenate(ids)[order])
         self.hash.extend(hashes)
@@ -276,22 +257,22 @@ class Featurizer:
         rows = np.fromiter(map(self.index.__getitem__, tokens), dtype=np.int64, count=len(tokens))
         self._resolve_pending()
         doc_of_token = np.repeat(np.arange(len(texts)), token_counts)
-        words = self.is_word.data[rows]
+        words = self.is_word.values[rows]
         if not words.all():  # label-prefixed tokens are not words
             rows, doc_of_token = rows[words], doc_of_token[words]
 
         # unigram features: a gather from the token table's ragged feature lists
-        lengths = self.feature_count.data[rows]
+        lengths = self.feature_count.values[rows]
         total = int(lengths.sum())
         first = np.cumsum(lengths) - lengths
-        gather = np.repeat(self.feature_start.data[rows] - first, lengths) + np.arange(total)
-        parts_ids = [self.features.data[gather]]
+        gather = np.repeat(self.feature_start.values[rows] - first, lengths) + np.arange(total)
+        parts_ids = [self.features.values[gather]]
         parts_docs = [np.repeat(doc_of_token, lengths)]
 
         # word n-grams over word hashes, in fastText's order (by first word, then length);
         # no n-gram crosses a document boundary
         if self.word_ngrams > 1 and len(rows) > 1:
-            hashes = self.hash.data[rows]
+            hashes = self.hash.values[rows]
             count = len(rows)
             longest = min(self.word_ngrams, count) - 1  # extra words after the first
             grams = np.zeros((count, longest), dtype=np.uint64)

@@ -39,6 +39,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from selectd.arrays import GrowingArray
+
 from selectd.scorers.rules import reference_tables as tables
 
 log = logging.getLogger(__name__)
@@ -594,32 +596,9 @@ def _compiled_token_features(strings: list[str], start: int) -> dict[str, np.nda
 _FEATURE_BITS = {"is_word": 1, "has_alpha": 2, "ends_sentence": 4, "opens_sentence": 8}
 
 
-class GrowingArray:
-    """A 1-D numpy array appended to in place, its capacity doubled when full: appending to it costs
-    what is appended, where ``np.concatenate`` would copy the whole (vocabulary-sized) array again
-    at every batch."""
-
-    def __init__(self, dtype) -> None:
-        self._data = np.zeros(1024, dtype=dtype)
-        self._size = 0
-
-    def extend(self, values) -> None:
-        values = np.asarray(values, dtype=self._data.dtype)
-        size = self._size + len(values)
-        if size > len(self._data):
-            grown = np.zeros(max(size, 2 * len(self._data)), dtype=self._data.dtype)
-            grown[:self._size] = self._data[:self._size]
-            self._data = grown
-        self._data[self._size:size] = values
-        self._size = size
-
-    def __len__(self) -> int:
-        return self._size
-
-    @property
-    def values(self) -> np.ndarray:
-        """The appended values (a view: it does not see later appends)."""
-        return self._data[:self._size]
+def _feature(name: str, doc: str) -> property:
+    """A read-only view of one per-token feature array of a :class:`Vocabulary`."""
+    return property(lambda vocab: vocab._features[name].values, doc=doc)
 
 
 class Vocabulary:
@@ -639,30 +618,12 @@ class Vocabulary:
                           **{name: GrowingArray(bool) for name in _FEATURE_BITS}}
 
     # the per-token features, indexed by token id (synced tokens)
-    @property
-    def length(self) -> np.ndarray:
-        """characters per token"""
-        return self._features["length"].values
-
-    @property
-    def is_word(self) -> np.ndarray:
-        """has a character outside datatrove's PUNCTUATION_SET (a Gopher "non-symbol word")"""
-        return self._features["is_word"].values
-
-    @property
-    def has_alpha(self) -> np.ndarray:
-        """has an alphabetic character"""
-        return self._features["has_alpha"].values
-
-    @property
-    def ends_sentence(self) -> np.ndarray:
-        """spaCy sentencizer: the token is a sentence-ending character"""
-        return self._features["ends_sentence"].values
-
-    @property
-    def opens_sentence(self) -> np.ndarray:
-        """spaCy sentencizer: a token that can open a sentence (neither punctuation nor an ender)"""
-        return self._features["opens_sentence"].values
+    length = _feature("length", "characters per token")
+    is_word = _feature("is_word", 'has a character outside datatrove\'s PUNCTUATION_SET (a Gopher "non-symbol word")')
+    has_alpha = _feature("has_alpha", "has an alphabetic character")
+    ends_sentence = _feature("ends_sentence", "spaCy sentencizer: the token is a sentence-ending character")
+    opens_sentence = _feature("opens_sentence",
+                              "spaCy sentencizer: a token that can open a sentence (neither punctuation nor an ender)")
 
     def __len__(self) -> int:
         return len(self.strings)
