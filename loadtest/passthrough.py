@@ -23,6 +23,8 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
 from selectd.config import KafkaSection
+from selectd.parse import Record
+from selectd.router import source_headers
 
 
 class LoggedAssignment(ConsumerRebalanceListener):
@@ -56,11 +58,8 @@ def passthrough(bootstrap: str, source: str, sink: str, group: str, stop: thread
             offsets = {}
             for tp, messages in fetched.items():
                 for m in messages:
-                    producer.send(sink, key=m.key, value=m.value, headers=[
-                        ("selectd.source.topic", m.topic.encode()),
-                        ("selectd.source.partition", str(m.partition).encode()),
-                        ("selectd.source.offset", str(m.offset).encode()),
-                        ("selectd.source.timestamp_ms", str(m.timestamp).encode())])
+                    record = Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
+                    producer.send(sink, key=m.key, value=m.value, headers=source_headers(record))
                 offsets[TopicPartition(tp.topic, tp.partition)] = OffsetAndMetadata(messages[-1].offset + 1, "", -1)
             producer.flush()
             if offsets:
