@@ -85,6 +85,27 @@ def time_batches(name: str, run: Callable[[Sequence[str]], Any], texts: Sequence
     return Timing(name, len(texts), best)
 
 
+def alternating_passes(sides: dict[str, Callable[[Sequence[str]], Any]], texts: Sequence[str], batch_size: int,
+                       repeat: int, clock: Callable[[], float]) -> dict[str, list[Timing]]:
+    """``repeat`` timed passes of every side, one side after the other within each round (one
+    warm-up batch each in the first), so a load change on a shared machine hits all of them."""
+    passes: dict[str, list[Timing]] = {name: [] for name in sides}
+    for attempt in range(repeat):
+        for name, run in sides.items():
+            passes[name].append(time_batches(name, run, texts, batch_size, warmup=1 if attempt == 0 else 0,
+                                             clock=clock))
+    return passes
+
+
+def best_pass(timings: Sequence[Timing]) -> Timing:
+    return min(timings, key=lambda t: t.seconds)
+
+
+def pass_ratios(reference: Sequence[Timing], ours: Sequence[Timing]) -> list[float]:
+    """Speed-up of each round (reference seconds / ours), sorted: the spread behind the best-pass ratio."""
+    return sorted(r.seconds / o.seconds for r, o in zip(reference, ours))
+
+
 def comparison(ours: Timing, reference: Timing, **extra: Any) -> dict[str, Any]:
     return {
         "ours": {**asdict(ours), "docs_per_s": ours.docs_per_s},

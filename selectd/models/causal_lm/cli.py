@@ -14,7 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from selectd.models.benchmark import add_clock_argument, clock_function, comparison, emit, read_texts, time_batches
+from selectd.models.benchmark import (add_clock_argument, alternating_passes, best_pass, clock_function, comparison,
+                                      emit, pass_ratios, read_texts)
 from selectd.models.causal_lm.model import DEFAULT_MAX_TOKENS_PER_RUN, DEFAULT_WINDOW, MANIFEST_KIND, CausalLM
 from selectd.models.manifest import ModelLoadError
 from selectd.scorers.causal_lm import DEFAULT_MIN_K_RATIO, mean_cross_entropy, min_k_prob
@@ -183,27 +184,20 @@ def bench(args: argparse.Namespace) -> int:
     # Both sides cut the same windows and run them in the same length-sorted, token-capped batches
     # (TorchReference mirrors CausalLM), under torch.inference_mode with the same thread count;
     # tokenization is part of both paths (each side tokenizes its own way, as it would in use).
-    # The two sides alternate pass by pass, so a load change on a shared machine hits both.
-    torch_passes, our_passes = [], []
-    for attempt in range(args.repeat):
-        warmup = 1 if attempt == 0 else 0
-        torch_passes.append(time_batches("pytorch-eager", reference.text_logprobs, texts, args.batch_size,
-                                         warmup=warmup, clock=clock))
-        our_passes.append(time_batches("onnxruntime", model.text_logprobs, texts, args.batch_size,
-                                       warmup=warmup, clock=clock))
-    torch_timing = min(torch_passes, key=lambda t: t.seconds)
-    ours = min(our_passes, key=lambda t: t.seconds)
-    pass_ratios = sorted(t.seconds / o.seconds for t, o in zip(torch_passes, our_passes))
+    passes = alternating_passes({"pytorch-eager": reference.text_logprobs, "onnxruntime": model.text_logprobs},
+                                texts, args.batch_size, args.repeat, clock)
+    torch_timing, ours = best_pass(passes["pytorch-eager"]), best_pass(passes["onnxruntime"])
+    ratios = pass_ratios(passes["pytorch-eager"], passes["onnxruntime"])
     report = comparison(ours, torch_timing, threads=args.threads, batch_size=args.batch_size, window=args.window,
                         max_tokens_per_run=args.max_tokens_per_run, clock=args.clock, tokens=tokens,
                         architecture=model.architecture, attention=model.manifest.metadata.get("attention"),
-                        pass_ratios=pass_ratios,
+                        pass_ratios=ratios,
                         tokens_per_s={"ours": tokens / ours.seconds, "reference": tokens / torch_timing.seconds})
     lines = [f"{len(texts)} texts, {tokens} predicted tokens, window {args.window}, batch {args.batch_size}, "
              f"{args.threads} thread(s), {args.clock} clock, {model.architecture}",
              f"  PyTorch eager: {torch_timing.docs_per_s:.1f} docs/s, {tokens / torch_timing.seconds:.0f} tokens/s",
              f"  ONNX Runtime:  {ours.docs_per_s:.1f} docs/s, {tokens / ours.seconds:.0f} tokens/s, "
              f"{report['ratio']:.2f}x PyTorch eager (best passes; pass-by-pass ratios "
-             f"{', '.join(f'{r:.2f}' for r in pass_ratios)})"]
+             f"{', '.join(f'{r:.2f}' for r in ratios)})"]
     emit(report, args.json, lines)
     return 0

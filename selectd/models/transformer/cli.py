@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from selectd.models.benchmark import (Timing, add_clock_argument, clock_function, comparison, emit, read_texts,
-                                      time_batches)
+from selectd.models.benchmark import (add_clock_argument, alternating_passes, best_pass, clock_function, comparison,
+                                      emit, pass_ratios, read_texts)
 from selectd.models.hf_common import token_capped_batches
 from selectd.models.manifest import ModelLoadError
 from selectd.models.transformer.model import MANIFEST_KIND, TASKS, HFClassifier, decisions
@@ -175,15 +175,10 @@ def bench(args: argparse.Namespace) -> int:
     # Two PyTorch references: "pytorch-eager" as a user's script runs it (tokenizer(padding=True),
     # one padded run per call), and "pytorch-eager-same-runs" fed the classifier's own tokens and
     # length-bucketed runs, so its ratio is the runtime's alone, not the batching's.
-    # Every side runs one pass in turn, so a load change on a shared machine hits all of them.
     sides = {"pytorch-eager": reference.logits, "pytorch-eager-same-runs": torch_same_runs,
              **{f"onnxruntime-{p}": m.logits for p, m in models.items()}}
-    passes: dict[str, list[Timing]] = {name: [] for name in sides}
-    for attempt in range(args.repeat):
-        for name, run in sides.items():
-            passes[name].append(time_batches(name, run, texts, args.batch_size, warmup=1 if attempt == 0 else 0,
-                                             clock=clock))
-    best = {name: min(timings, key=lambda t: t.seconds) for name, timings in passes.items()}
+    passes = alternating_passes(sides, texts, args.batch_size, args.repeat, clock)
+    best = {name: best_pass(timings) for name, timings in passes.items()}
     user, same_runs = best["pytorch-eager"], best["pytorch-eager-same-runs"]
     tokens = padded_tokens(first, texts, args.batch_size)
     report: dict[str, Any] = {"threads": args.threads, "batch_size": args.batch_size, "clock": args.clock,
@@ -196,13 +191,13 @@ def bench(args: argparse.Namespace) -> int:
     for precision in models:
         name = f"onnxruntime-{precision}"
         ours = best[name]
-        pass_ratios = sorted(t.seconds / o.seconds for t, o in zip(passes["pytorch-eager"], passes[name]))
+        ratios = pass_ratios(passes["pytorch-eager"], passes[name])
         report["precisions"][precision] = comparison(
-            ours, user, pass_ratios=pass_ratios, ratio_same_runs=ours.docs_per_s / same_runs.docs_per_s,
+            ours, user, pass_ratios=ratios, ratio_same_runs=ours.docs_per_s / same_runs.docs_per_s,
             same_runs_reference={**asdict(same_runs), "docs_per_s": same_runs.docs_per_s})
         lines.append(f"  ONNX Runtime {precision}: {ours.docs_per_s:.1f} docs/s, "
                      f"{report['precisions'][precision]['ratio']:.2f}x PyTorch eager "
-                     f"(pass-by-pass {', '.join(f'{r:.2f}' for r in pass_ratios)}), "
+                     f"(pass-by-pass {', '.join(f'{r:.2f}' for r in ratios)}), "
                      f"{ours.docs_per_s / same_runs.docs_per_s:.2f}x PyTorch fed the same runs")
     emit(report, args.json, lines)
     return 0
