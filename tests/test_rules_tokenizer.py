@@ -156,6 +156,34 @@ def test_compiled_and_python_tokenizers_intern_identically(sample_corpus):
     assert compiled_counts.tolist() == python_counts.tolist()
 
 
+def test_word_counts_keep_no_tokens_and_equal_the_token_path(sample_corpus):
+    """token_counts (FineWeb's count-only path) records chunk -> word count and interns nothing, the
+    same table in C and in Python, a full table cleared between batches; its counts equal the
+    token path's; and a chunk the token path split first is counted from that same table."""
+    texts = [orjson.loads(line)["text"] for line in open(sample_corpus, "rb")][:300] + TRICKY + [
+        "", "  \t ", "cannot Cannot gonna y'all", "a\x1cb\x1fc d\u2028e\u00a0f\u3000g\x85h", "\ud800 lone surrogate"]
+    batches = [texts[start:start + 128] for start in range(0, len(texts), 128)]
+    letter_specials = EnglishSplitter().letter_specials
+    counted_chunks = {chunk for text in texts for chunk in text.split()
+                      if not chunk.isalpha() or chunk in letter_specials}
+    assert len(counted_chunks) > 3_000
+    tables = []
+    for implementation in ("compiled", "python"):
+        tokenized = WordTokenizer(implementation=implementation)
+        expected = [count for batch in batches for count in tokenized.tokenize(batch).counts.tolist()]
+        seen_by_token_path = dict(tokenized._chunk_words)
+        assert [count for batch in batches for count in tokenized.token_counts(batch).tolist()] == expected
+        assert tokenized._chunk_words == seen_by_token_path, "a chunk already split was split again"
+
+        counting = WordTokenizer(max_chunks=3_000, implementation=implementation)
+        assert [count for batch in batches for count in counting.token_counts(batch).tolist()] == expected
+        assert len(counting.vocab) == 0 and not counting._chunk_index
+        # the table filled up and was cleared: it holds fewer chunks than the texts have
+        assert 0 < len(counting._chunk_words) < len(counted_chunks)
+        tables.append(counting._chunk_words)
+    assert tables[0] == tables[1]
+
+
 @pytest.mark.parametrize("text", TRICKY)
 def test_compiled_tokenizer_words_equal_datatrove(text):
     assert WordTokenizer(implementation="compiled").words(text) == datatrove_text.split_into_words(text, "eng")

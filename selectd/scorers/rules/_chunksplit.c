@@ -19,10 +19,11 @@
  *     a '.' and two characters of the set url_tld (a program of one set); url_dots 0: no prefilter
  * Splitter.split(chunk) -> tuple of token strings
  * Splitter.chunk_ids(chunks, out, chunk_index, vocab_ids, vocab_strings, pending_tokens,
- *                    pending_counts): WordTokenizer.chunk_ids, new chunks split and interned here
- * Splitter.count_words(text, out, ...the same tables) -> int: WordTokenizer.token_counts for one
- *   text: chunks of letters only that are no special case are only counted (one word each; the
- *   count is returned), the others get chunk ids in out.
+ *                    pending_counts, chunk_words): WordTokenizer.chunk_ids, new chunks split and
+ *   interned here (and their word counts recorded in chunk_words, for count_words)
+ * Splitter.count_words(text, chunk_words) -> int: WordTokenizer.token_counts for one text, its
+ *   number of words; chunks of letters only that are no special case count one each, the others'
+ *   counts come from (or, when new, are split and added to) chunk_words: chunk -> word count.
  *
  * token_features(strings, start, non_word, enders, is_punct) -> (lengths, flags): Vocabulary.sync's
  *   per-token features of strings[start:]; the two character sets are bytes of sorted uint32 code
@@ -550,13 +551,15 @@ static PyObject *splitter_split(Splitter *self, PyObject *chunk) {
     return tokens;
 }
 
-/* WordTokenizer's chunk table and vocabulary, as chunk_ids and count_words get them */
-typedef struct { PyObject *out, *index, *vocab_ids, *vocab_strings, *pending_tokens, *pending_counts; } Tables;
+/* WordTokenizer's chunk table, vocabulary and chunk word counts, as chunk_ids gets them */
+typedef struct {
+    PyObject *out, *index, *vocab_ids, *vocab_strings, *pending_tokens, *pending_counts, *chunk_words;
+} Tables;
 
 static int parse_tables(PyObject *args, const char *format, PyObject **first, Tables *t) {
     return PyArg_ParseTuple(args, format, first, &PyList_Type, &t->out, &PyDict_Type, &t->index, &PyDict_Type,
                             &t->vocab_ids, &PyList_Type, &t->vocab_strings, &PyList_Type, &t->pending_tokens,
-                            &PyList_Type, &t->pending_counts);
+                            &PyList_Type, &t->pending_counts, &PyDict_Type, &t->chunk_words);
 }
 
 /* WordTokenizer._add_chunk: intern the chunk's tokens, give it the next chunk id; returns that id
@@ -584,7 +587,7 @@ static PyObject *add_chunk(Splitter *self, PyObject *chunk, const Tables *t) {
     PyObject *n_tokens = PyLong_FromSsize_t(count);
     PyObject *chunk_id = n_tokens ? PyLong_FromSsize_t(PyDict_GET_SIZE(t->index)) : NULL;
     int failed = !chunk_id || PyDict_SetItem(t->index, chunk, chunk_id) < 0 ||
-                 PyList_Append(t->pending_counts, n_tokens) < 0;
+                 PyList_Append(t->pending_counts, n_tokens) < 0 || PyDict_SetItem(t->chunk_words, chunk, n_tokens) < 0;
     Py_XDECREF(n_tokens);
     if (failed) Py_CLEAR(chunk_id);
     return chunk_id;
@@ -603,7 +606,7 @@ static int append_chunk_id(Splitter *self, PyObject *chunk, const Tables *t) {
 static PyObject *splitter_chunk_ids(Splitter *self, PyObject *args) {
     PyObject *chunks;
     Tables t;
-    if (!parse_tables(args, "OO!O!O!O!O!O!:chunk_ids", &chunks, &t)) return NULL;
+    if (!parse_tables(args, "OO!O!O!O!O!O!O!:chunk_ids", &chunks, &t)) return NULL;
     PyObject *sequence = PySequence_Fast(chunks, "chunks must be a sequence of str");
     if (!sequence) return NULL;
     PyObject **items = PySequence_Fast_ITEMS(sequence);
@@ -645,14 +648,14 @@ DEFINE_NEXT_CHUNK(next_chunk_ucs1, Py_UCS1)
 DEFINE_NEXT_CHUNK(next_chunk_ucs2, Py_UCS2)
 DEFINE_NEXT_CHUNK(next_chunk_ucs4, Py_UCS4)
 
-/* WordTokenizer.token_counts for one text: its whitespace-separated chunks (str.split()) that are
- * letters only and no special case are one word each and only counted, the others get chunk ids;
- * returns the count. */
+/* WordTokenizer.token_counts for one text: the number of words of its whitespace-separated chunks
+ * (str.split()). A chunk of letters only that is no special case is one word; the others' counts
+ * are read from chunk_words (chunk -> word count), a chunk not there is split and added. No token
+ * string is made or interned: the count is all this path keeps. */
 static PyObject *splitter_count_words(Splitter *self, PyObject *args) {
-    PyObject *text;
-    Tables t;
-    if (!parse_tables(args, "UO!O!O!O!O!O!:count_words", &text, &t)) return NULL;
-    Py_ssize_t n = PyUnicode_GET_LENGTH(text), letter_words = 0, pos = 0, start;
+    PyObject *text, *chunk_words;
+    if (!PyArg_ParseTuple(args, "UO!:count_words", &text, &PyDict_Type, &chunk_words)) return NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), words = 0, pos = 0, start;
     int kind = PyUnicode_KIND(text), letters;
     const void *data = PyUnicode_DATA(text);
     while ((start = kind == PyUnicode_1BYTE_KIND ? next_chunk_ucs1(data, n, &pos, &letters)
@@ -660,18 +663,25 @@ static PyObject *splitter_count_words(Splitter *self, PyObject *args) {
                   : next_chunk_ucs4(data, n, &pos, &letters)) >= 0) {
         Py_ssize_t len = pos - start;
         if (letters) {  /* one word unless a special case ("cannot") */
-            if (len > self->longest_special) { letter_words++; continue; }
+            if (len > self->longest_special) { words++; continue; }
             if (reserve(self, len + 1) < 0) return NULL;
             for (Py_ssize_t j = 0; j < len; j++) self->text[j] = PyUnicode_READ(kind, data, start + j);
-            if (table_get(&self->specials, self->text, len) < 0) { letter_words++; continue; }
+            if (table_get(&self->specials, self->text, len) < 0) { words++; continue; }
         }
         PyObject *chunk = PyUnicode_Substring(text, start, pos);
         if (!chunk) return NULL;
-        int failed = append_chunk_id(self, chunk, &t);
+        PyObject *known = PyDict_GetItemWithError(chunk_words, chunk);  /* borrowed */
+        Py_ssize_t count = known ? PyLong_AsSsize_t(known) : PyErr_Occurred() ? -1 : split_chunk(self, chunk);
+        if (count >= 0 && !known) {
+            PyObject *value = PyLong_FromSsize_t(count);
+            if (!value || PyDict_SetItem(chunk_words, chunk, value) < 0) count = -1;
+            Py_XDECREF(value);
+        }
         Py_DECREF(chunk);
-        if (failed) return NULL;
+        if (count < 0) return NULL;
+        words += count;
     }
-    return PyLong_FromSsize_t(letter_words);
+    return PyLong_FromSsize_t(words);
 }
 
 /* a segmentation (token lengths) appended to the flat arrays; returns its index */
@@ -901,10 +911,9 @@ static PyMethodDef module_methods[] = {
 static PyMethodDef splitter_methods[] = {
     {"split", (PyCFunction)splitter_split, METH_O, "split(chunk) -> tuple of tokens"},
     {"chunk_ids", (PyCFunction)splitter_chunk_ids, METH_VARARGS,
-     "chunk_ids(chunks, out, chunk_index, vocab_ids, vocab_strings, pending_tokens, pending_counts)"},
+     "chunk_ids(chunks, out, chunk_index, vocab_ids, vocab_strings, pending_tokens, pending_counts, chunk_words)"},
     {"count_words", (PyCFunction)splitter_count_words, METH_VARARGS,
-     "count_words(text, out, chunk_index, vocab_ids, vocab_strings, pending_tokens, pending_counts) -> "
-     "number of letter-only chunks counted without an id"},
+     "count_words(text, chunk_words) -> number of words of text (chunk_words: chunk -> word count, grown)"},
     {NULL, NULL, 0, NULL},
 };
 

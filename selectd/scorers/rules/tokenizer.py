@@ -672,6 +672,9 @@ class WordTokenizer:
     flat array. A document becomes a list of chunk ids (one C-level dictionary lookup per chunk:
     ``map(dict.__getitem__, text.split())``), and numpy expands chunk ids to token ids. The table
     is bounded (``max_chunks``); when full it is cleared between batches, the vocabulary kept.
+
+    Word counts alone (:meth:`token_counts`, all FineWeb needs) take a lighter table: chunk -> number
+    of words, filled by every split (either path), with no token interned. Bounded the same way.
     """
 
     def __init__(self, max_chunks: int = 1_000_000, implementation: str = "auto") -> None:
@@ -686,6 +689,7 @@ class WordTokenizer:
                                "reinstall with a C compiler (pip install -e .)")
         self.vocab = Vocabulary(compiled=self.compiled is not None)
         self.max_chunks = max_chunks
+        self._chunk_words: dict[str, int] = {}  # chunk -> its number of words
         self._clear_chunks()
 
     def _clear_chunks(self) -> None:
@@ -701,6 +705,7 @@ class WordTokenizer:
         tokens = [intern(token) for token in self.splitter.chunk_tokens(chunk)]
         index = len(self._chunk_index)
         self._chunk_index[chunk] = index
+        self._chunk_words[chunk] = len(tokens)
         self._pending_tokens.extend(tokens)
         self._pending_counts.append(len(tokens))
 
@@ -709,7 +714,7 @@ class WordTokenizer:
         index = self._chunk_index
         if self.compiled is not None:
             self.compiled.chunk_ids(chunks, out, index, self.vocab.ids, self.vocab.strings,
-                                    self._pending_tokens, self._pending_counts)
+                                    self._pending_tokens, self._pending_counts, self._chunk_words)
             return
         before = len(out)
         try:
@@ -739,6 +744,8 @@ class WordTokenizer:
         while chunk ids are held."""
         if len(self._chunk_index) >= self.max_chunks:
             self._clear_chunks()
+        if len(self._chunk_words) >= self.max_chunks:
+            self._chunk_words.clear()
 
     def chunk_token_counts(self, chunks: np.ndarray) -> np.ndarray:
         """Number of tokens of each chunk id (synced)."""
@@ -756,34 +763,26 @@ class WordTokenizer:
         return np.asarray(chunk_ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
 
     def token_counts(self, texts: Sequence[str]) -> np.ndarray:
-        """Number of words (datatrove's split) of each text, without building the token list.
-
-        A chunk of letters only is one token unless it is a special case ("cannot"), so only the
-        other chunks are looked up in the (large) chunk table.
-        """
+        """Number of words (datatrove's split) of each text, without building the token list."""
         self.start_batch()
-        chunk_ids: list[int] = []
-        offsets = [0]
-        simple = np.empty(len(texts), dtype=np.int64)
-        if self.compiled is not None:  # splits the text itself: no str object for most words
-            tables = (chunk_ids, self._chunk_index, self.vocab.ids, self.vocab.strings, self._pending_tokens,
-                      self._pending_counts)
-            for i, text in enumerate(texts):
-                simple[i] = self.compiled.count_words(text, *tables)
-                offsets.append(len(chunk_ids))
-        else:
-            letter_specials = self.splitter.letter_specials
-            for i, text in enumerate(texts):
-                chunks = text.split()
-                other = [c for c in chunks if not c.isalpha() or c in letter_specials]
-                simple[i] = len(chunks) - len(other)
-                self.chunk_ids(other, chunk_ids)
-                offsets.append(len(chunk_ids))
-        self.sync()
-        counts = self.chunk_token_counts(np.asarray(chunk_ids, dtype=np.int64))
-        cumulative = np.concatenate([[0], np.cumsum(counts)])
-        ends = np.asarray(offsets, dtype=np.int64)
-        return simple + cumulative[ends[1:]] - cumulative[ends[:-1]]
+        count = self.compiled.count_words if self.compiled is not None else self._count_words
+        chunk_words = self._chunk_words
+        return np.fromiter((count(text, chunk_words) for text in texts), dtype=np.int64, count=len(texts))
+
+    def _count_words(self, text: str, chunk_words: dict[str, int]) -> int:
+        """``_chunksplit.Splitter.count_words`` in Python: a chunk of letters only is one word unless
+        it is a special case ("cannot"); the others' counts come from ``chunk_words`` (new ones are
+        split and added)."""
+        chunks = text.split()
+        letter_specials = self.splitter.letter_specials
+        other = [chunk for chunk in chunks if not chunk.isalpha() or chunk in letter_specials]
+        try:
+            return len(chunks) - len(other) + sum(map(chunk_words.__getitem__, other))
+        except KeyError:
+            for chunk in other:
+                if chunk not in chunk_words:
+                    chunk_words[chunk] = len(self.splitter.chunk_tokens(chunk))
+            return len(chunks) - len(other) + sum(map(chunk_words.__getitem__, other))
 
     def expand(self, chunks: np.ndarray) -> np.ndarray:
         """Token ids of a sequence of chunk ids (synced), concatenated."""
