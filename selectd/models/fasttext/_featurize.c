@@ -79,8 +79,13 @@ typedef struct {
     uint64_t mask;
     int32_t nwords, nentries;
     uint32_t bucket;
+    uint64_t bucket_magic;  /* UINT64_MAX / bucket + 1, for bucket_of_u32 */
     int minn, maxn, word_ngrams, prune_all;
     int32_t *bucket_rows;   /* NULL: not pruned */
+    uint64_t *bucket_kept;  /* pruned: one bit per bucket, set if it has a row. A pruned model keeps few
+                             * buckets (lid.176: 2 %), so most n-grams are rejected by this 256 KB
+                             * bitmap, which stays in cache, instead of by the 8 MB row index, a cache
+                             * miss per n-gram */
     int32_t eos_id;
     uint32_t eos_hash;
     unsigned char *scratch; /* "<" + token + ">" */
@@ -99,17 +104,35 @@ static int32_t lookup(const Featurizer *f, const unsigned char *token, Py_ssize_
     }
 }
 
-/* fastText's pushHash(hash % bucket): the bucket becomes row nwords + bucket, through the pruned
- * index if any */
-static inline int push_bucket(Featurizer *f, uint64_t hash) {
-    if (f->prune_all || f->bucket == 0) return 0;
-    uint32_t bucket = (uint32_t)(hash % f->bucket);
+/* a 32-bit hash modulo the bucket count without a division instruction (Lemire's fastmod, exact for
+ * every 32-bit value and divisor): a char n-gram costs a few cycles, and a division was most of them */
+static inline uint32_t bucket_of_u32(const Featurizer *f, uint32_t hash) {
+    uint64_t low_bits = f->bucket_magic * hash;
+    return (uint32_t)(((__uint128_t)low_bits * f->bucket) >> 64);
+}
+
+/* fastText's pushHash(hash % bucket) for a bucket: the bucket becomes row nwords + bucket, through
+ * the pruned index if any */
+static inline int push_bucket_index(Featurizer *f, uint32_t bucket) {
     int64_t row = bucket;
     if (f->bucket_rows) {
+        if (!(f->bucket_kept[bucket >> 6] >> (bucket & 63) & 1)) return 0;
         row = f->bucket_rows[bucket];
         if (row < 0) return 0;
     }
     return push_i64(&f->ids, (int64_t)f->nwords + row);
+}
+
+/* word n-grams: 64-bit hashes */
+static inline int push_bucket(Featurizer *f, uint64_t hash) {
+    if (f->prune_all || f->bucket == 0) return 0;
+    return push_bucket_index(f, (uint32_t)(hash % f->bucket));
+}
+
+/* char n-grams: 32-bit hashes */
+static inline int push_bucket_u32(Featurizer *f, uint32_t hash) {
+    if (f->prune_all || f->bucket == 0) return 0;
+    return push_bucket_index(f, bucket_of_u32(f, hash));
 }
 
 /* fastText's computeSubwords over "<" + token + ">" */
@@ -133,7 +156,7 @@ static int push_subwords(Featurizer *f, const unsigned char *token, Py_ssize_t n
             h = (h ^ (uint32_t)(int8_t)w[j++]) * FNV_PRIME;
             while (j < size && (w[j] & 0xC0) == 0x80) h = (h ^ (uint32_t)(int8_t)w[j++]) * FNV_PRIME;
             if (chars >= f->minn && !(chars == 1 && (i == 0 || j == size))) {
-                if (push_bucket(f, h) < 0) return -1;
+                if (push_bucket_u32(f, h) < 0) return -1;
             }
         }
     }
@@ -229,6 +252,7 @@ static void featurizer_dealloc(Featurizer *f) {
     PyMem_Free(f->table);
     PyMem_Free(f->table_hash);
     PyMem_Free(f->bucket_rows);
+    PyMem_Free(f->bucket_kept);
     PyMem_Free(f->scratch);
     PyMem_Free(f->ids.data);
     PyMem_Free(f->hashes.data);
@@ -307,6 +331,7 @@ static int featurizer_init(Featurizer *f, PyObject *args, PyObject *kwargs) {
     f->mask = slots - 1;
     f->nwords = (int32_t)nwords;
     f->bucket = (uint32_t)bucket;
+    f->bucket_magic = bucket > 0 ? UINT64_MAX / (uint64_t)bucket + 1 : 0;
     f->minn = minn;
     f->maxn = maxn;
     f->word_ngrams = word_ngrams;
@@ -327,6 +352,10 @@ static int featurizer_init(Featurizer *f, PyObject *args, PyObject *kwargs) {
         if (!f->bucket_rows) { PyBuffer_Release(&view); PyErr_NoMemory(); return -1; }
         memcpy(f->bucket_rows, view.buf, (size_t)view.len);
         PyBuffer_Release(&view);
+        f->bucket_kept = PyMem_Calloc((size_t)(bucket + 63) / 64, sizeof(uint64_t));
+        if (!f->bucket_kept) { PyErr_NoMemory(); return -1; }
+        for (long long b = 0; b < bucket; b++)
+            if (f->bucket_rows[b] >= 0) f->bucket_kept[b >> 6] |= 1ull << (b & 63);
     }
     f->eos_hash = fnv1a((const unsigned char *)EOS, EOS_LEN);
     f->eos_id = lookup(f, (const unsigned char *)EOS, EOS_LEN, f->eos_hash);
