@@ -184,6 +184,18 @@ def test_word_counts_keep_no_tokens_and_equal_the_token_path(sample_corpus):
     assert tables[0] == tables[1]
 
 
+def test_every_special_case_passes_the_compiled_prefilter():
+    """The C splitter skips the special-case table for a string whose (length, first, last character)
+    bit is clear: every special case, alone as a chunk, must still come out as its own split."""
+    python, compiled = EnglishSplitter(), compiled_splitter(EnglishSplitter())
+    specials = [string for string in reference_tables.EN_SPECIAL_CASES if string.split() == [string]]  # not " "
+    for chunk in specials:
+        assert compiled.split(chunk) == python.chunk_tokens(chunk), chunk
+    words = sum(len(python.chunk_tokens(chunk)) for chunk in specials)
+    for implementation in ("compiled", "python"):
+        assert WordTokenizer(implementation=implementation).token_counts([" ".join(specials)]).tolist() == [words]
+
+
 @pytest.mark.parametrize("text", TRICKY)
 def test_compiled_tokenizer_words_equal_datatrove(text):
     assert WordTokenizer(implementation="compiled").words(text) == datatrove_text.split_into_words(text, "eng")

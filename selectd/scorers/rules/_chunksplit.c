@@ -320,6 +320,7 @@ typedef struct {
     Py_ssize_t n_segs;
     int longest_merge;
     Py_ssize_t longest_merge_key, longest_special;
+    uint64_t special_filter[64];  /* special_bit of every special case: most other strings miss it */
     PyObject *url_match;
     int url_dots;
     Program url_tld;            /* sets[0]: top-level domain characters */
@@ -364,8 +365,19 @@ static inline Py_ssize_t emit_segmentation(const Splitter *self, int32_t seg, Py
     return count;
 }
 
+/* one of special_filter's 4096 bits, from a string's length and first and last characters: a
+ * string whose bit is clear is no special case, known without hashing or copying it */
+static inline unsigned special_bit(Py_ssize_t len, Py_UCS4 first, Py_UCS4 last) {
+    return (unsigned)(((uint64_t)len * 0x9E3779B1u + first * 0x85EBCA77u + last * 0xC2B2AE3Du) >> 7) & 4095u;
+}
+
+static inline int maybe_special(const Splitter *self, Py_ssize_t len, Py_UCS4 first, Py_UCS4 last) {
+    unsigned bit = special_bit(len, first, last);
+    return len <= self->longest_special && (self->special_filter[bit >> 6] >> (bit & 63)) & 1;
+}
+
 static inline int32_t special(const Splitter *self, const Py_UCS4 *s, Py_ssize_t lo, Py_ssize_t hi) {
-    return hi > lo && hi - lo <= self->longest_special ? table_get(&self->specials, s + lo, hi - lo) : -1;
+    return hi > lo && maybe_special(self, hi - lo, s[lo], s[hi - 1]) ? table_get(&self->specials, s + lo, hi - lo) : -1;
 }
 
 /* str.isalpha() of s[lo:hi] (not empty) */
@@ -663,7 +675,10 @@ static PyObject *splitter_count_words(Splitter *self, PyObject *args) {
                   : next_chunk_ucs4(data, n, &pos, &letters)) >= 0) {
         Py_ssize_t len = pos - start;
         if (letters) {  /* one word unless a special case ("cannot") */
-            if (len > self->longest_special) { words++; continue; }
+            if (!maybe_special(self, len, PyUnicode_READ(kind, data, start), PyUnicode_READ(kind, data, pos - 1))) {
+                words++;
+                continue;
+            }
             if (reserve(self, len + 1) < 0) return NULL;
             for (Py_ssize_t j = 0; j < len; j++) self->text[j] = PyUnicode_READ(kind, data, start + j);
             if (table_get(&self->specials, self->text, len) < 0) { words++; continue; }
@@ -758,7 +773,11 @@ static int load_table(Splitter *self, Table *table, PyObject *entries, int is_me
         PyMem_Free(k);
         if (failed) return -1;
         if (is_merge && key_len > self->longest_merge_key) self->longest_merge_key = key_len;
-        if (!is_merge && key_len > self->longest_special) self->longest_special = key_len;
+        if (!is_merge) {
+            unsigned bit = special_bit(key_len, PyUnicode_READ_CHAR(key, 0), PyUnicode_READ_CHAR(key, key_len - 1));
+            self->special_filter[bit >> 6] |= (uint64_t)1 << (bit & 63);
+            if (key_len > self->longest_special) self->longest_special = key_len;
+        }
     }
     return 0;
 }
