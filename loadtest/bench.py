@@ -6,7 +6,8 @@ Kafka rows (all through the same local Tansu broker; see KAFKA_ROWS, pick some w
   raw                raw kafka-python pass-through (loadtest.passthrough): consume + produce + commit
                      per batch, the daemon's delivery guarantees and headers, no parsing: the ceiling
   nostage            selectd run with an empty cascade
-  cascade            selectd run with the stages of --config (default: the example config)
+  cascade            selectd run with the stages of --config (default loadtest/cascade.toml: lid, the four
+                     rule filters, fastText quality and fastText toxicity; missing models are built)
   raw2 / nostage2 / cascade2   the same with two processes in one group
 Each measurement: the consumer processes join a 4-partition input topic, are held (SIGSTOP) while
 the documents are produced, then released together; throughput is measured from output record
@@ -36,9 +37,14 @@ import orjson
 from loadtest.reporter import Report, measure
 from selectd.demo.broker import TansuBroker
 from selectd.demo.corpus import build_corpus
+from selectd.demo.embedded import DEMO_MODELS, ensure_models
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "deploy" / "selectd.example.toml"
+CASCADE = REPO / "loadtest" / "cascade.toml"
+#: the models CASCADE names, with the scripts that build them (nothing downloaded)
+CASCADE_MODELS = [*DEMO_MODELS, (REPO / "models" / "toxicity_fasttext",
+                                 ["models/build_quality_fasttext.py", "--task", "toxicity", "--corpus", "{corpus}"])]
 
 
 def sized_documents(corpus: Path, n: int, target_bytes: int = 3800) -> list[bytes]:
@@ -360,7 +366,8 @@ def scorer_benches(workdir: Path, texts_file: Path, corpus: Path) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=20000)
-    parser.add_argument("--config", type=Path, default=EXAMPLE, help="config whose stages form the 'cascade' rows")
+    parser.add_argument("--config", type=Path, default=CASCADE,
+                        help="config whose stages form the 'cascade' rows (default: loadtest/cascade.toml)")
     parser.add_argument("--workdir", type=Path, default=REPO / "artifacts" / "bench")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--rows", default=",".join(row.key for row in KAFKA_ROWS),
@@ -377,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     corpus = args.workdir / "corpus.jsonl"
     if not corpus.exists():
         build_corpus(corpus, n_docs=5000, seed=0)
+    if args.config == CASCADE and any(row.cascade for row in rows):
+        ensure_models(corpus, CASCADE_MODELS)
     values = sized_documents(corpus, args.docs)
     texts_file = args.workdir / "bench-texts.jsonl"
     texts_file.write_bytes(b"\n".join(values[:5000]) + b"\n")

@@ -429,7 +429,7 @@ def _script(name: str):
     return module
 
 
-def test_models_scripts_build_lid_and_quality_models(tmp_path, sample_corpus):
+def test_models_scripts_build_lid_quality_and_toxicity_models(tmp_path, sample_corpus):
     lid = _script("build_lid").build(tmp_path / "lid")
     assert _scorer("lid", model_dir=str(lid)).run(["Das ist ein Satz."])["language"][0] == "de"
     quality = _script("build_quality_fasttext").build(tmp_path / "quality", corpus=sample_corpus)
@@ -438,3 +438,8 @@ def test_models_scripts_build_lid_and_quality_models(tmp_path, sample_corpus):
     spam = "cheap cheap buy now best price click here " * 30
     signals = scorer.run([real, spam])
     assert scorer.profile_name == "dclm" and signals["hq_prob"][0] > signals["hq_prob"][1]
+    toxicity = _script("build_quality_fasttext").build(tmp_path / "toxicity", corpus=sample_corpus, task_name="toxicity")
+    scorer = _scorer("toxicity", model_dir=str(toxicity), labels=["toxic"])
+    insulted = "Return the number of items in a container, you idiot. What a moron. " * 5
+    signals = scorer.run([real, insulted])
+    assert scorer.profile_name == "dolma_jigsaw" and signals["prob_toxic"][0] < 0.5 < signals["prob_toxic"][1]

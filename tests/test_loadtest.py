@@ -9,8 +9,8 @@ import pytest
 
 from conftest import Topics, create_topics, documents, produce, write_config
 
-from loadtest.bench import (EXAMPLE, KAFKA_ROWS, KafkaRun, _to_toml, assigned_partitions, daemon_config, kafka_rows,
-                            kafka_summary, sized_documents)
+from loadtest.bench import (CASCADE, CASCADE_MODELS, EXAMPLE, KAFKA_ROWS, REPO, KafkaRun, _to_toml, assigned_partitions,
+                            daemon_config, kafka_rows, kafka_summary, sized_documents)
 from loadtest.harness import DOC_TEXT
 from loadtest.reporter import Report, measure
 
@@ -52,6 +52,22 @@ def test_bench_config_keeps_stages_and_rewrites_topics(tmp_path):
     assert tomllib.loads(_to_toml(config)) == config
     from selectd.config import load_config
     load_config(path)
+
+
+def test_bench_cascade_is_the_targets_cascade_and_names_only_models_it_can_build(tmp_path):
+    """The cascade rows measure what the 5,000 docs/s target names: rules, language ID, fastText
+    quality and fastText toxicity; every model directory they use has a build script."""
+    from selectd.config import load_config
+
+    path, _ = daemon_config(tmp_path / "c.toml", "127.0.0.1:1", "tag", CASCADE)
+    stages = load_config(path).stages
+    assert [s.type for s in stages] == ["fasttext", "gopher_quality", "gopher_repetition", "c4_quality",
+                                        "fineweb_quality", "fasttext", "fasttext"]
+    model_dirs = [REPO / s.options["model_dir"] for s in stages if s.type == "fasttext"]
+    assert [d.name for d in model_dirs] == ["lid176", "quality_fasttext", "toxicity_fasttext"]
+    assert set(model_dirs) <= {directory for directory, _ in CASCADE_MODELS}
+    for _, command in CASCADE_MODELS:
+        assert (REPO / command[0]).is_file()
 
 
 @pytest.mark.kafka

@@ -70,8 +70,9 @@ DEMO_MODELS = [
 ]
 
 
-def ensure_models(corpus: Path) -> None:
-    for directory, command in DEMO_MODELS:
+def ensure_models(corpus: Path, models: list[tuple[Path, list[str]]] = DEMO_MODELS) -> None:
+    """Build each model directory of ``models`` that is missing with its script."""
+    for directory, command in models:
         if (directory / "manifest.json").exists():
             continue
         print(f"building {directory.relative_to(REPO)} ({command[0]})")
