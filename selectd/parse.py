@@ -73,7 +73,7 @@ def parse_record(record: Record, max_message_bytes: int, max_text_bytes: int) ->
         return Invalid(record, "missing_text", "no 'text' field" if "text" not in obj else "'text' is null")
     if not isinstance(text, str):
         return Invalid(record, "text_not_string", f"'text' is {type(text).__name__}")
-    if not text.strip():
+    if not text or text.isspace():  # as `not text.strip()`, without copying the text
         return Invalid(record, "empty_text", "'text' is empty or whitespace")
     # UTF-8 size is at most 4 bytes per character, so encode only when it could exceed the limit.
     # (orjson never yields lone surrogates, so encoding cannot fail.)

@@ -31,6 +31,8 @@ def _record(value: bytes | None) -> Record:
     (b'{"id": "a"}', "missing_text"),
     (b'{"id": "a", "text": 3}', "text_not_string"),
     (b'{"id": "a", "text": " \\n "}', "empty_text"),
+    (b'{"id": "a", "text": ""}', "empty_text"),
+    (b'{"id": "a", "text": "\\u2003\\u3000"}', "empty_text"),  # Unicode spaces, as str.strip() sees them
     (b'{"id": "a", "text": "\xc3\x28"}', "invalid_utf8"),
     (b'{"id": "a", "text": "\\ud800"}', "invalid_unicode"),
     (b'{"id": "a", "text": "' + "é".encode() * 60 + b'"}', "text_too_large"),
