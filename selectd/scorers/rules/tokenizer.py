@@ -24,7 +24,8 @@ whitespace never equals a special-case string, so spaCy leaves it alone as well)
 
 Tokens are interned in a :class:`Vocabulary` holding per-token features (length, symbol-only,
 has a letter, sentence punctuation) as numpy arrays, so the scorers compute their signals with
-array operations over token ids instead of per-word Python.
+array operations over token ids instead of per-word Python. A scorer that needs only word counts
+(FineWeb) skips all that: :meth:`WordTokenizer.token_counts` keeps one number per chunk.
 """
 from __future__ import annotations
 
@@ -741,7 +742,7 @@ class WordTokenizer:
 
     def start_batch(self) -> None:
         """Call before collecting a batch's chunk ids: a full chunk table is cleared here, never
-        while chunk ids are held."""
+        while chunk ids are held (and a full word-count table, which holds no ids)."""
         if len(self._chunk_index) >= self.max_chunks:
             self._clear_chunks()
         if len(self._chunk_words) >= self.max_chunks:
