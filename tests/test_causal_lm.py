@@ -19,7 +19,8 @@ import torch  # export extra, part of the test extra
 
 from selectd.models.causal_lm import cli  # noqa: E402
 from selectd.models.causal_lm.export import (  # noqa: E402
-    BLOCKED_ATTENTION, TorchReference, UnsupportedAttention, blocked_causal_attention, export,
+    ATTENTION_BLOCKS, BLOCKED_ATTENTION, HEAD_CHUNKS, TorchReference, UnsupportedAttention, blocked_causal_attention,
+    export,
 )
 from selectd.models.causal_lm.model import DEFAULT_MAX_TOKENS_PER_RUN, CausalLM, WindowPolicy  # noqa: E402
 from selectd.models.causal_lm.train import build_color_pair, save_checkpoint, tiny_model, train_tokenizer  # noqa: E402
@@ -196,6 +197,41 @@ def test_blocked_attention_refuses_what_it_does_not_compute():
         blocked_causal_attention(None, query, query, query, None, softcap=30.0)
     with pytest.raises(UnsupportedAttention, match="padding mask"):
         blocked_causal_attention(None, query, query, query, torch.ones(1, 1, 4, 4, dtype=torch.bool))
+
+
+def _optimized_graph_ops(model_dir: Path, tmp_path: Path) -> list[str]:
+    """Op types of the graph as ONNX Runtime runs it (after its own optimisations)."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    return [node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node]
+
+
+def test_graph_builds_attention_masks_once_and_reduces_the_head_in_chunks(pair, tmp_path):
+    """The block masks are shared by every layer (2 here), and the vocabulary head runs in chunks."""
+    _, _, prior_dir, _ = pair
+    ops = _optimized_graph_ops(prior_dir, tmp_path)
+    assert ops.count("Less") == ATTENTION_BLOCKS
+    assert ops.count("LogSoftmax") == HEAD_CHUNKS
+
+
+def test_graph_handles_windows_shorter_than_its_chunks(pair):
+    """1 token (nothing to predict) and 2-3 tokens (most head chunks empty) run, equal to PyTorch."""
+    from selectd.models.causal_lm.export import load_checkpoint, reference_token_logprobs
+
+    _, checkpoints, prior_dir, _ = pair
+    session = CausalLM(prior_dir, window=WINDOW).session
+    assert session.run(None, {"input_ids": np.array([[5]], dtype=np.int64)})[0].shape == (1, 0)
+    input_ids = np.array([[5, 9, 3], [7, 2, 0]], dtype=np.int64)
+    got = session.run(None, {"input_ids": input_ids})[0]
+    with torch.inference_mode():
+        expected = reference_token_logprobs(load_checkpoint(checkpoints.prior), torch.from_numpy(input_ids),
+                                            torch.ones(2, 3, dtype=torch.int64)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def _bidirectional_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
