@@ -33,6 +33,7 @@ DOC_TEXT = ("Rivers carry sediment from the mountains to the sea, and the deltas
 
 @dataclass
 class TopicNames:
+    """Unique topic and group names for one run (or test), so runs sharing a broker never see each other."""
     partitions: int = 4
     tag: str = field(default_factory=lambda: f"lt-{uuid.uuid4().hex[:8]}")
 
@@ -41,8 +42,20 @@ class TopicNames:
         return f"{self.tag}-in"
 
     @property
+    def accepted(self) -> str:
+        return f"{self.tag}-accepted"
+
+    @property
+    def rejected(self) -> str:
+        return f"{self.tag}-rejected"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.tag}-dlq"
+
+    @property
     def outputs(self) -> dict[str, str]:
-        return {"accepted": f"{self.tag}-accepted", "rejected": f"{self.tag}-rejected", "dlq": f"{self.tag}-dlq"}
+        return {"accepted": self.accepted, "rejected": self.rejected, "dlq": self.dlq}
 
     @property
     def group(self) -> str:
@@ -57,10 +70,12 @@ class TopicNames:
 
 
 def write_config(path: Path, bootstrap: str, names: TopicNames, extra: str = "", stages: str = RULE_STAGES,
-                 top: str = "", max_docs: int = 200, kafka: str = "", metrics: str = "") -> Path:
-    """A daemon config for these topics; ``extra`` adds tables, ``top`` top-level keys, ``kafka`` and
-    ``metrics`` more keys of those tables."""
-    out = names.outputs
+                 top: str = "", max_docs: int = 200, kafka: str = "", metrics: str = "",
+                 delivery: str = "broker_backoff_max_s = 2.0") -> Path:
+    """A daemon config for these topics, with the short group timeouts Tansu needs for quick joins;
+    ``extra`` adds tables, ``top`` top-level keys, ``kafka``, ``metrics`` and ``delivery`` more keys
+    of those tables (an empty ``delivery`` leaves the [delivery] table out)."""
+    delivery_table = f"[delivery]\n{delivery}\n" if delivery else ""
     path.write_text(f"""{top}
 [kafka]
 bootstrap_servers = ["{bootstrap}"]
@@ -71,9 +86,9 @@ session_timeout_ms = 6000
 heartbeat_interval_ms = 1000
 {kafka}
 [topics]
-accepted = "{out['accepted']}"
-rejected = "{out['rejected']}"
-dlq = "{out['dlq']}"
+accepted = "{names.accepted}"
+rejected = "{names.rejected}"
+dlq = "{names.dlq}"
 
 [metrics]
 port = 0
@@ -82,9 +97,7 @@ port = 0
 max_docs = {max_docs}
 linger_ms = 50
 
-[delivery]
-broker_backoff_max_s = 2.0
-
+{delivery_table}
 [logging]
 format = "json"
 {extra}

@@ -9,7 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from loadtest.harness import DaemonProcess
+from loadtest import harness
+from loadtest.harness import DaemonProcess, TopicNames
 from selectd.demo.broker import TansuBroker
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,58 +32,22 @@ def sample_corpus(tmp_path_factory) -> Path:
     return path
 
 
-class Topics:
-    """Unique topic and group names per test, so tests sharing the broker never see each other."""
+class Topics(TopicNames):
+    """The load-test harness's topic names, unique per test, two input partitions by default."""
 
     def __init__(self, partitions: int = 2):
-        tag = f"t{next(_names)}-{uuid.uuid4().hex[:6]}"
-        self.input = f"{tag}-in"
-        self.accepted = f"{tag}-accepted"
-        self.rejected = f"{tag}-rejected"
-        self.dlq = f"{tag}-dlq"
-        self.group = f"{tag}-group"
-        self.partitions = partitions
+        super().__init__(partitions, tag=f"t{next(_names)}-{uuid.uuid4().hex[:6]}")
 
 
 def write_config(path: Path, broker: TansuBroker, topics: Topics, stages: str = "", extra: str = "",
                  top: str = "") -> Path:
-    """``top``: top-level keys (before any table); ``extra``: more tables; ``stages``: [[stages]] entries."""
-    path.write_text(f"""{top}
-[kafka]
-bootstrap_servers = ["{broker.bootstrap}"]
-group_id = "{topics.group}"
-input_topics = ["{topics.input}"]
-max_poll_interval_ms = 5000
-session_timeout_ms = 6000
-heartbeat_interval_ms = 1000
-
-[topics]
-accepted = "{topics.accepted}"
-rejected = "{topics.rejected}"
-dlq = "{topics.dlq}"
-
-[metrics]
-port = 0
-
-[batch]
-max_docs = 200
-linger_ms = 50
-
-[logging]
-format = "json"
-level = "INFO"
-{extra}
-{stages}
-""")
-    return path
+    """The harness's daemon config with no stages unless given and [delivery] left to the test:
+    ``top``: top-level keys (before any table); ``extra``: more tables; ``stages``: [[stages]] entries."""
+    return harness.write_config(path, broker.bootstrap, topics, extra=extra, stages=stages, top=top, delivery="")
 
 
 def create_topics(broker: TansuBroker, topics: Topics) -> None:
-    from selectd.config import KafkaSection
-    from selectd.kafka_client import ensure_topics
-
-    kafka = KafkaSection(bootstrap_servers=[broker.bootstrap], group_id="admin", input_topics=[topics.input])
-    ensure_topics(kafka, {topics.input: topics.partitions, topics.accepted: 1, topics.rejected: 1, topics.dlq: 1})
+    topics.create(broker.bootstrap)
 
 
 def produce(broker: TansuBroker, topic: str, messages: list[tuple[bytes, bytes | None]]) -> None:
