@@ -39,8 +39,9 @@ OUTPUT_NAME = "token_logprobs"
 DEFAULT_WINDOW = 512
 #: cap on padded tokens per ONNX Runtime call. Measured on the demo GPT-NeoX prior (vocabulary
 #: 4,096, windows of 512, one thread): 1,024 → 16.6-17.2k tokens/s, 2,048 → 15.8-18.0k, 4,096 →
-#: 14.5-16.6k, 8,192 → 13.1-13.6k: a run's [tokens × vocabulary] logits (134 MB at 8,192) stop
-#: fitting in cache. A window longer than the cap still runs, alone.
+#: 14.5-16.6k, 8,192 → 13.1-13.6k: a run's activations stop fitting in cache (the same order with
+#: the head reduced in chunks: 17.1k, 17.3k, 15.1k, 14.9k, best of 4). A window longer than the cap
+#: still runs, alone.
 DEFAULT_MAX_TOKENS_PER_RUN = 2048
 #: any valid id: padded positions come after the real tokens and their outputs are dropped
 PAD_ID = 0
