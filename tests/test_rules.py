@@ -183,6 +183,21 @@ def test_repetition_scan_compiled_equals_python(n):
         assert python.any()  # the generated candidates do repeat
 
 
+def test_key_counts_compiled_equals_numpy():
+    from selectd.scorers.rules.gopher import key_counts
+
+    rng = np.random.default_rng(0)
+    extremes = np.array([0, 2**64 - 1, 2**63, 0, 2**64 - 1], dtype=np.uint64)
+    for size, distinct in [(0, 1), (1, 1), (50, 3), (5000, 40), (20000, 20000)]:
+        keys = rng.integers(0, distinct, size=size).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        keys = np.concatenate([keys, extremes]) if size else keys
+        compiled, python = key_counts(keys, "compiled"), key_counts(keys, "python")
+        assert compiled.dtype == python.dtype == np.int64
+        np.testing.assert_array_equal(compiled, python)
+    with pytest.raises(ValueError, match="unknown implementation"):
+        key_counts(keys, "fortran")
+
+
 def test_repetition_scan_equals_datatrove_on_token_sequences():
     """The candidate-only scan (either implementation) gives datatrove's totals on whole sequences."""
     from selectd.scorers.rules.gopher import greedy_repeated_chars

@@ -10,6 +10,10 @@
  * greedy_repeated_chars(n, positions, keys, chars, docs, totals)
  *   positions, chars, docs: int64 arrays; keys: uint64 array (all the same length, docs
  *   non-decreasing); totals: float64 array, one slot per document, written in place.
+ *
+ * key_counts(keys, counts): counts[i] = how many times keys[i] occurs in keys (uint64 in, int64
+ *   out, same length). The n-gram counts of every position of a batch: a hash table is O(n)
+ *   where numpy's unique sorts, and that sort was the largest cost left in the scorer.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -116,7 +120,51 @@ done:
     return result;
 }
 
+/* key -> count, open addressing; a slot's count 0 means empty */
+static PyObject *key_counts(PyObject *self, PyObject *args) {
+    PyObject *keys_obj, *counts_obj;
+    if (!PyArg_ParseTuple(args, "OO", &keys_obj, &counts_obj)) return NULL;
+    Py_buffer keys_view, counts_view;
+    if (get_buffer(keys_obj, &keys_view, 8, 0, "keys") < 0) return NULL;
+    if (get_buffer(counts_obj, &counts_view, 8, 1, "counts") < 0) { PyBuffer_Release(&keys_view); return NULL; }
+    PyObject *result = NULL;
+    Py_ssize_t count = keys_view.len / 8;
+    uint64_t *slot_keys = NULL;
+    int64_t *slot_counts = NULL;
+    int64_t *slot_of = NULL;
+    if (counts_view.len / 8 != count) {
+        PyErr_Format(PyExc_ValueError, "counts: %zd items, keys has %zd", counts_view.len / 8, count);
+        goto done;
+    }
+    const uint64_t *keys = keys_view.buf;
+    int64_t *counts = counts_view.buf;
+    Py_ssize_t slots = 16;
+    while (slots < 2 * count) slots *= 2;
+    uint64_t mask = (uint64_t)slots - 1;
+    slot_keys = PyMem_Malloc((size_t)slots * sizeof(uint64_t));
+    slot_counts = PyMem_Calloc((size_t)slots, sizeof(int64_t));
+    slot_of = PyMem_Malloc((size_t)(count ? count : 1) * sizeof(int64_t));
+    if (!slot_keys || !slot_counts || !slot_of) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        uint64_t key = keys[i], slot = (key ^ (key >> 29)) & mask;
+        while (slot_counts[slot] && slot_keys[slot] != key) slot = (slot + 1) & mask;
+        slot_keys[slot] = key;
+        slot_counts[slot]++;
+        slot_of[i] = (int64_t)slot;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) counts[i] = slot_counts[slot_of[i]];
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&keys_view);
+    PyBuffer_Release(&counts_view);
+    PyMem_Free(slot_keys);
+    PyMem_Free(slot_counts);
+    PyMem_Free(slot_of);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"key_counts", key_counts, METH_VARARGS, "key_counts(keys, counts): occurrences of each position's key"},
     {"greedy_repeated_chars", greedy_repeated_chars, METH_VARARGS,
      "greedy_repeated_chars(n, positions, keys, chars, docs, totals): datatrove's duplicate n-gram scan"},
     {NULL, NULL, 0, NULL},

@@ -13,9 +13,9 @@ from selectd.scorers.rules.common import RuleOptions, RuleScorer, duplicates, en
 from selectd.scorers.rules.tokenizer import TokenizedBatch
 
 try:
-    from selectd.scorers.rules._repetition import greedy_repeated_chars as _compiled_scan
-except ImportError:  # built without a C compiler: the Python scan below gives the same totals, slower
-    _compiled_scan = None
+    from selectd.scorers.rules import _repetition as _compiled
+except ImportError:  # built without a C compiler: the numpy / Python code below gives the same results, slower
+    _compiled = None
 
 STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
 
@@ -259,8 +259,7 @@ def _ngram_repetition(batch: TokenizedBatch, token_lengths: np.ndarray, top_ns: 
         if n not in wanted:
             continue  # counting only narrows the candidates; the next n counts them anyway
         keys = hashes + salted[candidates]
-        _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-        count_at = counts[inverse]
+        count_at = key_counts(keys)
         if n in top:
             top[n] = _top_chars(n, candidates, count_at, doc_of_token, doc_start, batch.counts, cumulative)
         repeats = count_at > 1
@@ -294,23 +293,41 @@ def _top_chars(n: int, positions: np.ndarray, count_at: np.ndarray, doc_of_token
     return result
 
 
+def _implementation_is_compiled(implementation: str) -> bool:
+    """``compiled`` (``_repetition.c``, built by ``pip install -e``), ``python`` (numpy and Python),
+    or ``auto``: compiled when built."""
+    if implementation not in ("auto", "compiled", "python"):
+        raise ValueError(f"unknown implementation {implementation!r}; use auto, compiled or python")
+    if implementation == "compiled" and _compiled is None:
+        raise ImportError("selectd.scorers.rules._repetition is not built (reinstall with a C compiler)")
+    return implementation == "compiled" or (implementation == "auto" and _compiled is not None)
+
+
+def key_counts(keys: np.ndarray, implementation: str = "auto") -> np.ndarray:
+    """How many times each position's key occurs among ``keys`` (uint64), as int64. Compiled: one
+    hash-table pass; otherwise numpy's sort-based unique, the same counts."""
+    if _implementation_is_compiled(implementation):
+        counts = np.empty(len(keys), dtype=np.int64)
+        _compiled.key_counts(np.ascontiguousarray(keys, dtype=np.uint64), counts)
+        return counts
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    return counts[inverse].astype(np.int64)
+
+
 def greedy_repeated_chars(n: int, positions: np.ndarray, keys: np.ndarray, chars: np.ndarray,
                           docs: np.ndarray, n_docs: int, implementation: str = "auto") -> np.ndarray:
     """datatrove's ``find_all_duplicate`` scan per document, visiting only n-grams that occur more
     than once: a unique n-gram is never in the seen set, so the scan just steps over it.
 
     ``positions`` (ascending within each document), ``keys``, ``chars`` and ``docs`` (ascending)
-    describe the candidate n-grams. ``implementation``: ``compiled`` (``_repetition.c``, built by
-    ``pip install -e``), ``python``, or ``auto`` (compiled when built).
+    describe the candidate n-grams. ``implementation``: as :func:`key_counts`.
     """
-    if implementation not in ("auto", "compiled", "python"):
-        raise ValueError(f"unknown implementation {implementation!r}; use auto, compiled or python")
     totals = np.zeros(n_docs)
-    if implementation != "python" and (implementation == "compiled" or _compiled_scan is not None):
-        if _compiled_scan is None:
-            raise ImportError("selectd.scorers.rules._repetition is not built (reinstall with a C compiler)")
-        _compiled_scan(n, np.ascontiguousarray(positions, dtype=np.int64), np.ascontiguousarray(keys, dtype=np.uint64),
-                       np.ascontiguousarray(chars, dtype=np.int64), np.ascontiguousarray(docs, dtype=np.int64), totals)
+    if _implementation_is_compiled(implementation):
+        _compiled.greedy_repeated_chars(n, np.ascontiguousarray(positions, dtype=np.int64),
+                                        np.ascontiguousarray(keys, dtype=np.uint64),
+                                        np.ascontiguousarray(chars, dtype=np.int64),
+                                        np.ascontiguousarray(docs, dtype=np.int64), totals)
         return totals
     current_doc = -1
     seen: set[int] = set()
