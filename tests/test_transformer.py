@@ -37,6 +37,12 @@ torch.set_num_threads(1)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 PARITY_TEXTS = 520
 MULTILABELS = ["non_english", "synthetic", "digits"]
+#: seed of the fixture models' initialisation and training (other seeds: see MIN_INT8_AGREEMENT)
+FIXTURE_SEED = 0
+#: Training steps per tiny fixture: enough to fit the labels with clear margins (at 80 steps
+#: 13 / 36 of 520 documents sat within 0.1 logit of a tie for deberta / celadon, 1 / 7 here).
+#: Celadon's five heads need the most; the three take about 70 s of CPU together.
+TINY_TRAINING_STEPS = {"bert": 300, "deberta": 300, "celadon": 1000}
 TINY = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
             max_position_embeddings=128, initializer_range=0.2)
 TINY_DEBERTA = dict(TINY, relative_attention=True, position_buckets=32, pos_att_type=["p2c", "c2p"],
@@ -67,32 +73,41 @@ def texts_file(short_texts, tmp_path_factory) -> Path:
 
 
 def corpus_targets(records: list[dict], texts: list[str], task: str) -> np.ndarray:
-    """Labels constructed from the corpus's own metadata and surface features, per fixture task."""
-    non_english = np.array([r["lang"] != "en" for r in records])
-    synthetic = np.array([r["kind"] != "real" for r in records])
-    digits = np.array([sum(c.isdigit() for c in t) for t in texts])
+    """Labels constructed from the corpus's own metadata and surface features, per fixture task.
+
+    Every label is a yes/no feature the models can see in their tokens (another language, a
+    digit, a bracket, ...; "synthetic" is not always visible in 160 characters, so only the
+    multilabel and multiclass fixtures use it), so a trained model decides most documents with a
+    clear margin, as a real classifier does. Counting labels (digits // 4, uppercase // 5,
+    length // 50) made the Celadon-shaped fixture unlearnable (the uncased tokenizer does not even
+    see case): 32-37 of 520 documents sat within 0.1 logit of a tie on some head and int8 agreement
+    was 97.9-99.6 % by seed; with these heads (and TINY_TRAINING_STEPS) 7-8 do, see
+    MIN_INT8_AGREEMENT for the agreement.
+    """
+    non_english = np.array([r["lang"] != "en" for r in records], dtype=np.int64)
+    synthetic = np.array([r["kind"] != "real" for r in records], dtype=np.int64)
+    digit = np.array([any(c.isdigit() for c in t) for t in texts], dtype=np.int64)
     if task == "multilabel":  # non_english, synthetic, digits
-        return np.stack([non_english, synthetic, digits > 0], axis=1).astype(np.float32)
+        return np.stack([non_english, synthetic, digit], axis=1).astype(np.float32)
     if task == "multiclass":  # 4 grades: synthetic, other language, English with / without digits
-        return np.where(synthetic, 0, np.where(non_english, 1, np.where(digits > 0, 2, 3)))
-    uppercase = np.array([sum(c.isupper() for c in t) for t in texts])
-    lengths = np.array([len(t) for t in texts])
-    return np.stack([non_english * 3, synthetic * 3, np.minimum(3, digits // 4), np.minimum(3, lengths // 50),
-                     np.minimum(3, uppercase // 5)], axis=1)
+        return np.where(synthetic, 0, np.where(non_english, 1, np.where(digit, 2, 3)))
+    bracket = np.array([any(c in "()[]{}<>" for c in t) for t in texts], dtype=np.int64)
+    sign = np.array([any(c in "#%=:;/" for c in t) for t in texts], dtype=np.int64)
+    script = np.array([any(ord(c) > 0x24F for c in t) for t in texts], dtype=np.int64)
+    # one feature per head, as class 0 or 3, so the sum rule sees none, mild and toxic documents
+    return 3 * np.stack([non_english, digit, bracket, sign, script], axis=1)
 
 
-@pytest.fixture(scope="session")
-def checkpoints(sample_corpus, tmp_path_factory) -> dict[str, tuple[Path, str]]:
+def build_tiny_checkpoints(sample_corpus: Path, root: Path, seed: int = FIXTURE_SEED) -> dict[str, tuple[Path, str]]:
     """Tiny random-init checkpoints, trained briefly on constructed labels: name -> (directory, task).
 
     Untrained, their logits sit near the decision boundaries for every document, so int8
     agreement would measure noise; a few dozen steps give decisions that depend on the text.
     """
-    root = tmp_path_factory.mktemp("checkpoints")
     records = corpus_records(sample_corpus)[PARITY_TEXTS:PARITY_TEXTS + 1000]
     texts = [" ".join(r["text"].split())[:160] for r in records]
     tokenizer = AutoTokenizer.from_pretrained(MINILM_DIR)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     built = {
         "bert": (BertForSequenceClassification(BertConfig(
             **TINY, num_labels=3, problem_type="multi_label_classification",
@@ -107,8 +122,8 @@ def checkpoints(sample_corpus, tmp_path_factory) -> dict[str, tuple[Path, str]]:
     for name, (model, task) in built.items():
         model.config._attn_implementation = "eager"
         trainable = model if isinstance(model, MultiHeadClassifier) else LogitsOnly(model)
-        fine_tune(trainable, tokenizer, texts, corpus_targets(records, texts, task), task, steps=80, batch_size=16,
-                  learning_rate=3e-3, max_length=64)
+        fine_tune(trainable, tokenizer, texts, corpus_targets(records, texts, task), task, steps=TINY_TRAINING_STEPS[name], batch_size=16,
+                  learning_rate=3e-3, max_length=64, seed=seed)
         if isinstance(model, MultiHeadClassifier):
             model.save_checkpoint(root / name, CELADON_HEADS)
         else:
@@ -119,7 +134,11 @@ def checkpoints(sample_corpus, tmp_path_factory) -> dict[str, tuple[Path, str]]:
 
 
 @pytest.fixture(scope="session")
-def minilm_checkpoint(sample_corpus, tmp_path_factory) -> Path:
+def checkpoints(sample_corpus, tmp_path_factory) -> dict[str, tuple[Path, str]]:
+    return build_tiny_checkpoints(sample_corpus, tmp_path_factory.mktemp("checkpoints"))
+
+
+def build_minilm_checkpoint(sample_corpus: Path, directory: Path, seed: int = FIXTURE_SEED) -> Path:
     """all-MiniLM-L6-v2 fine-tuned briefly on labels from the corpus: English / other language / synthetic.
 
     The first five layers stay as pretrained; their output is computed once and the last layer,
@@ -158,7 +177,7 @@ def minilm_checkpoint(sample_corpus, tmp_path_factory) -> Path:
             for i in range(0, len(texts), 32)])
     trained = [*top.parameters(), *model.bert.pooler.parameters(), *model.classifier.parameters()]
     optimizer = torch.optim.AdamW(trained, lr=1e-3)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     losses = []
     model.train()
     for _ in range(300):
@@ -171,10 +190,14 @@ def minilm_checkpoint(sample_corpus, tmp_path_factory) -> Path:
         losses.append(loss.item())
     model.eval()
     assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20])  # it learned something
-    directory = tmp_path_factory.mktemp("minilm") / "checkpoint"
     model.save_pretrained(directory)
     copy_minilm_tokenizer(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def minilm_checkpoint(sample_corpus, tmp_path_factory) -> Path:
+    return build_minilm_checkpoint(sample_corpus, tmp_path_factory.mktemp("minilm") / "checkpoint")
 
 
 @pytest.fixture(scope="session")
@@ -196,11 +219,13 @@ def source_of(exported_dir: Path) -> Path:
 
 # --- parity ---------------------------------------------------------------------------------
 
-#: A floor that catches a broken int8 export, below the issue's 99 % bar: with per-channel 7-bit
-#: weights (export.INT8_SETTINGS) the fixtures measure 98.8-100 % (pytest -s prints the figures),
-#: but a few near-tie documents decide which side of 99 % a given build lands on (MiniLM 98.85 %
-#: in a clean-clone CI run, 100 % in the working tree; tiny DeBERTa-v2 99.04 %).
-MIN_INT8_AGREEMENT = 0.97
+#: The issue's bar for int8 decisions. Measured with three fixture seeds (the test builds
+#: FIXTURE_SEED 0; seeds 1 and 2 by calling build_tiny_checkpoints / build_minilm_checkpoint):
+#: bert 99.62 % each, deberta 99.81 / 100 / 99.62 %, celadon 99.23 / 99.04 / 99.62 %, minilm
+#: 100 / 99.42 / 99.62 %, with learnable fixture labels (corpus_targets) and the residual output
+#: projections kept in fp32 (export.INT8_FP32_NODES). Celadon's all-five-heads-agree decision is
+#: the tightest: 5 of 520 documents differ at seed 1, the most 99 % allows.
+MIN_INT8_AGREEMENT = 0.99
 
 
 @pytest.mark.parametrize("name", ["bert", "deberta", "celadon", "minilm"])
@@ -242,7 +267,8 @@ def test_manifest_records_what_the_scorer_needs(exported):
     assert meta["task"] == "multihead" and meta["heads"] == list(CELADON_HEADS) and meta["classes"] == 4
     assert meta["max_length"] == 128 and meta["vocab_size"] == 30522
     assert meta["onnx"] == {"fp32": "model.onnx", "int8": "model.int8.onnx"} and meta["default_precision"] == "int8"
-    assert meta["int8_quantization"] == {"method": "dynamic", "weights": "int8", "per_channel": True, "reduce_range": True}
+    assert meta["int8_quantization"] == {"method": "dynamic", "weights": "int8", "per_channel": True, "reduce_range": True,
+                                         "fp32_nodes": 4, "fp32_pattern": "/output/dense/"}  # 2 layers x 2
     assert meta["special_tokens"] == {"prefix": [101], "suffix": [102], "pad_id": 0}
     assert load_manifest(exported["minilm"]).metadata["labels"] == ["english", "other_language", "synthetic"]
 

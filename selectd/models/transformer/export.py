@@ -14,6 +14,7 @@ Checkpoints read:
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
@@ -41,6 +42,16 @@ INT8_FILE = "model.int8.onnx"
 #: Fusing the graph first (onnxruntime.transformers.optimizer) changed neither agreement nor speed:
 #: the session's own ORT_ENABLE_ALL optimizations already fuse attention, LayerNorm and GELU.
 INT8_SETTINGS: dict[str, Any] = {"per_channel": True, "reduce_range": True}
+#: MatMuls kept in fp32 in the int8 graph: the projections that write into the residual stream
+#: (Hugging Face's ``attention.output.dense`` and ``output.dense`` in BERT, RoBERTa, DeBERTa-v2/v3,
+#: MiniLM). Their inputs (the attention context, the GELU output) have a few outlying values per
+#: run, so one uint8 scale per run rounds the rest coarsely, and the error is added to every later
+#: layer. Measured on 520 snippets, all-MiniLM-L6-v2 with a fine-tuned last layer, three training
+#: seeds: 99.23 / 98.65 / 99.04 % of decisions kept with every MatMul in int8, 100 / 99.42 /
+#: 99.62 % with these in fp32 (max |Δlogit| 5.8 -> 2.6); the int8 graph's speed-up over fp32
+#: went from 1.45x to 1.23x (CPU time, same run), the other MatMuls (Q/K/V, the FFN's first
+#: projection) are still int8.
+INT8_FP32_NODES = re.compile(r"/output/dense/")
 #: tokenizer_config.json uses a huge sentinel for "no limit"
 _NO_LIMIT = 100_000
 
@@ -202,8 +213,10 @@ def export(checkpoint: Path | str, out_dir: Path | str, task: Task, quantize: st
     if quantize == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantization = INT8_SETTINGS
-        quantize_dynamic(out_dir / FP32_FILE, out_dir / INT8_FILE, weight_type=QuantType.QInt8, **quantization)
+        kept_fp32 = fp32_nodes(out_dir / FP32_FILE)
+        quantize_dynamic(out_dir / FP32_FILE, out_dir / INT8_FILE, weight_type=QuantType.QInt8,
+                         nodes_to_exclude=kept_fp32, **INT8_SETTINGS)
+        quantization = {**INT8_SETTINGS, "fp32_nodes": len(kept_fp32), "fp32_pattern": INT8_FP32_NODES.pattern}
         onnx_files["int8"] = INT8_FILE
     elif quantize is not None:
         raise ValueError(f"unknown quantization {quantize!r}; supported: int8")
@@ -224,6 +237,14 @@ def export(checkpoint: Path | str, out_dir: Path | str, task: Task, quantize: st
     if quantization:
         metadata["int8_quantization"] = {"method": "dynamic", "weights": "int8", **quantization}
     return write_manifest(out_dir, MANIFEST_KIND, metadata)
+
+
+def fp32_nodes(graph_file: Path) -> list[str]:
+    """Names of the MatMuls in ``graph_file`` that the int8 graph keeps in fp32 (INT8_FP32_NODES)."""
+    import onnx
+
+    graph = onnx.load(str(graph_file), load_external_data=False).graph
+    return [node.name for node in graph.node if node.op_type == "MatMul" and INT8_FP32_NODES.search(node.name)]
 
 
 class TorchReference:
