@@ -17,6 +17,26 @@ from typing import Any, Callable, Sequence
 import orjson
 
 
+def add_reference_arguments(parser: argparse.ArgumentParser, reference: str, batch_size: int) -> None:
+    """What every ``selectd verify`` / ``selectd bench`` family takes: the exported model directory,
+    the ``reference`` file it came from, the texts, and how to batch and print."""
+    parser.add_argument("model_dir", type=Path, help="exported model directory")
+    parser.add_argument("--against", type=Path, required=True, help=f"the {reference} it was exported from")
+    parser.add_argument("--texts", type=Path, required=True, help="JSONL file with a 'text' field per line")
+    parser.add_argument("--limit", type=int, help="use only the first N texts")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="documents per call, both sides")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def add_pass_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--threads``, ``--repeat`` and ``--clock`` of the benches that run ONNX Runtime against torch."""
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads, both ONNX Runtime and torch")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="timed passes per side, alternating; the best is reported, with the spread of the "
+                             "pass-by-pass ratios")
+    add_clock_argument(parser)
+
+
 def add_clock_argument(parser: argparse.ArgumentParser) -> None:
     """``--clock cpu|wall``, shared by every ``selectd bench`` family."""
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
@@ -113,6 +133,15 @@ def comparison(ours: Timing, reference: Timing, **extra: Any) -> dict[str, Any]:
         "ratio": ours.docs_per_s / reference.docs_per_s,
         **extra,
     }
+
+
+def finish_verify(report: dict[str, Any], failures: list[str], lines: list[str], as_json: bool) -> int:
+    """Record the verdict in ``report``, print it, and return verify's exit status (1: failures)."""
+    report["ok"] = not failures
+    report["failures"] = failures
+    lines.append("OK" if not failures else "FAILED: " + "; ".join(failures))
+    emit(report, as_json, lines)
+    return 0 if not failures else 1
 
 
 def emit(report: dict[str, Any], as_json: bool, lines: Sequence[str]) -> None:

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from selectd.models.benchmark import (add_clock_argument, alternating_passes, best_pass, clock_function, comparison,
-                                      emit, pass_ratios, read_texts)
+from selectd.models.benchmark import (add_pass_arguments, add_reference_arguments, alternating_passes, best_pass,
+                                      clock_function, comparison, emit, finish_verify, pass_ratios, read_texts)
 from selectd.models.causal_lm.model import DEFAULT_MAX_TOKENS_PER_RUN, DEFAULT_WINDOW, MANIFEST_KIND, CausalLM
 from selectd.models.manifest import ModelLoadError
 from selectd.scorers.causal_lm import DEFAULT_MIN_K_RATIO, mean_cross_entropy, min_k_prob
@@ -52,13 +52,8 @@ def export(args: argparse.Namespace) -> int:
 # --- verify ----------------------------------------------------------------------------------
 
 def _reference_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model_dir", type=Path, help="exported model directory")
-    parser.add_argument("--against", type=Path, required=True, help="the Hugging Face checkpoint it was exported from")
-    parser.add_argument("--texts", type=Path, required=True, help="JSONL file with a 'text' field per line")
-    parser.add_argument("--limit", type=int, help="use only the first N texts")
+    add_reference_arguments(parser, "Hugging Face checkpoint", batch_size=32)
     parser.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="tokens per window, both sides")
-    parser.add_argument("--batch-size", type=int, default=32, help="documents per call, both sides")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
@@ -145,24 +140,16 @@ def verify(args: argparse.Namespace) -> int:
                      f"max |Δ| {full['color']['max_abs_diff']:.3g}")
         if not same_order:
             failures.append("CoLoR scores rank differently from PyTorch's")
-    full["ok"] = not failures
-    full["failures"] = failures
-    lines.append("OK" if not failures else "FAILED: " + "; ".join(failures))
-    emit(full, args.json, lines)
-    return 0 if not failures else 1
+    return finish_verify(full, failures, lines, args.json)
 
 
 # --- bench -----------------------------------------------------------------------------------
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     _reference_args(parser)
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads, both ONNX Runtime and torch")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="timed passes per side, alternating; the best is reported, with the spread of the "
-                             "pass-by-pass ratios")
+    add_pass_arguments(parser)
     parser.add_argument("--max-tokens-per-run", type=int, default=DEFAULT_MAX_TOKENS_PER_RUN,
                         help="cap on padded tokens per forward pass, both sides")
-    add_clock_argument(parser)
 
 
 def bench(args: argparse.Namespace) -> int:

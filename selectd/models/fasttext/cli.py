@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from selectd import preprocess
-from selectd.models.benchmark import comparison, emit, peak_rss_bytes, read_texts, time_batches
+from selectd.models.benchmark import add_reference_arguments, comparison, emit, peak_rss_bytes, read_texts, time_batches
 from selectd.models.fasttext.model import MANIFEST_KIND, FastTextOnnx, export_model
 from selectd.models.manifest import ModelLoadError
 
@@ -43,12 +43,7 @@ def export(args: argparse.Namespace) -> int:
 
 
 def _reference_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model_dir", type=Path, help="exported model directory")
-    parser.add_argument("--against", type=Path, required=True, help="the fastText .bin/.ftz it was exported from")
-    parser.add_argument("--texts", type=Path, required=True, help="JSONL file with a 'text' field per line")
-    parser.add_argument("--limit", type=int, help="use only the first N texts")
-    parser.add_argument("--batch-size", type=int, default=256, help="documents per call, both sides")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_reference_arguments(parser, "fastText .bin/.ftz", batch_size=256)
     parser.add_argument("--featurizer", choices=["auto", "compiled", "numpy"], default="auto",
                         help="host tokenization: the C extension (auto when built) or numpy")
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from selectd.models.benchmark import (add_clock_argument, alternating_passes, best_pass, clock_function, comparison,
-                                      emit, pass_ratios, read_texts)
+from selectd.models.benchmark import (add_pass_arguments, add_reference_arguments, alternating_passes, best_pass,
+                                      clock_function, comparison, emit, finish_verify, pass_ratios, read_texts)
 from selectd.models.hf_common import token_capped_batches
 from selectd.models.manifest import ModelLoadError
 from selectd.models.transformer.model import MANIFEST_KIND, TASKS, HFClassifier, decisions
@@ -61,17 +61,8 @@ def export(args: argparse.Namespace) -> int:
 
 # --- verify ----------------------------------------------------------------------------------
 
-def _reference_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model_dir", type=Path, help="exported model directory")
-    parser.add_argument("--against", type=Path, required=True, help="the Hugging Face checkpoint it was exported from")
-    parser.add_argument("--texts", type=Path, required=True, help="JSONL file with a 'text' field per line")
-    parser.add_argument("--limit", type=int, help="use only the first N texts")
-    parser.add_argument("--batch-size", type=int, default=32, help="documents per call, both sides")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-
-
 def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
-    _reference_args(parser)
+    add_reference_arguments(parser, "Hugging Face checkpoint", batch_size=32)
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="max |Δlogit| allowed for fp32")
     parser.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
                         help="share of documents whose decisions must match PyTorch (every precision)")
@@ -118,25 +109,17 @@ def verify(args: argparse.Namespace) -> int:
             failures.append(f"fp32 max |Δlogit| {figures['max_abs_logit_diff']:.3g} > {args.tolerance:g}")
         if figures["decision_agreement"] < args.min_agreement:
             failures.append(f"{precision} decision agreement {figures['decision_agreement']:.4f} < {args.min_agreement:g}")
-    report["ok"] = not failures
-    report["failures"] = failures
     lines = [f"{report['texts']} texts, task {report['task']}, max_length {report['max_length']}"]
     lines += [f"  {p}: max |Δlogit| {f['max_abs_logit_diff']:.3g}, decision agreement {f['decision_agreement']:.4f} "
               f"({f['disagreeing_docs']} docs differ)" for p, f in report["precisions"].items()]
-    lines.append("OK" if not failures else "FAILED: " + "; ".join(failures))
-    emit(report, args.json, lines)
-    return 0 if not failures else 1
+    return finish_verify(report, failures, lines, args.json)
 
 
 # --- bench -----------------------------------------------------------------------------------
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    _reference_args(parser)
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads, both ONNX Runtime and torch")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="timed passes per side, alternating; the best is reported, with the spread of the "
-                             "pass-by-pass ratios")
-    add_clock_argument(parser)
+    add_reference_arguments(parser, "Hugging Face checkpoint", batch_size=32)
+    add_pass_arguments(parser)
 
 
 def padded_tokens(model: HFClassifier, texts: list[str], batch_size: int) -> dict[str, int]:
