@@ -116,9 +116,8 @@ static inline uint32_t bucket_of_u32(const Featurizer *f, uint32_t hash) {
 static inline int push_bucket_index(Featurizer *f, uint32_t bucket) {
     int64_t row = bucket;
     if (f->bucket_rows) {
-        if (!(f->bucket_kept[bucket >> 6] >> (bucket & 63) & 1)) return 0;
+        if (!(f->bucket_kept[bucket >> 6] >> (bucket & 63) & 1)) return 0; /* set exactly where a row exists */
         row = f->bucket_rows[bucket];
-        if (row < 0) return 0;
     }
     return push_i64(&f->ids, (int64_t)f->nwords + row);
 }
