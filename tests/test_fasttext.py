@@ -211,15 +211,11 @@ def test_edge_cases_one_by_one_match_native(name, featurizer, exported, native_m
                 assert alone[column] <= 1e-5 + TOLERANCE, (text, label)
 
 
-def test_runs_are_capped_by_padded_ids_without_changing_results(exported, corpus_texts):
-    texts = corpus_texts[:200] + [_long_document(corpus_texts)[:200_000]]
+def test_batches_do_not_change_results(exported, corpus_texts):
+    texts = corpus_texts[:200] + [""] + [_long_document(corpus_texts)[:200_000]]
     default = FastTextOnnx(exported["lid176"])
-    capped = FastTextOnnx(exported["lid176"], max_padded_ids=5_000)
-    ids, counts = capped.featurizer.featurize(texts)
-    runs = capped._runs(counts)
-    assert all(len(run) == 1 or len(run) * counts[run].max() <= 5_000 for run in runs)
-    assert sorted(np.concatenate(runs).tolist()) == np.flatnonzero(counts).tolist()
-    np.testing.assert_allclose(capped.predict(texts), default.predict(texts), rtol=1e-5, atol=1e-7)
+    small_batches = FastTextOnnx(exported["lid176"], batch_size=3)
+    np.testing.assert_allclose(small_batches.predict(texts), default.predict(texts), rtol=1e-5, atol=1e-7)
 
 
 # --- featurizer units --------------------------------------------------------------------------
@@ -236,6 +232,37 @@ def test_compiled_and_numpy_featurizers_give_identical_ids(name, exported, corpu
     numpy_ids = FastTextOnnx(exported[name], featurizer="numpy").featurizer.featurize(texts)
     np.testing.assert_array_equal(compiled[1], numpy_ids[1])
     np.testing.assert_array_equal(compiled[0], numpy_ids[0])
+
+
+@pytest.mark.parametrize("name", ["lid176", "softmax_bigram"])  # float32 sums, float64 sums (folded)
+def test_compiled_and_numpy_row_sums_are_fasttexts_sequential_sum(name, exported, corpus_texts):
+    """Both add a document's rows in id order (fastText's Vector::addRow), to the last bit, even
+    over the 10^5+ ids of a long document where a pairwise sum would drift."""
+    texts = corpus_texts[:300] + ["", _long_document(corpus_texts)]
+    compiled = FastTextOnnx(exported[name], featurizer="compiled")
+    numpy_path = FastTextOnnx(exported[name], featurizer="numpy")
+    ids, counts = compiled.featurizer.featurize(texts)
+    sums = compiled.featurizer.sum_rows(compiled.table, ids, counts, compiled.folded)
+    np.testing.assert_array_equal(sums, numpy_path.featurizer.sum_rows(compiled.table, ids, counts, compiled.folded))
+    assert counts[-1] > 100_000
+    ends = np.cumsum(counts)
+    for doc in (0, len(texts) - 1):
+        rows = np.asarray(compiled.table)[ids[ends[doc] - counts[doc]:ends[doc]]]
+        if compiled.folded:
+            expected = rows.astype(np.float64).sum(axis=0).astype(np.float32)
+            np.testing.assert_allclose(sums[doc], expected, rtol=1e-6)
+        else:
+            np.testing.assert_array_equal(sums[doc], np.cumsum(rows, axis=0)[-1])
+
+
+def test_compiled_row_sums_refuse_ids_outside_the_table():
+    from selectd.models.fasttext.features import CompiledFeaturizer
+
+    table = np.ones((4, 2), dtype=np.float32)
+    with pytest.raises(ValueError, match="id 4 outside the table's 4 rows"):
+        CompiledFeaturizer.sum_rows(table, np.array([1, 4]), np.array([2]), False)
+    with pytest.raises(ValueError, match="counts exceed the 2 ids"):
+        CompiledFeaturizer.sum_rows(table, np.array([1, 2]), np.array([1, 2]), False)
 
 
 def test_fnv1a_is_fasttexts_hash_with_sign_extended_bytes():
@@ -325,18 +352,54 @@ def test_cuda_provider_is_a_clear_error_when_absent(exported):
             FastTextOnnx(exported["hs"], provider="cuda")
 
 
-def test_large_tables_are_external_data_and_wo_folded(exported):
+def test_table_is_a_raw_row_file_and_wo_folded(exported):
     import onnx
 
     for name in ("softmax_bigram", "lid176"):
-        model = onnx.load(str(exported[name] / "model.onnx"), load_external_data=False)
-        table = next(t for t in model.graph.initializer if t.name == "table")
-        assert table.data_location == onnx.TensorProto.EXTERNAL
+        model = FastTextOnnx(exported[name])
+        graph = onnx.load(str(exported[name] / "model.onnx"))
+        # the table stays out of the graph: the host sums its rows, ONNX Runtime never copies it
+        assert all(t.name != "table" for t in graph.graph.initializer)
+        assert (exported[name] / "table.bin").stat().st_size == model.table.size * 4
     manifest = json.loads((exported["softmax_bigram"] / "manifest.json").read_text())
-    assert manifest["metadata"]["folded"] is True  # 2 labels < dim 16: each id gathers 2 floats
+    assert manifest["metadata"]["folded"] is True  # 2 labels < dim 16: each id adds 2 floats
+    assert FastTextOnnx(exported["softmax_bigram"]).table.shape[1] == 2
     assert set(manifest["files"]) == {"model.onnx", "table.bin", "vocab.txt"}
     lid_manifest = json.loads((exported["lid176"] / "manifest.json").read_text())
     assert lid_manifest["metadata"]["folded"] is False and "pruneidx.txt" in lid_manifest["files"]
+
+
+def test_graph_of_an_older_export_fails_at_load_with_the_fix(tmp_path, native_models):
+    """Exports before the host summed rows had a graph taking ids and a zero padding row at the end
+    of the table; such a directory must say to export again."""
+    from onnx import TensorProto, helper
+
+    from selectd.models.manifest import write_manifest
+
+    directory = export_model(native_models["hs"], tmp_path / "hs").directory
+    width = FastTextOnnx(directory).table.shape[1]
+    old = helper.make_graph([helper.make_node("Identity", ["ids"], ["probs"])], "old",
+                           [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "length"])],
+                           [helper.make_tensor_value_info("probs", TensorProto.INT64, ["batch", "length"])])
+    (directory / "model.onnx").write_bytes(helper.make_model(old).SerializeToString())
+    with open(directory / "table.bin", "ab") as handle:
+        handle.write(bytes(4 * width))
+    metadata = json.loads((directory / "manifest.json").read_text())["metadata"]
+    write_manifest(directory, "fasttext", {**metadata, "table_rows": metadata["table_rows"] + 1})
+    with pytest.raises(ModelLoadError, match="exported by an older selectd: export the .bin/.ftz again"):
+        FastTextOnnx(directory)
+
+
+def test_table_of_the_wrong_size_fails_at_load(tmp_path, native_models):
+    from selectd.models.manifest import write_manifest
+
+    directory = export_model(native_models["hs"], tmp_path / "hs").directory
+    with open(directory / "table.bin", "ab") as handle:
+        handle.write(b"\0" * 8)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    write_manifest(directory, manifest["kind"], manifest["metadata"])
+    with pytest.raises(ModelLoadError, match=r"table.bin: \d+ bytes, not the \d+ rows of \d+ float32"):
+        FastTextOnnx(directory)
 
 
 # --- scorer ------------------------------------------------------------------------------------

@@ -292,6 +292,23 @@ class Featurizer:
         return ids[order], np.bincount(docs, minlength=len(texts))
 
 
+    @staticmethod
+    def sum_rows(table: np.ndarray, ids: np.ndarray, counts: np.ndarray, in_float64: bool) -> np.ndarray:
+        """float32 [len(counts), width]: each document's sum of its rows of ``table``, in id order.
+
+        In float32 one row after the other, as fastText's ``Vector::addRow`` (``cumsum`` is that
+        sequential sum; numpy's ``sum`` and ``reduceat`` add pairwise or in SIMD lanes and drift
+        from fastText by up to 1e-4 on a document of a million ids), or with ``in_float64`` exactly
+        and rounded once: folded rows are logit contributions, whose float32 sum would drift 2e-5
+        from fastText's float32 sum of hidden vectors (itself within ~1e-6 of exact over 10^5 ids).
+        """
+        sums = np.zeros((len(counts), table.shape[1]), dtype=np.float32)
+        ends = np.cumsum(counts)
+        for doc in np.flatnonzero(counts):
+            rows = table[ids[ends[doc] - counts[doc]:ends[doc]]]
+            sums[doc] = np.cumsum(rows.astype(np.float64) if in_float64 else rows, axis=0)[-1]
+        return sums.astype(np.float32, copy=False)
+
 class CompiledFeaturizer:
     """The same featurization in C (``_featurize.c``, built by ``pip install -e``): no per-token
     Python objects, so hashing costs less than native fastText's own prediction."""
@@ -313,6 +330,16 @@ class CompiledFeaturizer:
         """As :meth:`Featurizer.featurize`."""
         ids, counts = self._compiled.featurize(texts)
         return np.frombuffer(ids, dtype=np.int64), np.frombuffer(counts, dtype=np.int64)
+
+    @staticmethod
+    def sum_rows(table: np.ndarray, ids: np.ndarray, counts: np.ndarray, in_float64: bool) -> np.ndarray:
+        """As :meth:`Featurizer.sum_rows`, in C."""
+        from selectd.models.fasttext._featurize import sum_rows
+
+        table = np.ascontiguousarray(table, dtype=np.float32)
+        sums = sum_rows(table, table.shape[1], np.ascontiguousarray(ids, dtype=np.int64),
+                        np.ascontiguousarray(counts, dtype=np.int64), in_float64)
+        return np.frombuffer(sums, dtype=np.float32).reshape(len(counts), table.shape[1])
 
 
 def compiled_available() -> bool:

@@ -1,13 +1,15 @@
-"""ONNX graph of fastText's prediction from input-row ids: embedding mean, then the output layer.
+"""fastText's prediction as a row table plus an ONNX graph of its output layer.
 
-Inputs: ``ids`` int64 [batch, length] in fastText's order, padded at the end with the id of an
-all-zero last row, and ``scale`` float32 [batch]: float32(1 / number of real ids), as fastText. Output: ``probs`` float32 [batch, nlabels], the
-probability fastText's ``predict(k=-1)`` reports for every label (softmax / ova: p + 1e-5; hs:
-exp of the path's summed log(σ + 1e-5), which can slightly exceed 1).
+The host sums each document's table rows (``features.py``, in C where built: ONNX Runtime's Gather
+costs ~70 ns per row, which made it most of a language-ID prediction) and scales the sum by
+float32(1 / number of ids), as fastText. The graph takes that mean, ``hidden`` float32
+[batch, width], and outputs ``probs`` float32 [batch, nlabels], the probability fastText's
+``predict(k=-1)`` reports for every label (softmax / ova: p + 1e-5; hs: exp of the path's summed
+log(σ + 1e-5), which can slightly exceed 1).
 
 The output layer is linear in the mean embedding, so when the output layer uses fewer rows than the
-model has dimensions (every few-label classifier) the exporter folds ``W · Oᵀ`` into the gathered
-table: each id then gathers ``rows`` floats instead of ``dim``.
+model has dimensions (every few-label classifier) the exporter folds ``W · Oᵀ`` into the table: each
+id then adds ``rows`` floats instead of ``dim``, and the graph starts from the logits.
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ MAX_SIGMOID = 8
 LOG_EPSILON = 1e-5
 #: fold in row blocks so a multi-GB input matrix is never converted to float64 at once
 FOLD_BLOCK_ROWS = 1 << 16
+#: the graph's one input: float32 [batch, width], each document's mean table row
+HIDDEN_INPUT = "hidden"
 
 
 def sigmoid_table() -> np.ndarray:
@@ -80,9 +84,10 @@ def output_rows(model: FastTextModel) -> np.ndarray:
 
 
 def write_table(model: FastTextModel, fold: bool, path: Path) -> tuple[int, int]:
-    """Write the gathered table (W, or W·Oᵀ when folding) plus a zero padding row as raw float32.
+    """Write the table whose rows the host sums per document (W, or W·Oᵀ when folding) as raw
+    little-endian float32, and return its shape.
 
-    Returns its shape. Streams in row blocks: the input matrix may be a memory map of a multi-GB file.
+    Streams in row blocks: the input matrix may be a memory map of a multi-GB file.
     """
     matrix = model.input_matrix
     rows_out = output_rows(model).astype(np.float64)
@@ -93,59 +98,16 @@ def write_table(model: FastTextModel, fold: bool, path: Path) -> tuple[int, int]
             if fold:
                 block = (block.astype(np.float64) @ rows_out.T).astype(np.float32)
             handle.write(np.ascontiguousarray(block, dtype="<f4").tobytes())
-        handle.write(np.zeros(width, dtype="<f4").tobytes())
-    return matrix.shape[0] + 1, width
+    return matrix.shape[0], width
 
 
-def build_graph(model: FastTextModel, out_dir: Path, fold: bool, table_name: str = "table.bin") -> "onnx.ModelProto":
-    """The ONNX model; the gathered table is written to ``out_dir/table_name`` as external data.
-
-    Always external, never inline: protobuf messages stop at 2 GB, and ONNX Runtime can then read
-    the table without a second copy inside the model proto.
-    """
+def build_graph(model: FastTextModel, fold: bool) -> "onnx.ModelProto":
+    """The ONNX model from the mean of a document's table rows to fastText's probabilities."""
     from onnx import TensorProto, helper, numpy_helper
 
-    out_dir = Path(out_dir)
-    rows, width = write_table(model, fold, out_dir / table_name)
-    table = TensorProto(name="table", data_type=TensorProto.FLOAT, dims=[rows, width])
-    table.data_location = TensorProto.EXTERNAL
-    for key, value in (("location", table_name), ("offset", "0"), ("length", str(rows * width * 4))):
-        entry = table.external_data.add()
-        entry.key, entry.value = key, value
-
-    initializers = [table]
+    width = len(output_rows(model)) if fold else model.args.dim
+    initializers = [numpy_helper.from_array(np.array(LOG_EPSILON, dtype=np.float32), "epsilon")]
     nodes = []
-    if fold:
-        # folded rows are logit contributions: sum them in float64, i.e. exactly; fastText's float32
-        # sum of hidden vectors is itself within ~1e-6 of exact even over 10^5 ids, while a float32
-        # sum of the folded logits would drift 2e-5 away from it
-        nodes += [
-            helper.make_node("Gather", ["table", "ids"], ["gathered"], axis=0),
-            helper.make_node("Cast", ["gathered"], ["gathered_double"], to=TensorProto.DOUBLE),
-            helper.make_node("ReduceSum", ["gathered_double", "length_axes"], ["summed_double"], keepdims=0),
-            helper.make_node("Cast", ["summed_double"], ["summed"], to=TensorProto.FLOAT),
-        ]
-    else:
-        # fastText adds the rows one after the other in float32 (Vector::addRow); CumSum is that
-        # same sequential sum (ReduceSum sums pairwise and drifts from fastText by up to 1e-4 on a
-        # document of a million ids)
-        nodes += [
-            helper.make_node("Gather", ["table", "ids"], ["gathered"], axis=0),
-            helper.make_node("CumSum", ["gathered", "length_axis"], ["running"]),
-            helper.make_node("Slice", ["running", "last_index", "end_index", "length_axes"], ["total"]),
-            helper.make_node("Squeeze", ["total", "length_axes"], ["summed"]),
-        ]
-        initializers += [numpy_helper.from_array(np.array(1, dtype=np.int64), "length_axis"),
-                         numpy_helper.from_array(np.array([-1], dtype=np.int64), "last_index"),
-                         numpy_helper.from_array(np.array([np.iinfo(np.int64).max], dtype=np.int64), "end_index")]
-    # then multiplies by float(1 / n)
-    nodes += [
-        helper.make_node("Unsqueeze", ["scale", "last_axis"], ["scale_column"]),
-        helper.make_node("Mul", ["summed", "scale_column"], ["hidden"]),
-    ]
-    initializers += [numpy_helper.from_array(np.array([1], dtype=np.int64), "length_axes"),
-                     numpy_helper.from_array(np.array([-1], dtype=np.int64), "last_axis"),
-                     numpy_helper.from_array(np.array(LOG_EPSILON, dtype=np.float32), "epsilon")]
     if fold:
         logits = "hidden"
     else:
@@ -205,8 +167,7 @@ def build_graph(model: FastTextModel, out_dir: Path, fold: bool, table_name: str
 
     graph = helper.make_graph(
         nodes, "fasttext",
-        inputs=[helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "length"]),
-                helper.make_tensor_value_info("scale", TensorProto.FLOAT, ["batch"])],
+        inputs=[helper.make_tensor_value_info(HIDDEN_INPUT, TensorProto.FLOAT, ["batch", width])],
         outputs=[helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", len(model.labels)])],
         initializer=initializers,
     )

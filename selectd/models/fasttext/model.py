@@ -1,7 +1,8 @@
 """Export a fastText model to a model directory, and run an exported one.
 
-A fastText model directory holds ``model.onnx`` with its external ``table.bin`` (the gathered input
-rows, or ``W · Oᵀ`` when folded), ``vocab.txt`` (the vocabulary as raw bytes, one word a line:
+A fastText model directory holds ``table.bin`` (the input rows, or ``W · Oᵀ`` when folded, as raw
+float32: the host sums each document's rows, see graph.py), ``model.onnx`` (the output layer from
+the mean row), ``vocab.txt`` (the vocabulary as raw bytes, one word a line:
 words never contain a newline), ``pruneidx.txt`` for pruned .ftz models (``bucket row`` a line),
 and ``manifest.json`` (args, labels, preprocessing profile, sha256 of each file).
 """
@@ -16,6 +17,7 @@ import numpy as np
 from selectd import preprocess
 from selectd.models.fasttext.binary import FastTextModel, read_model
 from selectd.models.fasttext.features import make_featurizer
+from selectd.models.fasttext.graph import HIDDEN_INPUT
 from selectd.models.manifest import Manifest, ModelLoadError, load_manifest, sha256_file, write_manifest
 from selectd.models.runtime import ExecutionProvider, make_session
 
@@ -43,15 +45,14 @@ def export_model(source: Path | str, out_dir: Path | str, profile: str = "identi
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / "manifest.json").exists() or (out_dir / ONNX_NAME).exists():
         raise FileExistsError(f"{out_dir}: already holds an exported model; choose an empty directory")
-    from selectd.models.fasttext.graph import build_graph  # onnx is an export-time dependency
+    from selectd.models.fasttext.graph import build_graph, write_table  # onnx is an export-time dependency
 
     fold = should_fold(model)
-    graph = build_graph(model, out_dir, fold, TABLE_NAME)
-    (out_dir / ONNX_NAME).write_bytes(graph.SerializeToString())
+    table_rows, _ = write_table(model, fold, out_dir / TABLE_NAME)
+    (out_dir / ONNX_NAME).write_bytes(build_graph(model, fold).SerializeToString())
     (out_dir / VOCAB_NAME).write_bytes(b"\n".join(model.words))
     if model.pruneidx_size >= 0:
         (out_dir / PRUNEIDX_NAME).write_text("".join(f"{b} {r}\n" for b, r in sorted(model.pruneidx.items())))
-    table_rows = model.input_matrix.shape[0] + 1
     metadata: dict[str, Any] = {
         "args": dataclasses.asdict(model.args),
         "labels": [label.decode(*LABEL_ENCODING) for label in model.labels],
@@ -88,11 +89,21 @@ def _read_pruneidx(manifest: Manifest, size: int) -> dict[int, int]:
     return dict(zip(pairs[:, 0].tolist(), pairs[:, 1].tolist()))
 
 
+def _read_table(manifest: Manifest, rows: int, width: int) -> np.ndarray:
+    """The row table, memory-mapped: replicas on one host share its pages, and a multi-GB table
+    costs no load time."""
+    path = manifest.path(TABLE_NAME)
+    if not isinstance(width, int) or path.stat().st_size != rows * width * 4:
+        raise ModelLoadError(f"{path}: {path.stat().st_size} bytes, not the {rows} rows of {width} float32 "
+                             f"that the manifest and {ONNX_NAME} describe")
+    return np.memmap(path, dtype="<f4", mode="r", shape=(rows, width))
+
+
 class FastTextOnnx:
     """An exported fastText model: texts in, the probability of every label out."""
 
     def __init__(self, model_dir: Path | str, provider: ExecutionProvider = "cpu", threads: int = 1,
-                 batch_size: int = 64, max_padded_ids: int = 1 << 20, featurizer: str = "auto"):
+                 batch_size: int = 64, featurizer: str = "auto"):
         self.manifest = load_manifest(model_dir, expected_kind=MANIFEST_KIND)
         meta = self.manifest.metadata
         manifest_file = self.manifest.directory / "manifest.json"
@@ -101,65 +112,48 @@ class FastTextOnnx:
             self.labels: list[str] = list(meta["labels"])
             self.profile: str = meta["profile"]
             nwords, pruneidx_size, table_rows = int(meta["nwords"]), int(meta["pruneidx_size"]), int(meta["table_rows"])
+            self.folded = bool(meta["folded"])
             featurizer_args = dict(bucket=int(args["bucket"]), minn=int(args["minn"]), maxn=int(args["maxn"]),
                                    word_ngrams=int(args["word_ngrams"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"{manifest_file}: incomplete fastText metadata ({exc!r})") from exc
-        expected_rows = nwords + (featurizer_args["bucket"] if pruneidx_size < 0 else pruneidx_size) + 1
+        graph_file = self.manifest.path(ONNX_NAME)
+        self.session = make_session(graph_file, provider, threads)
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if [i.name for i in inputs] != [HIDDEN_INPUT]:
+            raise ModelLoadError(f"{graph_file}: the graph takes {[i.name for i in inputs]}, not [{HIDDEN_INPUT!r}]; "
+                                 f"it was exported by an older selectd: export the .bin/.ftz again")
+        expected_rows = nwords + (featurizer_args["bucket"] if pruneidx_size < 0 else pruneidx_size)
         if table_rows != expected_rows:
-            raise ModelLoadError(f"{manifest_file}: table_rows {table_rows} does not match nwords + buckets + 1 "
+            raise ModelLoadError(f"{manifest_file}: table_rows {table_rows} does not match nwords + buckets "
                                  f"= {expected_rows}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.batch_size = batch_size
-        self.max_padded_ids = max_padded_ids
         self.featurizer = make_featurizer(
             _read_vocabulary(self.manifest, nwords),
             [label.encode(*LABEL_ENCODING) for label in self.labels], featurizer,
             pruneidx_size=pruneidx_size, pruneidx=_read_pruneidx(self.manifest, pruneidx_size),
             **featurizer_args)
-        self.session = make_session(self.manifest.path(ONNX_NAME), provider, threads)
-        self.padding_id = table_rows - 1  # the table's last row is zeros
-        outputs = self.session.get_outputs()
+        width = inputs[0].shape[-1]
         if len(outputs) != 1 or outputs[0].shape[-1] != len(self.labels):
-            raise ModelLoadError(f"{self.manifest.path(ONNX_NAME)}: output does not have one column per label "
+            raise ModelLoadError(f"{graph_file}: output does not have one column per label "
                                  f"({len(self.labels)} labels in the manifest)")
+        self.table = _read_table(self.manifest, table_rows, width)
 
     @property
     def version(self) -> str:
         return self.manifest.version
 
-    def _runs(self, counts: np.ndarray) -> list[np.ndarray]:
-        """Documents with features, shortest first, grouped so that one run pads little.
-
-        A run holds at most ``batch_size`` documents and at most ``max_padded_ids`` padded ids
-        (one very long document runs alone instead of padding its neighbours to its length).
-        """
-        scored = np.flatnonzero(counts)
-        scored = scored[np.argsort(counts[scored], kind="stable")]
-        runs: list[np.ndarray] = []
-        begin = 0
-        while begin < len(scored):
-            end = min(begin + self.batch_size, len(scored))
-            # lengths ascend, so the last document sets the width: shrink until it fits
-            while end - begin > 1 and (end - begin) * int(counts[scored[end - 1]]) > self.max_padded_ids:
-                end = begin + max(1, min(end - begin - 1, self.max_padded_ids // int(counts[scored[end - 1]])))
-            runs.append(scored[begin:end])
-            begin = end
-        return runs
-
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         """float32 [len(texts), nlabels]; a row of NaN where fastText makes no prediction (no features)."""
         ids, counts = self.featurizer.featurize(texts)
-        offsets = np.cumsum(counts) - counts
+        scored = np.flatnonzero(counts)
+        # fastText's hidden vector: the sum of the document's rows times float32(1 / count)
+        hidden = self.featurizer.sum_rows(self.table, ids, counts, in_float64=self.folded)[scored]
+        hidden *= (1.0 / counts[scored]).astype(np.float32)[:, None]
         probs = np.full((len(texts), len(self.labels)), np.nan, dtype=np.float32)
-        for docs in self._runs(counts):
-            lengths = counts[docs]
-            width = int(lengths[-1])
-            total = int(lengths.sum())
-            first = np.cumsum(lengths) - lengths
-            within = np.arange(total) - np.repeat(first, lengths)
-            padded = np.full((len(docs), width), self.padding_id, dtype=np.int64)
-            padded[np.repeat(np.arange(len(docs)), lengths), within] = ids[np.repeat(offsets[docs], lengths) + within]
-            (probs[docs],) = self.session.run(None, {"ids": padded, "scale": (1.0 / lengths).astype(np.float32)})
+        for start in range(0, len(scored), self.batch_size):
+            (probs[scored[start:start + self.batch_size]],) = self.session.run(
+                None, {HIDDEN_INPUT: hidden[start:start + self.batch_size]})
         return probs
