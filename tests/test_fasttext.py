@@ -234,6 +234,24 @@ def test_compiled_and_numpy_featurizers_give_identical_ids(name, exported, corpu
     np.testing.assert_array_equal(compiled[0], numpy_ids[0])
 
 
+def test_compiled_token_cache_refills_when_full_without_changing_ids():
+    """The C featurizer keeps each token's features; a tiny cache is cleared again and again within
+    one batch (labels, repeats and >64-byte tokens included), and the ids stay numpy's."""
+    from selectd.models.fasttext.features import CompiledFeaturizer
+
+    model = dict(bucket=1000, minn=2, maxn=3, word_ngrams=2)
+    compiled = CompiledFeaturizer([b"</s>", b"known"], [b"__label__a"], cache_limit=5, **model)
+    reference = Featurizer([b"</s>", b"known"], [b"__label__a"], **model)
+    texts = [f"known unknown{i} __label__a other{i % 3} known {'long' * 20}{i}" for i in range(40)]
+    expected = reference.featurize(texts)
+    for _ in range(2):
+        got = compiled.featurize(texts)
+        np.testing.assert_array_equal(got[1], expected[1])
+        np.testing.assert_array_equal(got[0], expected[0])
+    with pytest.raises(ValueError, match="cache_limit"):
+        CompiledFeaturizer([b"</s>"], [b"__label__a"], cache_limit=0, **model)
+
+
 @pytest.mark.parametrize("name", ["lid176", "softmax_bigram"])  # float32 sums, float64 sums (folded)
 def test_compiled_and_numpy_row_sums_are_fasttexts_sequential_sum(name, exported, corpus_texts):
     """Both add a document's rows in id order (fastText's Vector::addRow), to the last bit, even

@@ -7,9 +7,10 @@
  * because the per-token work is the whole cost of fastText inference once W·Oᵀ is folded, and a
  * Python dict lookup per token is slower than native fastText's whole prediction.
  *
- * Featurizer(words, labels, bucket, minn, maxn, word_ngrams, bucket_rows, prune_all)
+ * Featurizer(words, labels, bucket, minn, maxn, word_ngrams, bucket_rows, prune_all, cache_limit=2^18)
  *   words, labels: lists of bytes (dictionary order); bucket_rows: None, or bytes of int32[bucket]
- *   (row after nwords, -1 = pruned away); prune_all: the model keeps no bucket at all.
+ *   (row after nwords, -1 = pruned away); prune_all: the model keeps no bucket at all; cache_limit:
+ *   tokens whose features are kept (the cache is cleared when it holds that many).
  * Featurizer.featurize(texts) -> (ids: bytes of int64, counts: bytes of int64 per text)
  *
  * sum_rows(table, width, ids, counts, in_float64) -> bytes of float32[len(counts) * width]
@@ -74,6 +75,17 @@ static inline int is_separator(unsigned char c) {
     return c == ' ' || c == '\n' || c == '\r' || c == '\t' || c == '\v' || c == '\f' || c == '\0';
 }
 
+#define CACHE_MAX_TOKEN 64           /* longer tokens are rare and costly to keep: resolved each time */
+#define CACHE_MAX_IDS (1 << 22)      /* 32 MB of ids at most */
+
+typedef struct {
+    uint32_t hash;
+    int32_t key_length;
+    Py_ssize_t key_offset, ids_offset;
+    int32_t ids_count;
+    char is_label;
+} CachedToken;
+
 typedef struct {
     PyObject_HEAD
     char *arena;            /* all dictionary entries' bytes */
@@ -97,6 +109,15 @@ typedef struct {
     unsigned char *scratch; /* "<" + token + ">" */
     Py_ssize_t scratch_size;
     Buffer ids, hashes;
+    /* token cache: a token's features, resolved once. Natural text repeats its words (a 3.7 KB page:
+     * ~600 tokens, most of them seen before), and a token's vocabulary lookup and char n-grams are
+     * most of featurization. Open addressing over twice as many slots as entries, so probes stay
+     * short; cleared when full, so memory stays bounded on an endless stream. */
+    int32_t *cache_slot;       /* entry index or -1 */
+    uint64_t cache_mask;       /* slots - 1 */
+    CachedToken *cached;       /* cache_limit entries */
+    int32_t cache_entries, cache_limit;
+    Buffer cache_keys, cache_ids; /* token bytes (char), feature ids (int64) of the entries */
 } Featurizer;
 
 static int32_t lookup(const Featurizer *f, const unsigned char *token, Py_ssize_t n, uint32_t h) {
@@ -168,16 +189,60 @@ static int push_subwords(Featurizer *f, const unsigned char *token, Py_ssize_t n
     return 0;
 }
 
-/* one token of getLine; returns -1 on memory error */
-static int add_token(Featurizer *f, const unsigned char *token, Py_ssize_t n) {
-    uint32_t h = fnv1a(token, n);
+/* one token of getLine, resolved from scratch; returns 1 for a label (skipped), 0, or -1 on memory error */
+static int resolve_token(Featurizer *f, const unsigned char *token, Py_ssize_t n, uint32_t h) {
     int32_t entry = lookup(f, token, n, h);
     int is_label = entry >= 0 ? f->is_label[entry]
                               : (n >= LABEL_PREFIX_LEN && memcmp(token, LABEL_PREFIX, LABEL_PREFIX_LEN) == 0);
-    if (is_label) return 0;
-    if (push_i32(&f->hashes, (int32_t)h) < 0) return -1;
+    if (is_label) return 1;
     if (entry >= 0 && push_i64(&f->ids, entry) < 0) return -1; /* words come first: entry == word id */
     if (f->maxn > 0 && push_subwords(f, token, n) < 0) return -1;
+    return 0;
+}
+
+static void cache_clear(Featurizer *f) {
+    memset(f->cache_slot, 0xFF, sizeof(int32_t) * (f->cache_mask + 1));
+    f->cache_entries = 0;
+    f->cache_keys.size = f->cache_ids.size = 0;
+}
+
+/* one token of getLine through the cache; returns -1 on memory error */
+static int add_token(Featurizer *f, const unsigned char *token, Py_ssize_t n) {
+    uint32_t h = fnv1a(token, n);
+    uint64_t slot = h & f->cache_mask;
+    int is_label;
+    for (;;) {
+        int32_t index = f->cache_slot[slot];
+        if (index < 0) break;
+        const CachedToken *c = &f->cached[index];
+        if (c->hash == h && c->key_length == n && memcmp((char *)f->cache_keys.data + c->key_offset, token, (size_t)n) == 0) {
+            if (c->is_label) return 0;
+            if (push_i32(&f->hashes, (int32_t)h) < 0 || buffer_reserve(&f->ids, c->ids_count) < 0) return -1;
+            memcpy((int64_t *)f->ids.data + f->ids.size, (int64_t *)f->cache_ids.data + c->ids_offset,
+                   sizeof(int64_t) * (size_t)c->ids_count);
+            f->ids.size += c->ids_count;
+            return 0;
+        }
+        slot = (slot + 1) & f->cache_mask;
+    }
+    Py_ssize_t first = f->ids.size;
+    if ((is_label = resolve_token(f, token, n, h)) < 0) return -1;
+    if (!is_label && push_i32(&f->hashes, (int32_t)h) < 0) return -1;
+    Py_ssize_t count = f->ids.size - first;
+    if (n > CACHE_MAX_TOKEN) return 0;
+    if (f->cache_entries == f->cache_limit || f->cache_ids.size + count > CACHE_MAX_IDS) {
+        cache_clear(f);
+        slot = h & f->cache_mask;
+    }
+    if (buffer_reserve(&f->cache_keys, n) < 0 || buffer_reserve(&f->cache_ids, count) < 0) return -1;
+    CachedToken *c = &f->cached[f->cache_entries];
+    *c = (CachedToken){.hash = h, .key_length = (int32_t)n, .key_offset = f->cache_keys.size,
+                       .ids_offset = f->cache_ids.size, .ids_count = (int32_t)count, .is_label = (char)is_label};
+    memcpy((char *)f->cache_keys.data + f->cache_keys.size, token, (size_t)n);
+    f->cache_keys.size += n;
+    memcpy((int64_t *)f->cache_ids.data + f->cache_ids.size, (int64_t *)f->ids.data + first, sizeof(int64_t) * (size_t)count);
+    f->cache_ids.size += count;
+    f->cache_slot[slot] = f->cache_entries++;
     return 0;
 }
 
@@ -261,6 +326,10 @@ static void featurizer_dealloc(Featurizer *f) {
     PyMem_Free(f->scratch);
     PyMem_Free(f->ids.data);
     PyMem_Free(f->hashes.data);
+    PyMem_Free(f->cache_slot);
+    PyMem_Free(f->cached);
+    PyMem_Free(f->cache_keys.data);
+    PyMem_Free(f->cache_ids.data);
     Py_TYPE(f)->tp_free((PyObject *)f);
 }
 
@@ -296,13 +365,18 @@ static int add_entries(Featurizer *f, PyObject *list, char label, Py_ssize_t *ar
 }
 
 static int featurizer_init(Featurizer *f, PyObject *args, PyObject *kwargs) {
-    static char *keywords[] = {"words", "labels", "bucket", "minn", "maxn", "word_ngrams", "bucket_rows", "prune_all", NULL};
+    static char *keywords[] = {"words", "labels", "bucket", "minn", "maxn", "word_ngrams", "bucket_rows", "prune_all",
+                               "cache_limit", NULL};
     PyObject *words, *labels, *bucket_rows;
     long long bucket;
-    int minn, maxn, word_ngrams, prune_all;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!LiiiOp", keywords, &PyList_Type, &words, &PyList_Type, &labels,
-                                     &bucket, &minn, &maxn, &word_ngrams, &bucket_rows, &prune_all))
+    int minn, maxn, word_ngrams, prune_all, cache_limit = 1 << 18;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!LiiiOp|i", keywords, &PyList_Type, &words, &PyList_Type, &labels,
+                                     &bucket, &minn, &maxn, &word_ngrams, &bucket_rows, &prune_all, &cache_limit))
         return -1;
+    if (cache_limit < 1 || cache_limit > (1 << 28)) {
+        PyErr_SetString(PyExc_ValueError, "cache_limit must be between 1 and 2^28 tokens");
+        return -1;
+    }
     if (bucket <= 0 && !prune_all && (maxn > 0 || word_ngrams > 1)) {
         PyErr_SetString(PyExc_ValueError, "bucket must be positive for a model with hashed features");
         return -1;
@@ -343,6 +417,15 @@ static int featurizer_init(Featurizer *f, PyObject *args, PyObject *kwargs) {
     f->prune_all = prune_all;
     f->ids.item = sizeof(int64_t);
     f->hashes.item = sizeof(int32_t);
+    f->cache_keys.item = sizeof(char);
+    f->cache_ids.item = sizeof(int64_t);
+    f->cache_limit = cache_limit;
+    f->cache_mask = 1;
+    while (f->cache_mask + 1 < 2 * (uint64_t)cache_limit) f->cache_mask = f->cache_mask * 2 + 1;
+    f->cache_slot = PyMem_Malloc(sizeof(int32_t) * (f->cache_mask + 1));
+    f->cached = PyMem_Malloc(sizeof(CachedToken) * (size_t)cache_limit);
+    if (!f->cache_slot || !f->cached) { PyErr_NoMemory(); return -1; }
+    cache_clear(f);
     Py_ssize_t used = 0;
     if (add_entries(f, words, 0, &used) < 0 || add_entries(f, labels, 1, &used) < 0) return -1;
     if (bucket_rows != Py_None) {
