@@ -48,15 +48,22 @@ CASCADE_MODELS = [*DEMO_MODELS, (REPO / "models" / "toxicity_fasttext",
 
 
 def sized_documents(corpus: Path, n: int, target_bytes: int = 3800) -> list[bytes]:
-    """``n`` documents of about ``target_bytes`` each: consecutive corpus texts joined, then cut at a
-    paragraph boundary near the target (real pages, realistic sizes)."""
+    """``n`` distinct documents of about ``target_bytes`` each: consecutive corpus texts joined, then
+    cut at a paragraph boundary near the target (real pages, realistic sizes).
+
+    Never wraps around the corpus: repeated pages would flatter every per-token cache on the way
+    (the fastText token cache, the rule tokenizer's chunk table) beyond what a real stream gets.
+    """
     texts = [orjson.loads(line)["text"] for line in corpus.read_bytes().splitlines()]
     out: list[bytes] = []
     i = 0
     while len(out) < n:
         parts, size = [], 0
         while size < target_bytes:
-            text = texts[i % len(texts)]
+            if i == len(texts):
+                raise ValueError(f"{corpus}: its {len(texts)} texts make only {len(out)} documents of "
+                                 f"~{target_bytes} bytes without repeating, {n} wanted; use a larger corpus")
+            text = texts[i]
             i += 1
             parts.append(text)
             size += len(text) + 2
@@ -65,6 +72,15 @@ def sized_documents(corpus: Path, n: int, target_bytes: int = 3800) -> list[byte
         text = joined[:cut if cut > target_bytes // 2 else target_bytes]
         out.append(orjson.dumps({"id": f"bench-{len(out)}", "text": text}))
     return out
+
+
+def stream_corpus(workdir: Path, docs: int) -> Path:
+    """A corpus with enough text for ``docs`` distinct bench documents (a sized document takes ~2
+    texts), built once per size. Seed 1: not the texts the bench's models were trained on (seed 0)."""
+    path = workdir / f"stream-{docs}.jsonl"
+    if not path.exists():
+        build_corpus(path, n_docs=docs * 5 // 2 + 1000, seed=1)
+    return path
 
 
 def create(bootstrap: str, topics: dict[str, int]) -> None:
@@ -386,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         build_corpus(corpus, n_docs=5000, seed=0)
     if args.config == CASCADE and any(row.cascade for row in rows):
         ensure_models(corpus, CASCADE_MODELS)
-    values = sized_documents(corpus, args.docs)
+    values = sized_documents(stream_corpus(args.workdir, args.docs), args.docs)
     texts_file = args.workdir / "bench-texts.jsonl"
     texts_file.write_bytes(b"\n".join(values[:5000]) + b"\n")
     mean_kb = sum(map(len, values)) / len(values) / 1000

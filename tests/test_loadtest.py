@@ -37,10 +37,19 @@ def test_reporter_measures_a_daemon_run(broker, daemons, tmp_path):
 def test_sized_documents_hit_the_target(tmp_path):
     corpus = tmp_path / "c.jsonl"
     corpus.write_bytes(b"\n".join(orjson.dumps({"id": str(i), "text": ("word " * (50 + 300 * (i % 7))).strip()})
-                                  for i in range(50)))
+                                  for i in range(400)))
     values = sized_documents(corpus, 200, target_bytes=3800)
     sizes = [len(orjson.loads(v)["text"]) for v in values]
     assert len(values) == 200 and 3000 <= sum(sizes) / len(sizes) <= 3800 and max(sizes) <= 3800
+
+
+def test_sized_documents_never_repeat_the_corpus(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_bytes(b"\n".join(orjson.dumps({"text": f"text {i} " * 400}) for i in range(30)))
+    values = sized_documents(corpus, 10, target_bytes=3800)
+    assert len({orjson.loads(v)["text"] for v in values}) == 10
+    with pytest.raises(ValueError, match="make only .* without repeating, 40 wanted"):
+        sized_documents(corpus, 40, target_bytes=3800)
 
 
 def test_bench_config_keeps_stages_and_rewrites_topics(tmp_path):
