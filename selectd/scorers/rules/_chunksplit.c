@@ -21,6 +21,8 @@
  * Splitter.chunk_ids(chunks, out, chunk_index, vocab_ids, vocab_strings, pending_tokens,
  *                    pending_counts, chunk_words): WordTokenizer.chunk_ids, new chunks split and
  *   interned here (and their word counts recorded in chunk_words, for count_words)
+ * Splitter.text_chunk_ids(texts, chunk_index, ...the same tables...) -> (ids, offsets): WordTokenizer's
+ *   batch of chunk ids without str.split() or a Python list: int64 bytes, and each text's offset
  * Splitter.count_words(text, chunk_words) -> int: WordTokenizer.token_counts for one text, its
  *   number of words; chunks of letters only that are no special case count one each, the others'
  *   counts come from (or, when new, are split and added to) chunk_words: chunk -> word count.
@@ -563,16 +565,14 @@ static PyObject *splitter_split(Splitter *self, PyObject *chunk) {
     return tokens;
 }
 
-/* WordTokenizer's chunk table, vocabulary and chunk word counts, as chunk_ids gets them */
+/* WordTokenizer's chunk table, vocabulary and chunk word counts, as chunk_ids and text_chunk_ids
+ * get them (TABLES_FORMAT / TABLES_ARGS: their part of the argument list) */
 typedef struct {
-    PyObject *out, *index, *vocab_ids, *vocab_strings, *pending_tokens, *pending_counts, *chunk_words;
+    PyObject *index, *vocab_ids, *vocab_strings, *pending_tokens, *pending_counts, *chunk_words;
 } Tables;
-
-static int parse_tables(PyObject *args, const char *format, PyObject **first, Tables *t) {
-    return PyArg_ParseTuple(args, format, first, &PyList_Type, &t->out, &PyDict_Type, &t->index, &PyDict_Type,
-                            &t->vocab_ids, &PyList_Type, &t->vocab_strings, &PyList_Type, &t->pending_tokens,
-                            &PyList_Type, &t->pending_counts, &PyDict_Type, &t->chunk_words);
-}
+#define TABLES_FORMAT "O!O!O!O!O!O!"
+#define TABLES_ARGS(t) &PyDict_Type, &(t)->index, &PyDict_Type, &(t)->vocab_ids, &PyList_Type, &(t)->vocab_strings, \
+    &PyList_Type, &(t)->pending_tokens, &PyList_Type, &(t)->pending_counts, &PyDict_Type, &(t)->chunk_words
 
 /* WordTokenizer._add_chunk: intern the chunk's tokens, give it the next chunk id; returns that id
  * (a new reference), NULL on error */
@@ -605,20 +605,18 @@ static PyObject *add_chunk(Splitter *self, PyObject *chunk, const Tables *t) {
     return chunk_id;
 }
 
-/* append the chunk's id to t->out, adding the chunk first when new */
-static int append_chunk_id(Splitter *self, PyObject *chunk, const Tables *t) {
+/* the chunk's id (a new reference), adding the chunk first when new; NULL on error */
+static PyObject *chunk_id(Splitter *self, PyObject *chunk, const Tables *t) {
     PyObject *id = PyDict_GetItemWithError(t->index, chunk);  /* borrowed */
-    if (id) return PyList_Append(t->out, id);
-    if (PyErr_Occurred() || !(id = add_chunk(self, chunk, t))) return -1;
-    int failed = PyList_Append(t->out, id);
-    Py_DECREF(id);
-    return failed;
+    if (id) return Py_NewRef(id);
+    return PyErr_Occurred() ? NULL : add_chunk(self, chunk, t);
 }
 
 static PyObject *splitter_chunk_ids(Splitter *self, PyObject *args) {
-    PyObject *chunks;
+    PyObject *chunks, *out;
     Tables t;
-    if (!parse_tables(args, "OO!O!O!O!O!O!O!:chunk_ids", &chunks, &t)) return NULL;
+    if (!PyArg_ParseTuple(args, "OO!" TABLES_FORMAT ":chunk_ids", &chunks, &PyList_Type, &out, TABLES_ARGS(&t)))
+        return NULL;
     PyObject *sequence = PySequence_Fast(chunks, "chunks must be a sequence of str");
     if (!sequence) return NULL;
     PyObject **items = PySequence_Fast_ITEMS(sequence);
@@ -627,7 +625,10 @@ static PyObject *splitter_chunk_ids(Splitter *self, PyObject *args) {
             PyErr_Format(PyExc_TypeError, "chunks must be str, not %.100s", Py_TYPE(items[i])->tp_name);
             goto error;
         }
-        if (append_chunk_id(self, items[i], &t) < 0) goto error;
+        PyObject *id = chunk_id(self, items[i], &t);
+        int failed = !id || PyList_Append(out, id) < 0;
+        Py_XDECREF(id);
+        if (failed) goto error;
     }
     Py_DECREF(sequence);
     Py_RETURN_NONE;
@@ -697,6 +698,56 @@ static PyObject *splitter_count_words(Splitter *self, PyObject *args) {
         words += count;
     }
     return PyLong_FromSsize_t(words);
+}
+
+/* WordTokenizer._batch_chunks: the chunk ids of each text's whitespace-separated chunks
+ * (str.split()), concatenated as int64, and each text's offset into them (len(texts) + 1 int64).
+ * The ids never become a Python list (its ints cost more to convert to numpy than the lookups). */
+static PyObject *splitter_text_chunk_ids(Splitter *self, PyObject *args) {
+    PyObject *texts, *ids = NULL, *offsets = NULL;
+    Tables t;
+    if (!PyArg_ParseTuple(args, "O" TABLES_FORMAT ":text_chunk_ids", &texts, TABLES_ARGS(&t))) return NULL;
+    PyObject *sequence = PySequence_Fast(texts, "texts must be a sequence of str");
+    if (!sequence) return NULL;
+    Py_ssize_t n_texts = PySequence_Fast_GET_SIZE(sequence), used = 0, capacity = 1024;
+    int64_t *out = PyMem_Malloc(sizeof(int64_t) * (size_t)capacity);
+    offsets = PyBytes_FromStringAndSize(NULL, (n_texts + 1) * (Py_ssize_t)sizeof(int64_t));
+    if (!out || !offsets) { PyErr_NoMemory(); goto done; }
+    int64_t *offset = (int64_t *)PyBytes_AS_STRING(offsets);
+    offset[0] = 0;
+    for (Py_ssize_t i = 0; i < n_texts; i++) {
+        PyObject *text = PySequence_Fast_GET_ITEM(sequence, i);
+        if (!PyUnicode_Check(text)) {
+            PyErr_Format(PyExc_TypeError, "texts must be str, not %.100s", Py_TYPE(text)->tp_name);
+            goto done;
+        }
+        Py_ssize_t n = PyUnicode_GET_LENGTH(text), pos = 0, start;
+        int kind = PyUnicode_KIND(text), letters;
+        const void *data = PyUnicode_DATA(text);
+        while ((start = kind == PyUnicode_1BYTE_KIND ? next_chunk_ucs1(data, n, &pos, &letters)
+                      : kind == PyUnicode_2BYTE_KIND ? next_chunk_ucs2(data, n, &pos, &letters)
+                      : next_chunk_ucs4(data, n, &pos, &letters)) >= 0) {
+            PyObject *chunk = PyUnicode_Substring(text, start, pos);
+            PyObject *id = chunk ? chunk_id(self, chunk, &t) : NULL;
+            Py_XDECREF(chunk);
+            long long value = id ? PyLong_AsLongLong(id) : -1;
+            Py_XDECREF(id);
+            if (value < 0) goto done;
+            if (used == capacity) {
+                int64_t *grown = PyMem_Realloc(out, sizeof(int64_t) * (size_t)(capacity *= 2));
+                if (!grown) { PyErr_NoMemory(); goto done; }
+                out = grown;
+            }
+            out[used++] = value;
+        }
+        offset[i + 1] = used;
+    }
+    ids = PyBytes_FromStringAndSize((const char *)out, used * (Py_ssize_t)sizeof(int64_t));
+done:
+    PyMem_Free(out);
+    Py_DECREF(sequence);
+    if (!ids) { Py_XDECREF(offsets); return NULL; }
+    return Py_BuildValue("(NN)", ids, offsets);
 }
 
 /* a segmentation (token lengths) appended to the flat arrays; returns its index */
@@ -931,6 +982,9 @@ static PyMethodDef splitter_methods[] = {
     {"split", (PyCFunction)splitter_split, METH_O, "split(chunk) -> tuple of tokens"},
     {"chunk_ids", (PyCFunction)splitter_chunk_ids, METH_VARARGS,
      "chunk_ids(chunks, out, chunk_index, vocab_ids, vocab_strings, pending_tokens, pending_counts, chunk_words)"},
+    {"text_chunk_ids", (PyCFunction)splitter_text_chunk_ids, METH_VARARGS,
+     "text_chunk_ids(texts, chunk_index, vocab_ids, vocab_strings, pending_tokens, pending_counts, chunk_words)"
+     " -> (chunk ids int64 bytes, offsets int64 bytes)"},
     {"count_words", (PyCFunction)splitter_count_words, METH_VARARGS,
      "count_words(text, chunk_words) -> number of words of text (chunk_words: chunk -> word count, grown)"},
     {NULL, NULL, 0, NULL},

@@ -755,6 +755,11 @@ class WordTokenizer:
     def _batch_chunks(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Chunk ids of a batch, concatenated, and each document's offsets into them."""
         self.start_batch()
+        if self.compiled is not None:
+            ids, offsets = self.compiled.text_chunk_ids(texts, self._chunk_index, self.vocab.ids, self.vocab.strings,
+                                                        self._pending_tokens, self._pending_counts, self._chunk_words)
+            self.sync()
+            return np.frombuffer(ids, dtype=np.int64), np.frombuffer(offsets, dtype=np.int64)
         chunk_ids: list[int] = []
         offsets = [0]
         for text in texts:
