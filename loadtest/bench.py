@@ -15,6 +15,9 @@ timestamps, first to last. Rows run interleaved, --repeats times; the table give
 range, and the CPU seconds each process (consumers, broker, this bench, everything else on the
 machine) used from release to the last commit, which shows whether the two cores were saturated.
 Latency figures are of a pre-produced backlog (time since produced), not of a live stream.
+The stage table: the cascade's own cost per stage (share of documents reaching it, CPU µs per
+document it scores and per input document) on STAGE_DOCS of the same documents in this process
+after STAGE_WARMUP, the figures behind "where the time goes" next to the Kafka rows' totals.
 Scorer rows come from `selectd bench <family> --json` (ours vs the reference, same texts, same
 process) for every family whose models are present (see models/README.md).
 """
@@ -81,6 +84,39 @@ def stream_corpus(workdir: Path, docs: int) -> Path:
     if not path.exists():
         build_corpus(path, n_docs=docs * 5 // 2 + 1000, seed=1)
     return path
+
+
+#: documents of the per-stage table, and the ones before them that warm the caches and sessions
+STAGE_DOCS, STAGE_WARMUP = 2500, 500
+
+
+def stage_costs(config: Path, values: list[bytes], workdir: Path, warmup: int = STAGE_WARMUP,
+                docs: int = STAGE_DOCS) -> list[dict]:
+    """Per stage of ``config``'s cascade: share of documents reaching it and CPU µs per document."""
+    from selectd.cascade import Cascade
+    from selectd.config import load_config
+
+    path, _ = daemon_config(workdir / "stages.toml", "127.0.0.1:9", "stages", config)
+    cascade = Cascade.from_config(load_config(path).stages)
+    cascade.warmup()
+    texts = [orjson.loads(value)["text"] for value in values[:warmup + docs]]
+    cascade.run(texts[:warmup])
+    measured = texts[warmup:]
+    if not measured:
+        raise ValueError(f"stage_costs: {len(values)} documents leave none to measure after {warmup} warm-up")
+    seconds: dict[str, float] = {stage.name: 0.0 for stage in cascade.stages}
+    reached: dict[str, int] = {stage.name: 0 for stage in cascade.stages}
+
+    def on_stage(name: str, spent: float, documents: int) -> None:
+        seconds[name] += spent
+        reached[name] += documents
+
+    for start in range(0, len(measured), 250):  # the daemon's batch size
+        cascade.run(measured[start:start + 250], on_stage, clock=time.process_time)
+    cascade.close()
+    return [{"stage": name, "reach": reached[name] / len(measured),
+             "us_per_scored_doc": seconds[name] / reached[name] * 1e6 if reached[name] else 0.0,
+             "us_per_input_doc": seconds[name] / len(measured) * 1e6} for name in seconds]
 
 
 def create(bootstrap: str, topics: dict[str, int]) -> None:
@@ -411,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = kafka_rows(broker.bootstrap, broker.process.pid, values, args.workdir, rows, args.config, args.repeats)
     summary = kafka_summary(rows, runs)
     results["kafka"], results["ratios"] = summary["rows"], summary["ratios"]
+    if any(row.cascade for row in rows):
+        results["stages"] = stage_costs(args.config, values, args.workdir)
     if not args.skip_scorers:
         results["scorers"] = scorer_benches(args.workdir, texts_file, corpus)
     print(f"\ndocuments: {len(values)}, mean {mean_kb:.1f} KB; median of {args.repeats} (range); consumer CPU "
@@ -421,6 +459,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, ratio in results["ratios"].items():
         print(f"{name:40} {ratio['of_medians']:5.2f}x  ({ratio['min']:.2f}-{ratio['max']:.2f})  "
               f"per CPU second {ratio['per_cpu']:.2f}x")
+    if results.get("stages"):
+        print(f"\nthe cascade per stage ({STAGE_DOCS} documents, CPU):  reach   µs/doc scored   µs/input doc")
+        for row in results["stages"]:
+            print(f"  {row['stage']:32} {row['reach']:7.1%} {row['us_per_scored_doc']:14.0f} {row['us_per_input_doc']:14.0f}")
+        print(f"  {'total':32} {'':7} {'':14} {sum(r['us_per_input_doc'] for r in results['stages']):14.0f}")
     for row in results.get("scorers", []):
         print(f"bench {row['family']}: " + (row.get("error") or json.dumps(row["report"])[:400]))
     if args.json:

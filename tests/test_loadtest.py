@@ -119,3 +119,22 @@ def test_assignment_from_logs_and_ratio_spread(tmp_path):
     assert ratio["of_medians"] == pytest.approx(1000 / 1500)
     assert ratio["per_cpu"] == pytest.approx((1e6 / 1500) / (1e6 / 1000)), "docs per consumer CPU second, daemon / raw"
     assert ratio["min"] == pytest.approx(0.5) and ratio["max"] == pytest.approx(0.9), "same-repeat ratios"
+
+
+def test_stage_costs_follow_the_cascade(tmp_path):
+    """The bench's per-stage table: every stage in order, the first sees every document, later ones
+    only the survivors, and each that scored something cost CPU time."""
+    from loadtest.bench import stage_costs
+
+    config = tmp_path / "stages.toml"
+    config.write_text('[[stages]]\nname = "gopher"\ntype = "gopher_quality"\n\n'
+                      '[[stages]]\nname = "fineweb"\ntype = "fineweb_quality"\n')
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_bytes(b"\n".join(orjson.dumps({"text": ("the cat sat on the mat and then it slept. " * (i % 40 + 1))
+                                                        if i % 3 else "x" * 1200}) for i in range(900)))
+    rows = stage_costs(config, sized_documents(corpus, 60, target_bytes=1000), tmp_path, warmup=10, docs=50)
+    assert [row["stage"] for row in rows] == ["gopher", "fineweb"]
+    assert rows[0]["reach"] == 1.0 and 0 < rows[1]["reach"] < 1.0
+    assert all(row["us_per_scored_doc"] > 0 and row["us_per_input_doc"] > 0 for row in rows)
+    with pytest.raises(ValueError, match="none to measure"):
+        stage_costs(config, sized_documents(corpus, 5, target_bytes=1000), tmp_path, warmup=10, docs=50)
