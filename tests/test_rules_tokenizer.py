@@ -217,3 +217,26 @@ def test_url_prefilter_reads_the_host_alternation():
     assert ((ord("a"), ord("z")) in tld) and not any(low <= ord("A") <= high for low, high in tld)
     assert url_prefilter(r"^(?:https?://)?\S+$") is None
     assert url_prefilter(r"^(?:[a-z]+\.)+(?:[a-z]{2,63})$") is None  # the domain is not an alternation
+
+
+def _index_lookup(tokenizer: WordTokenizer, texts: list[str]) -> list[int]:
+    return [tokenizer._chunk_index[chunk] for text in texts for chunk in text.split()]
+
+
+def test_compiled_chunk_cache_stays_the_chunk_tables_mirror():
+    """text_chunk_ids answers known chunks from a C cache by code points. Its ids are the chunk
+    table's when the cache fills up mid-batch (600,000 distinct chunks), when the table is
+    replaced (cleared between batches), when a dict is emptied in place, and for one chunk seen in
+    str objects of every kind (1-, 2- and 4-byte code units)."""
+    tokenizer = WordTokenizer(max_chunks=2_000_000, implementation="compiled")
+    many = [" ".join(f"w{i}x{j}" for j in range(1000)) + " common é€😀" for i in range(600)]
+    ids = tokenizer._batch_chunks(many)[0].tolist()
+    assert len(tokenizer._chunk_index) > 600_000 and ids == _index_lookup(tokenizer, many)
+
+    kinds = ["same chunk", "same chunk é", "same chunk €", "same chunk 😀"]  # the str's kind changes
+    tokenizer.max_chunks = 10
+    for _ in range(2):  # the full table is cleared (a new dict), then refilled
+        tokenizer.start_batch()
+        assert tokenizer._batch_chunks(kinds)[0].tolist() == _index_lookup(tokenizer, kinds)
+    tokenizer._chunk_index.clear()  # emptied in place: the cache must notice (fewer entries than it holds)
+    assert tokenizer._batch_chunks(kinds[::-1])[0].tolist() == _index_lookup(tokenizer, kinds[::-1])

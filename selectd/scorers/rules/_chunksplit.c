@@ -276,6 +276,16 @@ static void table_free(Table *t) {
     memset(t, 0, sizeof(*t));
 }
 
+/* empty the table, keeping its slots */
+static void table_clear(Table *t) {
+    for (size_t i = 0; i <= t->mask; i++) {
+        PyMem_Free(t->slots[i].key);
+        t->slots[i].key = NULL;
+        t->slots[i].value = -1;
+    }
+    t->size = 0;
+}
+
 static int32_t table_get(const Table *t, const Py_UCS4 *key, Py_ssize_t n) {
     uint64_t h = hash_code_points(key, n);
     for (size_t slot = h & t->mask;; slot = (slot + 1) & t->mask) {
@@ -285,7 +295,8 @@ static int32_t table_get(const Table *t, const Py_UCS4 *key, Py_ssize_t n) {
     }
 }
 
-/* insert (a key already there keeps its value); the table was sized for every key */
+/* insert (a key already there keeps its value); the table was sized for every key (the chunk
+ * cache: for CHUNK_CACHE_ENTRIES, and cleared before it holds more) */
 static int table_put(Table *t, const Py_UCS4 *key, Py_ssize_t n, int32_t value) {
     uint64_t h = hash_code_points(key, n);
     size_t slot = h & t->mask;
@@ -334,7 +345,17 @@ typedef struct {
     Py_UCS4 *key;               /* a merge key being built (longest_merge_key code points) */
     Match *matches;
     Py_ssize_t match_capacity;
+    /* text_chunk_ids' cache of chunk ids by code points: a known chunk costs a hash probe instead
+     * of a str object, its hash and a dict lookup (most chunks of a page are known). It mirrors
+     * chunk_index, the dict WordTokenizer replaces (never empties in place) when its table is
+     * cleared: a strong reference, so a new dict is never mistaken for it. */
+    Table chunk_cache;
+    PyObject *chunk_cache_index;
+    Py_UCS4 *chunk_key;
+    Py_ssize_t chunk_key_capacity;
 } Splitter;
+
+#define CHUNK_CACHE_ENTRIES (1 << 19)
 
 static int reserve(Splitter *self, Py_ssize_t n) {
     if (n <= self->capacity) return 0;
@@ -707,6 +728,10 @@ static PyObject *splitter_text_chunk_ids(Splitter *self, PyObject *args) {
     PyObject *texts, *ids = NULL, *offsets = NULL;
     Tables t;
     if (!PyArg_ParseTuple(args, "O" TABLES_FORMAT ":text_chunk_ids", &texts, TABLES_ARGS(&t))) return NULL;
+    if (t.index != self->chunk_cache_index || PyDict_GET_SIZE(t.index) < self->chunk_cache.size) {
+        table_clear(&self->chunk_cache);
+        Py_XSETREF(self->chunk_cache_index, Py_NewRef(t.index));
+    }
     PyObject *sequence = PySequence_Fast(texts, "texts must be a sequence of str");
     if (!sequence) return NULL;
     Py_ssize_t n_texts = PySequence_Fast_GET_SIZE(sequence), used = 0, capacity = 1024;
@@ -727,12 +752,26 @@ static PyObject *splitter_text_chunk_ids(Splitter *self, PyObject *args) {
         while ((start = kind == PyUnicode_1BYTE_KIND ? next_chunk_ucs1(data, n, &pos, &letters)
                       : kind == PyUnicode_2BYTE_KIND ? next_chunk_ucs2(data, n, &pos, &letters)
                       : next_chunk_ucs4(data, n, &pos, &letters)) >= 0) {
-            PyObject *chunk = PyUnicode_Substring(text, start, pos);
-            PyObject *id = chunk ? chunk_id(self, chunk, &t) : NULL;
-            Py_XDECREF(chunk);
-            long long value = id ? PyLong_AsLongLong(id) : -1;
-            Py_XDECREF(id);
-            if (value < 0) goto done;
+            Py_ssize_t len = pos - start;
+            if (len > self->chunk_key_capacity) {
+                Py_UCS4 *grown = PyMem_Realloc(self->chunk_key, sizeof(Py_UCS4) * (size_t)(2 * len));
+                if (!grown) { PyErr_NoMemory(); goto done; }
+                self->chunk_key = grown;
+                self->chunk_key_capacity = 2 * len;
+            }
+            for (Py_ssize_t j = 0; j < len; j++) self->chunk_key[j] = PyUnicode_READ(kind, data, start + j);
+            long long value = table_get(&self->chunk_cache, self->chunk_key, len);
+            if (value < 0) {
+                PyObject *chunk = PyUnicode_Substring(text, start, pos);
+                PyObject *id = chunk ? chunk_id(self, chunk, &t) : NULL;
+                Py_XDECREF(chunk);
+                value = id ? PyLong_AsLongLong(id) : -1;
+                Py_XDECREF(id);
+                if (value < 0) goto done;
+                if (self->chunk_cache.size == CHUNK_CACHE_ENTRIES) table_clear(&self->chunk_cache);
+                if (value <= INT32_MAX && table_put(&self->chunk_cache, self->chunk_key, len, (int32_t)value) < 0)
+                    goto done;
+            }
             if (used == capacity) {
                 int64_t *grown = PyMem_Realloc(out, sizeof(int64_t) * (size_t)(capacity *= 2));
                 if (!grown) { PyErr_NoMemory(); goto done; }
@@ -856,7 +895,7 @@ static int splitter_init(Splitter *self, PyObject *args, PyObject *kwargs) {
     self->url_dots = url_dots;
     if (program_load(&self->prefix, prefix, "prefix") < 0 || program_load(&self->suffix, suffix, "suffix") < 0 ||
         program_load(&self->infix, infix, "infix") < 0 || program_load(&self->url_tld, url_tld, "url_tld") < 0 ||
-        table_init(&self->merge_starts, PyList_GET_SIZE(merges)) < 0 ||
+        table_init(&self->merge_starts, PyList_GET_SIZE(merges)) < 0 || table_init(&self->chunk_cache, CHUNK_CACHE_ENTRIES) < 0 ||
         load_table(self, &self->specials, specials, 0) < 0 || load_table(self, &self->merges, merges, 1) < 0)
         return -1;
     if (self->url_tld.n_sets != 1) {
@@ -880,6 +919,9 @@ static void splitter_dealloc(Splitter *self) {
     PyMem_Free(self->text); PyMem_Free(self->ends); PyMem_Free(self->suffix_ends); PyMem_Free(self->merged);
     PyMem_Free(self->chosen); PyMem_Free(self->taken); PyMem_Free(self->key); PyMem_Free(self->matches);
     Py_XDECREF(self->url_match);
+    table_free(&self->chunk_cache);
+    Py_XDECREF(self->chunk_cache_index);
+    PyMem_Free(self->chunk_key);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
