@@ -293,7 +293,6 @@ class Featurizer:
         order = np.argsort(docs, kind="stable")  # a few sorted runs: a cheap merge
         return ids[order], np.bincount(docs, minlength=len(texts))
 
-
     @staticmethod
     def sum_rows(table: np.ndarray, ids: np.ndarray, counts: np.ndarray, in_float64: bool) -> np.ndarray:
         """float32 [len(counts), width]: each document's sum of its rows of ``table``, in id order.
@@ -309,7 +308,8 @@ class Featurizer:
         for doc in np.flatnonzero(counts):
             rows = table[ids[ends[doc] - counts[doc]:ends[doc]]]
             sums[doc] = np.cumsum(rows.astype(np.float64) if in_float64 else rows, axis=0)[-1]
-        return sums.astype(np.float32, copy=False)
+        return sums
+
 
 class CompiledFeaturizer:
     """The same featurization in C (``_featurize.c``, built by ``pip install -e``): no per-token
