@@ -26,6 +26,7 @@ from transformers import (  # noqa: E402
 from selectd.models.manifest import ModelLoadError, load_manifest, write_manifest  # noqa: E402
 from selectd.models.transformer import cli as hf_cli  # noqa: E402
 from selectd.models.transformer.export import LogitsOnly, MultiHeadClassifier, export  # noqa: E402
+from selectd.models.transformer.quantize import DEFAULT_CALIBRATION_AGREEMENT, expected_agreement  # noqa: E402
 from selectd.models.transformer.model import CELADON_HEADS, HFClassifier, aggregate, celadon_decision  # noqa: E402
 from selectd.models.transformer.train import fine_tune  # noqa: E402
 from selectd.scorers.base import scorer_class  # noqa: E402
@@ -36,6 +37,9 @@ torch.set_num_threads(1)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 PARITY_TEXTS = 520
+#: corpus snippets given to the int8 export as calibration texts: after the verify texts (the
+#: first PARITY_TEXTS) and the fixtures' training documents (the next 1000)
+CALIBRATION_TEXTS = slice(2000, 2500)
 MULTILABELS = ["non_english", "synthetic", "digits"]
 #: seed of the fixture models' initialisation and training (other seeds: see MIN_INT8_AGREEMENT)
 FIXTURE_SEED = 0
@@ -58,11 +62,22 @@ def corpus_records(sample_corpus: Path) -> list[dict]:
     return [orjson.loads(line) for line in sample_corpus.read_bytes().splitlines() if line.strip()]
 
 
-@pytest.fixture(scope="session")
-def short_texts(sample_corpus) -> list[str]:
+def snippets(sample_corpus: Path) -> list[str]:
     """The first 160 characters of each corpus document: short, varied, several languages."""
     texts = [" ".join(r["text"].split())[:160] for r in corpus_records(sample_corpus)]
-    return [t for t in texts if t][:PARITY_TEXTS]
+    return [t for t in texts if t]
+
+
+@pytest.fixture(scope="session")
+def short_texts(sample_corpus) -> list[str]:
+    """The texts verify checks the fixtures on."""
+    return snippets(sample_corpus)[:PARITY_TEXTS]
+
+
+@pytest.fixture(scope="session")
+def calibration_texts(sample_corpus) -> list[str]:
+    """The int8 export's calibration texts: none of the verify texts or the fixtures' training documents."""
+    return snippets(sample_corpus)[CALIBRATION_TEXTS]
 
 
 @pytest.fixture(scope="session")
@@ -201,14 +216,14 @@ def minilm_checkpoint(sample_corpus, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def exported(checkpoints, minilm_checkpoint, tmp_path_factory) -> dict[str, Path]:
-    """Every fixture checkpoint exported with fp32 and int8 graphs."""
+def exported(checkpoints, minilm_checkpoint, calibration_texts, tmp_path_factory) -> dict[str, Path]:
+    """Every fixture checkpoint exported with fp32 and int8 graphs, the int8 one calibrated."""
     root = tmp_path_factory.mktemp("exported")
     sources = {name: (path, task) for name, (path, task) in checkpoints.items()}
     sources["minilm"] = (minilm_checkpoint, "multiclass")
     out = {}
     for name, (path, task) in sources.items():
-        export(path, root / name, task, quantize="int8")
+        export(path, root / name, task, quantize="int8", calibration_texts=calibration_texts)
         out[name] = root / name
     return out
 
@@ -219,15 +234,21 @@ def source_of(exported_dir: Path) -> Path:
 
 # --- parity ---------------------------------------------------------------------------------
 
-#: Floor for int8 decision agreement: it catches a broken int8 export, not the issue's 99 % bar,
-#: which fixture builds do not all meet. Measured with three fixture seeds in the development venv
-#: (the test builds FIXTURE_SEED 0; seeds 1 and 2 by calling build_tiny_checkpoints /
-#: build_minilm_checkpoint): bert 99.62 % each, deberta 99.81 / 100 / 99.62 %, celadon 99.23 / 99.04 /
-#: 99.62 %, minilm 100 / 99.42 / 99.62 %, with learnable fixture labels (corpus_targets) and the
-#: residual output projections kept in fp32 (export.INT8_FP32_NODES). But a clean-clone CI venv
-#: builds a different sample corpus (it is read from the installed packages), hence differently
-#: trained fixtures, and there tiny BERT agreed on 98.27 % (9 of 520).
-MIN_INT8_AGREEMENT = 0.97
+#: The issue's bar for int8 decision agreement with PyTorch, on the 520 verify texts.
+#: The int8 graphs are calibrated on 500 other snippets (CALIBRATION_TEXTS; export/quantize.py:
+#: MatMuls with outlying inputs move to fp32 until 99.8 % of decisions are expected to agree).
+#: Measured with fixture seeds 0-4 (the test builds FIXTURE_SEED 0; others by calling
+#: build_tiny_checkpoints / build_minilm_checkpoint with seed=), % agreement (weight products
+#: kept fp32 / all):
+#:   bert     99.81 (4/14)   99.81 (8/14)   100 (14/14)    100 (14/14)    100 (14/14)     min 99.81
+#:   deberta  100 (18/18)    100 (18/18)    100 (18/18)    100 (4/18)     100 (18/18)     min 100
+#:   celadon  100 (21/21)    99.23 (13/21)  100 (21/21)    100 (21/21)    100 (19/21)     min 99.23
+#:   minilm   99.42 (12/38)  99.62 (12/38)  100 (24/38)    99.42 (12/38)  99.23 (16/38)   min 99.23
+#: The tiny random-init fixtures' flips are near-ties (fp32 margins 0.001-0.1), so calibration often
+#: keeps them wholly fp32; the pretrained MiniLM keeps 14-26 products int8. Before (no calibration,
+#: embeddings int8): celadon 99.23 / 99.04 at seeds 0 / 1 here, tiny BERT 98.27 % in a clean-clone
+#: venv (its sample corpus, read from the installed packages, differs; not re-measured there).
+MIN_INT8_AGREEMENT = 0.99
 
 
 @pytest.mark.parametrize("name", ["bert", "deberta", "celadon", "minilm"])
@@ -243,7 +264,18 @@ def test_verify_parity_fp32_and_int8_agreement(name, exported, texts_file, capsy
     assert report["precisions"]["fp32"]["max_abs_logit_diff"] <= 1e-4
     assert report["precisions"]["fp32"]["decision_agreement"] == 1.0
     assert report["precisions"]["int8"]["decision_agreement"] >= MIN_INT8_AGREEMENT
-    print(name, report["precisions"])  # the figures, for the report (pytest -s)
+    quantization = load_manifest(exported[name]).metadata["int8_quantization"]
+    print(name, report["precisions"], "fp32 products:", quantization["fp32_nodes"])  # for the report (pytest -s)
+
+
+def test_pretrained_backbone_keeps_int8_products(exported):
+    """The calibration may keep a tiny random-init fixture wholly in fp32, but the real backbone's
+    int8 graph must still be an int8 graph: Q / K / V and the feed-forward inputs stay int8."""
+    import onnx
+
+    graph = onnx.load(str(exported["minilm"] / "model.int8.onnx")).graph
+    # 6 layers x (Q, K, V, FFN input) + pooler + head are candidates; seeds 0-4 kept 14-26 of them int8
+    assert sum(node.op_type == "MatMulInteger" for node in graph.node) >= 12
 
 
 @pytest.mark.parametrize("name", ["bert", "deberta", "celadon", "minilm"])
@@ -269,8 +301,15 @@ def test_manifest_records_what_the_scorer_needs(exported):
     assert meta["task"] == "multihead" and meta["heads"] == list(CELADON_HEADS) and meta["classes"] == 4
     assert meta["max_length"] == 128 and meta["vocab_size"] == 30522
     assert meta["onnx"] == {"fp32": "model.onnx", "int8": "model.int8.onnx"} and meta["default_precision"] == "int8"
-    assert meta["int8_quantization"] == {"method": "dynamic", "weights": "int8", "per_channel": True, "reduce_range": True,
-                                         "fp32_nodes": 4, "fp32_pattern": "/output/dense/"}  # 2 layers x 2
+    quantization = dict(meta["int8_quantization"])
+    calibration = quantization.pop("calibration")
+    moved = len(calibration["fp32_for_outliers"])
+    assert quantization == {"method": "dynamic", "weights": "int8", "per_channel": True, "reduce_range": True,
+                            "op_types_to_quantize": ["MatMul"],
+                            "fp32_nodes": 4 + moved, "fp32_pattern": "/output/dense/"}  # 2 layers x 2, + calibration's
+    assert calibration["texts"] == 500 and calibration["target_agreement"] == DEFAULT_CALIBRATION_AGREEMENT
+    # 21 weight products: 2 layers x (Q, K, V, 2 relative-position, 3 dense) + 5 heads; 4 always fp32
+    assert calibration["expected_agreement_by_step"][-1] >= DEFAULT_CALIBRATION_AGREEMENT or moved == 17
     assert meta["special_tokens"] == {"prefix": [101], "suffix": [102], "pad_id": 0}
     assert load_manifest(exported["minilm"]).metadata["labels"] == ["english", "other_language", "synthetic"]
 
@@ -350,6 +389,63 @@ def test_export_rejects_a_checkpoint_whose_tokenizer_is_another_models(tmp_path)
     copy_minilm_tokenizer(tmp_path / "ckpt")
     with pytest.raises(ModelLoadError, match="tokenizer has 30522 ids but the model's embedding table has only 1000"):
         export(tmp_path / "ckpt", tmp_path / "out", "multiclass")
+
+
+def test_int8_calibration_moves_the_most_outlying_matmuls_to_fp32_until_the_target(checkpoints, calibration_texts,
+                                                                                    tmp_path):
+    import onnx
+
+    checkpoint, task = checkpoints["celadon"]
+    quantization = export(checkpoint, tmp_path / "m", task, quantize="int8", calibration_texts=calibration_texts,
+                          calibration_agreement=1.0).metadata["int8_quantization"]
+    calibration = quantization["calibration"]
+    steps, moved = calibration["expected_agreement_by_step"], calibration["fp32_for_outliers"]
+    graph = onnx.load(str(tmp_path / "m" / "model.int8.onnx")).graph
+    fp32_matmuls = [node.name for node in graph.node if node.op_type == "MatMul" and "/output/dense/" not in node.name
+                    and node.input[1] in {i.name for i in graph.initializer}]
+    assert sorted(fp32_matmuls) == sorted(moved) and quantization["fp32_nodes"] == 4 + len(moved)
+    assert list(moved.values()) == sorted(moved.values(), reverse=True)  # most outlying inputs first
+    assert len(steps) >= 2 and all(a < 1.0 for a in steps[:-1])  # it moved nodes while below the target, only then
+    assert steps[-1] == 1.0 or not any(node.op_type == "MatMulInteger" for node in graph.node)
+    # the recorded agreement is the int8 graph's against the fp32 graph's, as the scorer runs them
+    from selectd.models.transformer.model import decisions
+
+    int8, fp32 = (HFClassifier(tmp_path / "m", precision=p) for p in ("int8", "fp32"))
+    calls = [calibration_texts[i:i + 32] for i in range(0, len(calibration_texts), 32)]  # as verify and export run them
+    got, expected = (np.concatenate([model.logits(call) for call in calls]) for model in (int8, fp32))
+    assert round(float(np.all(decisions(task, got) == decisions(task, expected), axis=1).mean()), 4) == \
+        calibration["decision_agreement"]
+    assert round(expected_agreement(task, got, expected), 4) == steps[-1]
+
+
+def test_expected_agreement_pairs_every_margin_with_every_shift():
+    expected = np.array([[2.0, -0.1], [-3.0, 1.0], [0.5, 4.0]])  # multilabel: margins |logit|
+    got = expected + np.array([[0.0, 0.0], [0.0, 0.2], [0.0, 0.0]])  # one second label shifted by 0.2
+    # the 0.2 shift reaches one margin (0.1, document 0's second label): 1 of 9 pairs flips
+    assert expected_agreement("multilabel", got, expected) == pytest.approx(8 / 9)
+    classes = np.array([[3.0, 1.0, 0.0], [0.0, 0.5, 0.0]])  # multiclass margins 2.0 and 0.5
+    shifted = classes + np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])  # gap to class 2 moves by 1.0
+    assert expected_agreement("multiclass", shifted, classes) == pytest.approx(3 / 4)
+    assert expected_agreement("multiclass", classes, classes) == 1.0
+
+
+def test_export_cli_rejects_bad_calibration_options(checkpoints, tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    hf_cli.add_export_arguments(parser)
+    checkpoint = str(checkpoints["bert"][0])
+    empty, one = tmp_path / "empty.jsonl", tmp_path / "one.jsonl"
+    empty.write_text('{"text": ""}\n')
+    one.write_text('{"text": "A document."}\n')
+    for options, reason in [
+        (["--quantize", "int8", "--calibration-texts", str(tmp_path / "missing.jsonl")], f"{tmp_path / 'missing.jsonl'}"),
+        (["--quantize", "int8", "--calibration-texts", str(empty)], f"{empty}: no lines with a non-empty string 'text'"),
+        (["--calibration-texts", str(one)], "calibration texts are for the int8 graph: add --quantize int8"),
+        (["--quantize", "int8", "--calibration-agreement", "1.5"], "calibration agreement must be a share in (0, 1], got 1.5"),
+    ]:
+        args = parser.parse_args([checkpoint, str(tmp_path / "out"), "--kind", "multilabel", *options])
+        assert hf_cli.export(args) == 2
+        assert reason in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # every option was rejected before anything was written
 
 
 def test_export_cli_reports_a_bad_checkpoint(tmp_path, capsys):

@@ -20,6 +20,7 @@ from selectd.models.benchmark import (add_pass_arguments, add_reference_argument
 from selectd.models.hf_common import token_capped_batches
 from selectd.models.manifest import ModelLoadError
 from selectd.models.transformer.model import MANIFEST_KIND, TASKS, HFClassifier, decisions
+from selectd.models.transformer.quantize import DEFAULT_CALIBRATION_AGREEMENT, MAX_CALIBRATION_TEXTS
 
 __all__ = ["MANIFEST_KIND", "add_export_arguments", "export", "add_verify_arguments", "verify",
            "add_bench_arguments", "bench"]
@@ -42,20 +43,38 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, help="tokens per sequence (default: the tokenizer's / model's limit)")
     parser.add_argument("--heads", help="comma-separated head names for --kind multihead (default: from config.json, "
                                         "Celadon's five names for a 5x4 model)")
+    parser.add_argument("--calibration-texts", type=Path, metavar="FILE.jsonl",
+                        help="with --quantize int8: documents like those the model will score (not the ones you "
+                             "verify it on); MatMuls whose inputs have the most outlying values stay fp32 until "
+                             "the int8 graph is expected to keep --calibration-agreement of the fp32 graph's decisions "
+                             f"(first {MAX_CALIBRATION_TEXTS} texts)")
+    parser.add_argument("--calibration-agreement", type=float, default=DEFAULT_CALIBRATION_AGREEMENT,
+                        help="share of documents expected to keep their fp32 decisions in int8, estimated on the calibration texts "
+                             f"(default {DEFAULT_CALIBRATION_AGREEMENT})")
 
 
 def export(args: argparse.Namespace) -> int:
     from selectd.models.transformer import export as exporter
 
     try:
+        calibration = (read_texts(args.calibration_texts, MAX_CALIBRATION_TEXTS)
+                       if args.calibration_texts is not None else None)
         manifest = exporter.export(args.checkpoint, args.out_dir, args.kind, quantize=args.quantize,
-                                   max_length=args.max_length, head_names=args.heads.split(",") if args.heads else None)
-    except (ModelLoadError, ValueError) as exc:
+                                   max_length=args.max_length, head_names=args.heads.split(",") if args.heads else None,
+                                   calibration_texts=calibration, calibration_agreement=args.calibration_agreement)
+    except (ModelLoadError, ValueError, OSError) as exc:
         print(f"selectd export hf: {exc}", file=sys.stderr)
         return 2
     outputs = manifest.metadata.get("labels") or manifest.metadata.get("heads")
     print(f"exported {args.checkpoint} -> {args.out_dir} ({args.kind}: {', '.join(outputs)}; "
           f"{', '.join(manifest.metadata['onnx'].values())})")
+    int8 = manifest.metadata.get("int8_quantization", {})
+    if "calibration" in int8:
+        calibrated = int8["calibration"]
+        print(f"int8: {int8['fp32_nodes']} MatMuls kept in fp32 ({len(calibrated['fp32_for_outliers'])} for outlying "
+              f"inputs); on {calibrated['texts']} calibration texts {calibrated['decision_agreement']:.2%} of the "
+              f"fp32 graph's decisions kept, {calibrated['expected_agreement_by_step'][-1]:.2%} expected "
+              f"(target {calibrated['target_agreement']:.2%})")
     return 0
 
 

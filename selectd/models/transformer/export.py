@@ -14,7 +14,6 @@ Checkpoints read:
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,34 +23,16 @@ import torch
 from torch import nn
 
 from selectd.models.hf_common import (
-    TOKENIZER_FILE, check_vocabulary, export_onnx, load_tokenizer, pad_batch, special_tokens, token_capped_batches,
+    TOKENIZER_FILE, check_vocabulary, export_onnx, load_tokenizer, pad_batch, special_tokens,
     tokenizer_id_count, tokenizer_pad_token,
 )
 from selectd.models.manifest import Manifest, ModelLoadError, write_manifest
-from selectd.models.transformer.model import CELADON_CLASSES, CELADON_HEADS, INPUT_NAMES, MANIFEST_KIND, Task
+from selectd.models.transformer.model import (CELADON_CLASSES, CELADON_HEADS, INPUT_NAMES, MANIFEST_KIND, Task,
+                                              padded_runs)
+from selectd.models.transformer.quantize import DEFAULT_CALIBRATION_AGREEMENT, check_calibration_target, quantize_int8
 
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
-#: Dynamic int8 quantization settings (weights int8, activations uint8 scaled per run). Per-channel
-#: weight scales keep small rows of a matrix from sharing one coarse scale with its largest; 7-bit
-#: weights (reduce_range) keep ONNX Runtime's uint8 x int8 kernels on CPUs without VNNI (AVX2,
-#: like this 2-core machine) from saturating the int16 sums of adjacent products. Measured here
-#: against fp32 on 520 snippets, all-MiniLM-L6-v2 with a fine-tuned last layer kept 98.5 % of its
-#: decisions with neither setting, 99.8 % per-channel alone, 99.4 % with both; per-channel alone
-#: dropped the tiny DeBERTa-v2 fixture from 99.6 % to 96.7 % (saturation), both kept 99.2 %.
-#: Fusing the graph first (onnxruntime.transformers.optimizer) changed neither agreement nor speed:
-#: the session's own ORT_ENABLE_ALL optimizations already fuse attention, LayerNorm and GELU.
-INT8_SETTINGS: dict[str, Any] = {"per_channel": True, "reduce_range": True}
-#: MatMuls kept in fp32 in the int8 graph: the projections that write into the residual stream
-#: (Hugging Face's ``attention.output.dense`` and ``output.dense`` in BERT, RoBERTa, DeBERTa-v2/v3,
-#: MiniLM). Their inputs (the attention context, the GELU output) have a few outlying values per
-#: run, so one uint8 scale per run rounds the rest coarsely, and the error is added to every later
-#: layer. Measured on 520 snippets, all-MiniLM-L6-v2 with a fine-tuned last layer, three training
-#: seeds: 99.23 / 98.65 / 99.04 % of decisions kept with every MatMul in int8, 100 / 99.42 /
-#: 99.62 % with these in fp32 (max |Δlogit| 5.8 -> 2.6); the int8 graph's speed-up over fp32
-#: went from 1.45x to 1.23x (CPU time, same run), the other MatMuls (Q/K/V, the FFN's first
-#: projection) are still int8.
-INT8_FP32_NODES = re.compile(r"/output/dense/")
 #: tokenizer_config.json uses a huge sentinel for "no limit"
 _NO_LIMIT = 100_000
 
@@ -183,10 +164,21 @@ def copy_tokenizer(checkpoint: Path, out_dir: Path) -> Path:
 
 
 def export(checkpoint: Path | str, out_dir: Path | str, task: Task, quantize: str | None = None,
-           max_length: int | None = None, head_names: Sequence[str] | None = None) -> Manifest:
-    """Export a checkpoint to ``out_dir``: ONNX graph(s), tokenizer.json, manifest.json."""
+           max_length: int | None = None, head_names: Sequence[str] | None = None,
+           calibration_texts: Sequence[str] | None = None,
+           calibration_agreement: float = DEFAULT_CALIBRATION_AGREEMENT) -> Manifest:
+    """Export a checkpoint to ``out_dir``: ONNX graph(s), tokenizer.json, manifest.json.
+
+    ``calibration_texts`` (with ``quantize="int8"``): documents on which the int8 graph must keep
+    ``calibration_agreement`` of the fp32 graph's decisions (:mod:`.quantize`).
+    """
     import transformers
 
+    if quantize not in (None, "int8"):
+        raise ValueError(f"unknown quantization {quantize!r}; supported: int8")
+    if calibration_texts is not None and quantize != "int8":
+        raise ValueError("calibration texts are for the int8 graph: add --quantize int8")
+    check_calibration_target(calibration_agreement)
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     model, outputs = load_checkpoint(checkpoint, task)
     if head_names:
@@ -208,18 +200,7 @@ def export(checkpoint: Path | str, out_dir: Path | str, task: Task, quantize: st
     input_ids, attention_mask = pad_batch(example, specials.pad_id)
     export_onnx(model, {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)},
                 ["logits"], out_dir / FP32_FILE)
-    onnx_files = {"fp32": FP32_FILE}
-    quantization: dict[str, Any] = {}
-    if quantize == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        kept_fp32 = fp32_nodes(out_dir / FP32_FILE)
-        quantize_dynamic(out_dir / FP32_FILE, out_dir / INT8_FILE, weight_type=QuantType.QInt8,
-                         nodes_to_exclude=kept_fp32, **INT8_SETTINGS)
-        quantization = {**INT8_SETTINGS, "fp32_nodes": len(kept_fp32), "fp32_pattern": INT8_FP32_NODES.pattern}
-        onnx_files["int8"] = INT8_FILE
-    elif quantize is not None:
-        raise ValueError(f"unknown quantization {quantize!r}; supported: int8")
+    (out_dir / INT8_FILE).unlink(missing_ok=True)  # an earlier export's graph must not be signed as this one's
     metadata = {
         "task": task,
         **outputs,
@@ -228,23 +209,20 @@ def export(checkpoint: Path | str, out_dir: Path | str, task: Task, quantize: st
         "vocab_size": vocab_rows,
         "special_tokens": {"prefix": list(specials.prefix), "suffix": list(specials.suffix), "pad_id": specials.pad_id},
         "inputs": list(INPUT_NAMES),
-        "onnx": onnx_files,
-        "default_precision": "int8" if quantize == "int8" else "fp32",
+        "onnx": {"fp32": FP32_FILE},
+        "default_precision": "fp32",
         "preprocessing": "identity",
         "source": str(checkpoint.resolve()),
         "exported_with": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
-    if quantization:
-        metadata["int8_quantization"] = {"method": "dynamic", "weights": "int8", **quantization}
+    manifest = write_manifest(out_dir, MANIFEST_KIND, metadata)
+    if quantize != "int8":
+        return manifest
+    # the fp32 manifest above lets the calibration run the fp32 graph as the scorer does
+    plan = quantize_int8(out_dir, FP32_FILE, INT8_FILE, calibration_texts, calibration_agreement)
+    metadata.update(onnx={"fp32": FP32_FILE, "int8": INT8_FILE}, default_precision="int8",
+                    int8_quantization=plan.manifest_record())
     return write_manifest(out_dir, MANIFEST_KIND, metadata)
-
-
-def fp32_nodes(graph_file: Path) -> list[str]:
-    """Names of the MatMuls in ``graph_file`` that the int8 graph keeps in fp32 (INT8_FP32_NODES)."""
-    import onnx
-
-    graph = onnx.load(str(graph_file), load_external_data=False).graph
-    return [node.name for node in graph.node if node.op_type == "MatMul" and INT8_FP32_NODES.search(node.name)]
 
 
 class TorchReference:
@@ -268,8 +246,7 @@ class TorchReference:
                       max_padding: float) -> np.ndarray:
         """Logits for already tokenized sequences, cut into the same runs ``HFClassifier.run_sequences`` makes."""
         out: np.ndarray | None = None
-        for run in token_capped_batches([len(s) for s in sequences], max_tokens_per_run, max_padding):
-            input_ids, attention_mask = pad_batch([sequences[i] for i in run], pad_id)
+        for run, input_ids, attention_mask in padded_runs(sequences, pad_id, max_tokens_per_run, max_padding):
             with torch.inference_mode():
                 logits = self.model(torch.from_numpy(input_ids), torch.from_numpy(attention_mask)).float().numpy()
             if out is None:

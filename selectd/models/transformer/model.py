@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Iterator, Literal, Sequence
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from selectd.models.hf_common import (
 )
 from selectd.models.manifest import MANIFEST_NAME, ModelLoadError, load_manifest
 from selectd.models.runtime import ExecutionProvider, make_session
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 MANIFEST_KIND = "hf-classifier"
 Task = Literal["multilabel", "multiclass", "multihead"]
@@ -135,20 +138,32 @@ class HFClassifier:
     def run_sequences(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         """Logits for wrapped token sequences, in their order, run in length-sorted, token-capped runs
         of at most ``max_padding`` padding each."""
-        lengths = [len(s) for s in sequences]
-        out: np.ndarray | None = None
-        for run in token_capped_batches(lengths, self.max_tokens_per_run, self.max_padding):
-            input_ids, attention_mask = pad_batch([sequences[i] for i in run], self.specials.pad_id)
-            logits = self.session.run(["logits"], _feeds(input_ids, attention_mask))[0]
-            if out is None:
-                out = np.empty((len(sequences), *logits.shape[1:]), dtype=np.float32)
-            out[run] = logits
-        assert out is not None, "run_sequences needs at least one sequence"
-        return out
+        return session_logits(self.session, sequences, self.specials.pad_id, self.max_tokens_per_run, self.max_padding)
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Logits of each text truncated to ``max_length`` tokens (what verify compares)."""
         return self.run_sequences(self.windows(texts, "truncate").sequences)
+
+
+def padded_runs(sequences: Sequence[Sequence[int]], pad_id: int, max_tokens_per_run: int,
+                max_padding: float) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+    """``(indices, input_ids, attention_mask)`` of each length-sorted, token-capped run of ``sequences``."""
+    for run in token_capped_batches([len(s) for s in sequences], max_tokens_per_run, max_padding):
+        input_ids, attention_mask = pad_batch([sequences[i] for i in run], pad_id)
+        yield run, input_ids, attention_mask
+
+
+def session_logits(session: "ort.InferenceSession", sequences: Sequence[Sequence[int]], pad_id: int,
+                   max_tokens_per_run: int, max_padding: float) -> np.ndarray:
+    """Logits of a classifier graph for wrapped token sequences, in their order, run in ``padded_runs``."""
+    out: np.ndarray | None = None
+    for run, input_ids, attention_mask in padded_runs(sequences, pad_id, max_tokens_per_run, max_padding):
+        logits = session.run(["logits"], _feeds(input_ids, attention_mask))[0]
+        if out is None:
+            out = np.empty((len(sequences), *logits.shape[1:]), dtype=np.float32)
+        out[run] = logits
+    assert out is not None, "session_logits needs at least one sequence"
+    return out
 
 
 def _feeds(input_ids: np.ndarray, attention_mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
