@@ -8,9 +8,9 @@ gets a coarse step for all the others, and the rounding error travels down the r
 So the int8 graph always keeps the MatMuls matching ``INT8_FP32_NODES`` in fp32, and, given
 calibration texts (documents like those the model will score, not the ones it is verified on):
 
-1. one fp32 pass records the input of every weight MatMul (and Gemm) and its *activation outlier ratio*, the
-   mean over runs of ``(max - min) / rms``: how many typical values one run's uint8 range spans,
-   so how coarse the int8 step is for that input;
+1. one fp32 pass records the input of every weight MatMul (and Gemm) and its *activation outlier
+   ratio*, the mean over runs of ``(max - min) / rms``: how many typical values one run's uint8
+   range spans, so how coarse the int8 step is for that input;
 2. the graph is quantized and its logits compared with the fp32 graph's on the same texts
    (:func:`expected_agreement`); while the share of decisions expected to agree is below
    ``target``, the int8 MatMuls with the highest outlier ratio move to fp32 (an eighth of the
