@@ -51,38 +51,40 @@ CASCADE_MODELS = [*DEMO_MODELS, (REPO / "models" / "toxicity_fasttext",
 
 
 def sized_documents(corpus: Path, n: int, target_bytes: int = 3800) -> list[bytes]:
-    """``n`` distinct documents of about ``target_bytes`` each: consecutive corpus texts joined, then
-    cut at a paragraph boundary near the target (real pages, realistic sizes).
+    """``n`` distinct documents of about ``target_bytes`` each: consecutive corpus texts joined and
+    cut at a paragraph boundary near the target, the rest starting the next document (real pages,
+    realistic sizes, no text wasted).
 
     Never wraps around the corpus: repeated pages would flatter every per-token cache on the way
     (the fastText token cache, the rule tokenizer's chunk table) beyond what a real stream gets.
     """
     texts = [orjson.loads(line)["text"] for line in corpus.read_bytes().splitlines()]
     out: list[bytes] = []
-    i = 0
+    i, carried = 0, ""
     while len(out) < n:
-        parts, size = [], 0
+        parts, size = ([carried], len(carried)) if carried else ([], 0)
         while size < target_bytes:
             if i == len(texts):
                 raise ValueError(f"{corpus}: its {len(texts)} texts make only {len(out)} documents of "
                                  f"~{target_bytes} bytes without repeating, {n} wanted; use a larger corpus")
-            text = texts[i]
+            parts.append(texts[i])
+            size += len(texts[i]) + 2
             i += 1
-            parts.append(text)
-            size += len(text) + 2
         joined = "\n\n".join(parts)
         cut = joined.rfind("\n", 0, target_bytes)
-        text = joined[:cut if cut > target_bytes // 2 else target_bytes]
-        out.append(orjson.dumps({"id": f"bench-{len(out)}", "text": text}))
+        cut = cut if cut > target_bytes // 2 else target_bytes
+        carried = joined[cut:].strip()
+        out.append(orjson.dumps({"id": f"bench-{len(out)}", "text": joined[:cut]}))
     return out
 
 
 def stream_corpus(workdir: Path, docs: int) -> Path:
-    """A corpus with enough text for ``docs`` distinct bench documents (a sized document takes ~2
-    texts), built once per size. Seed 1: not the texts the bench's models were trained on (seed 0)."""
+    """A corpus with enough text for ``docs`` distinct bench documents (its texts average about a
+    document's size), built once per size. Seed 1: not the texts the bench's models were trained
+    on (seed 0)."""
     path = workdir / f"stream-{docs}.jsonl"
     if not path.exists():
-        build_corpus(path, n_docs=docs * 5 // 2 + 1000, seed=1)
+        build_corpus(path, n_docs=docs * 3 // 2 + 1000, seed=1)
     return path
 
 
