@@ -682,6 +682,13 @@ DEFINE_NEXT_CHUNK(next_chunk_ucs1, Py_UCS1)
 DEFINE_NEXT_CHUNK(next_chunk_ucs2, Py_UCS2)
 DEFINE_NEXT_CHUNK(next_chunk_ucs4, Py_UCS4)
 
+/* next_chunk_* for a str of that kind */
+static inline Py_ssize_t next_chunk(int kind, const void *data, Py_ssize_t n, Py_ssize_t *pos, int *letters) {
+    return kind == PyUnicode_1BYTE_KIND ? next_chunk_ucs1(data, n, pos, letters)
+         : kind == PyUnicode_2BYTE_KIND ? next_chunk_ucs2(data, n, pos, letters)
+         : next_chunk_ucs4(data, n, pos, letters);
+}
+
 /* WordTokenizer.token_counts for one text: the number of words of its whitespace-separated chunks
  * (str.split()). A chunk of letters only that is no special case is one word; the others' counts
  * are read from chunk_words (chunk -> word count), a chunk not there is split and added. No token
@@ -692,9 +699,7 @@ static PyObject *splitter_count_words(Splitter *self, PyObject *args) {
     Py_ssize_t n = PyUnicode_GET_LENGTH(text), words = 0, pos = 0, start;
     int kind = PyUnicode_KIND(text), letters;
     const void *data = PyUnicode_DATA(text);
-    while ((start = kind == PyUnicode_1BYTE_KIND ? next_chunk_ucs1(data, n, &pos, &letters)
-                  : kind == PyUnicode_2BYTE_KIND ? next_chunk_ucs2(data, n, &pos, &letters)
-                  : next_chunk_ucs4(data, n, &pos, &letters)) >= 0) {
+    while ((start = next_chunk(kind, data, n, &pos, &letters)) >= 0) {
         Py_ssize_t len = pos - start;
         if (letters) {  /* one word unless a special case ("cannot") */
             if (!maybe_special(self, len, PyUnicode_READ(kind, data, start), PyUnicode_READ(kind, data, pos - 1))) {
@@ -749,9 +754,7 @@ static PyObject *splitter_text_chunk_ids(Splitter *self, PyObject *args) {
         Py_ssize_t n = PyUnicode_GET_LENGTH(text), pos = 0, start;
         int kind = PyUnicode_KIND(text), letters;
         const void *data = PyUnicode_DATA(text);
-        while ((start = kind == PyUnicode_1BYTE_KIND ? next_chunk_ucs1(data, n, &pos, &letters)
-                      : kind == PyUnicode_2BYTE_KIND ? next_chunk_ucs2(data, n, &pos, &letters)
-                      : next_chunk_ucs4(data, n, &pos, &letters)) >= 0) {
+        while ((start = next_chunk(kind, data, n, &pos, &letters)) >= 0) {
             Py_ssize_t len = pos - start;
             if (len > self->chunk_key_capacity) {
                 Py_UCS4 *grown = PyMem_Realloc(self->chunk_key, sizeof(Py_UCS4) * (size_t)(2 * len));
