@@ -139,15 +139,22 @@ def check_vocabulary(tokenizer_size: int, model_rows: int, source: str) -> None:
         )
 
 
-def probe_embedding_rows(session: "ort.InferenceSession", make_feeds: Callable[[np.ndarray], Mapping[str, np.ndarray]],
-                         rows: int, source: str) -> None:
+def probe_embedding_rows(session: "ort.InferenceSession", model_path: Path,
+                         make_feeds: Callable[[np.ndarray], Mapping[str, np.ndarray]], rows: int) -> None:
     """Check that the ONNX graph's embedding table really has ``rows`` rows.
 
-    ONNX Runtime rejects out-of-range Gather indices, so id ``rows - 1`` must run and id ``rows``
-    must fail. ``make_feeds`` builds the session inputs from an int64 ``[1, n]`` id array.
+    ONNX Runtime's CPU Gather rejects out-of-range indices, so id ``rows - 1`` must run and id
+    ``rows`` must fail. The CUDA Gather reads out of range without an error (seen on an H200), so a
+    session on another provider is probed through a CPU session of ``model_path``. ``make_feeds``
+    builds the session inputs from an int64 ``[1, n]`` id array.
     """
     import onnxruntime as ort
 
+    from selectd.models.runtime import make_session
+
+    if session.get_providers()[0] != "CPUExecutionProvider":
+        session = make_session(model_path, "cpu")
+    source = str(model_path)
     quiet = ort.RunOptions()
     quiet.log_severity_level = 4  # the failing probe is expected: keep its error out of the log
 

@@ -117,7 +117,7 @@ class CausalLM:
             raise ModelLoadError(f"{source}: max_tokens_per_run must be positive, got {max_tokens_per_run}")
         # a window longer than the cap (a long-context model's default cap) runs alone, not refused
         self.max_tokens_per_run = max_tokens_per_run
-        probe_embedding_rows(self.session, lambda ids: {INPUT_NAME: ids}, self.vocab_size, str(self.model_path))
+        probe_embedding_rows(self.session, self.model_path, lambda ids: {INPUT_NAME: ids}, self.vocab_size)
         self._check_outputs_are_logprobs()
 
     def _check_outputs_are_logprobs(self) -> None:

@@ -98,7 +98,7 @@ class HFClassifier:
             raise ModelLoadError(f"{self.model_path}: graph inputs are {inputs}, expected {list(INPUT_NAMES)}")
         self.max_tokens_per_run = max_tokens_per_run
         self.max_padding = max_padding
-        probe_embedding_rows(self.session, _feeds, self.vocab_size, str(self.model_path))
+        probe_embedding_rows(self.session, self.model_path, _feeds, self.vocab_size)
         self._check_output_shape()
 
     def _check_output_shape(self) -> None:
