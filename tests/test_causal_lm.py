@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import orjson
 import pytest
 
@@ -22,9 +23,11 @@ from selectd.models.causal_lm.export import (  # noqa: E402
     ATTENTION_BLOCKS, BLOCKED_ATTENTION, HEAD_CHUNKS, TorchReference, UnsupportedAttention, blocked_causal_attention,
     export,
 )
-from selectd.models.causal_lm.model import DEFAULT_MAX_TOKENS_PER_RUN, CausalLM, WindowPolicy  # noqa: E402
+from selectd.models.causal_lm.model import DEFAULT_MAX_TOKENS_PER_RUN, INPUT_NAME, CausalLM, WindowPolicy  # noqa: E402
+from selectd.models.hf_common import probe_embedding_rows  # noqa: E402
 from selectd.models.causal_lm.train import build_color_pair, save_checkpoint, tiny_model, train_tokenizer  # noqa: E402
 from selectd.models.manifest import ModelLoadError, load_manifest, write_manifest  # noqa: E402
+from selectd.models.runtime import resolve_providers  # noqa: E402
 from selectd.scorers.base import scorer_class  # noqa: E402
 from selectd.scorers.causal_lm import mean_cross_entropy, min_k_prob  # noqa: E402
 
@@ -403,3 +406,52 @@ def test_cli_export_verify_bench(pair, eval_texts, tmp_path, capsys):
     assert bench["architecture"] == architecture and bench["attention"].startswith("blocked-causal")
     assert bench["clock"] == "cpu" and len(bench["pass_ratios"]) == 1
     assert bench["max_tokens_per_run"] == DEFAULT_MAX_TOKENS_PER_RUN
+
+
+def test_bench_on_cuda_times_by_wall_clock_and_refuses_cpu_time(pair, eval_texts, tmp_path, capsys):
+    _, checkpoints, prior_dir, _ = pair
+    texts = tmp_path / "texts.jsonl"
+    texts.write_bytes(b"\n".join(orjson.dumps({"text": t}) for t in eval_texts[:4]))
+    common = [str(prior_dir), "--against", str(checkpoints.prior), "--texts", str(texts), "--window", str(WINDOW),
+              "--repeat", "1", "--provider", "cuda"]
+    # CPU seconds would leave the GPU's work out of the timing, whatever the build
+    assert _run("bench", [*common, "--clock", "cpu"]) == 2
+    assert "--clock cpu does not count the GPU's work" in capsys.readouterr().err
+    code = _run("bench", [*common, "--json"])
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert code == 0
+        bench = json.loads(capsys.readouterr().out)
+        assert bench["clock"] == "wall" and bench["onnxruntime_providers"][0] == "CUDAExecutionProvider"
+    else:
+        assert code == 2
+        assert "execution provider 'cuda' requested" in capsys.readouterr().err
+
+
+def test_cuda_sessions_keep_tf32_off(monkeypatch):
+    """On an H200, TF32 products moved the demo LM's token log-probs by 3.7e-3 (2.9e-6 without)."""
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert resolve_providers("cuda") == [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]
+    assert resolve_providers("cpu") == ["CPUExecutionProvider"]
+
+
+class _GatherWithoutBoundsCheck:
+    """A session as the CUDA provider behaves: an out-of-range token id runs without an error."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def get_providers(self):
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    def run(self, outputs, feeds, options=None):
+        ids = feeds[INPUT_NAME]
+        return self.session.run(outputs, {INPUT_NAME: np.minimum(ids, 0)}, options)
+
+
+def test_embedding_rows_are_probed_on_cpu_for_a_gpu_session(pair):
+    _, _, prior_dir, _ = pair
+    lm = CausalLM(prior_dir, window=WINDOW)
+    gpu_like = _GatherWithoutBoundsCheck(lm.session)
+    probe_embedding_rows(gpu_like, lm.model_path, lambda ids: {INPUT_NAME: ids}, lm.vocab_size)
+    with pytest.raises(ModelLoadError, match="more embedding rows than"):
+        probe_embedding_rows(gpu_like, lm.model_path, lambda ids: {INPUT_NAME: ids}, lm.vocab_size - 1)

@@ -29,19 +29,40 @@ def add_reference_arguments(parser: argparse.ArgumentParser, reference: str, bat
 
 
 def add_pass_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--threads``, ``--repeat`` and ``--clock`` of the benches that run ONNX Runtime against torch."""
+    """``--threads``, ``--repeat``, ``--provider`` and ``--clock`` of the benches that run ONNX Runtime
+    against torch."""
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads, both ONNX Runtime and torch")
     parser.add_argument("--repeat", type=int, default=3,
                         help="timed passes per side, alternating; the best is reported, with the spread of the "
                              "pass-by-pass ratios")
+    add_provider_argument(parser, "cuda also runs the PyTorch side on the GPU, and both are timed by wall clock")
     add_clock_argument(parser)
+
+
+def add_provider_argument(parser: argparse.ArgumentParser, cuda_note: str) -> None:
+    """``--provider cpu|cuda``: the ONNX Runtime execution provider a verify or bench runs ours on."""
+    parser.add_argument("--provider", choices=("cpu", "cuda"), default="cpu",
+                        help=f"ONNX Runtime execution provider (cuda needs onnxruntime-gpu); {cuda_note}")
 
 
 def add_clock_argument(parser: argparse.ArgumentParser) -> None:
     """``--clock cpu|wall``, shared by every ``selectd bench`` family."""
-    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
-                        help="cpu: this process's CPU seconds (default; steady on a shared machine, and with one "
-                             "thread per side equal to wall time on an idle one); wall: elapsed time")
+    parser.add_argument("--clock", choices=("cpu", "wall"),
+                        help="cpu: this process's CPU seconds (the default on CPU; steady on a shared machine, and "
+                             "with one thread per side equal to wall time on an idle one); wall: elapsed time (the "
+                             "default, and the only choice, with --provider cuda)")
+
+
+def clock_name(args: argparse.Namespace) -> str:
+    """The clock a bench times with: ``--clock``, else CPU time on CPU and wall time on a GPU.
+
+    CPU seconds leave out the work a GPU does while the host waits, so ``--clock cpu`` with
+    ``--provider cuda`` is refused (ValueError) rather than reporting an impossible speed.
+    """
+    on_gpu = getattr(args, "provider", "cpu") == "cuda"
+    if on_gpu and args.clock == "cpu":
+        raise ValueError("--clock cpu does not count the GPU's work; use --clock wall with --provider cuda")
+    return args.clock or ("wall" if on_gpu else "cpu")
 
 
 def clock_function(name: str) -> Callable[[], float]:

@@ -14,10 +14,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from selectd.models.benchmark import (add_pass_arguments, add_reference_arguments, alternating_passes, best_pass,
-                                      clock_function, comparison, emit, finish_verify, pass_ratios, read_texts)
+from selectd.models.benchmark import (add_pass_arguments, add_provider_argument, add_reference_arguments,
+                                      alternating_passes, best_pass, clock_function, clock_name, comparison, emit,
+                                      finish_verify, pass_ratios, read_texts)
 from selectd.models.causal_lm.model import DEFAULT_MAX_TOKENS_PER_RUN, DEFAULT_WINDOW, MANIFEST_KIND, CausalLM
 from selectd.models.manifest import ModelLoadError
+from selectd.models.runtime import ExecutionProvider
 from selectd.scorers.causal_lm import DEFAULT_MIN_K_RATIO, mean_cross_entropy, min_k_prob
 
 __all__ = ["MANIFEST_KIND", "add_export_arguments", "export", "add_verify_arguments", "verify",
@@ -64,6 +66,7 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CoLoR-Filter: the exported conditional model; MODEL_DIR is then the prior and the "
                              "CoLoR scores' order is compared too")
     parser.add_argument("--conditional-against", type=Path, help="the conditional model's checkpoint")
+    add_provider_argument(parser, "the PyTorch reference always runs on the CPU in float32")
 
 
 def _in_batches(run, texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
@@ -71,7 +74,7 @@ def _in_batches(run, texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
 
 
 def compare_model(model_dir: Path, checkpoint: Path, texts: Sequence[str], window: int, min_k_ratio: float,
-                  batch_size: int = 32) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+                  batch_size: int = 32, provider: ExecutionProvider = "cpu") -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Per-token and per-document differences of one exported model against PyTorch.
 
     Returns the report and both sides' mean cross-entropy per document (for the CoLoR order).
@@ -81,7 +84,7 @@ def compare_model(model_dir: Path, checkpoint: Path, texts: Sequence[str], windo
     from selectd.models.causal_lm.export import TorchReference
 
     torch.set_num_threads(1)
-    model = CausalLM(model_dir, window=window)
+    model = CausalLM(model_dir, window=window, provider=provider)
     reference = TorchReference(checkpoint, window)
     ours = _in_batches(lambda batch: model.text_logprobs(batch).logprobs, texts, batch_size)
     theirs = _in_batches(reference.text_logprobs, texts, batch_size)
@@ -93,7 +96,7 @@ def compare_model(model_dir: Path, checkpoint: Path, texts: Sequence[str], windo
     min_k_diff = max((abs(min_k_prob(ours[i], min_k_ratio) - min_k_prob(theirs[i], min_k_ratio)) for i in same),
                      default=0.0)
     report = {
-        "texts": len(texts), "tokens": int(sum(len(lp) for lp in ours)), "window": window,
+        "texts": len(texts), "tokens": int(sum(len(lp) for lp in ours)), "window": window, "provider": provider,
         "max_abs_token_logprob_diff": token_diff,
         "max_abs_mean_ce_diff": float(np.nanmax(np.abs(ce_ours[same] - ce_theirs[same]))) if same else 0.0,
         "max_abs_min_k_diff": min_k_diff,
@@ -109,11 +112,12 @@ def verify(args: argparse.Namespace) -> int:
     try:
         texts = read_texts(args.texts, args.limit)
         report, prior_ours, prior_theirs = compare_model(args.model_dir, args.against, texts, args.window,
-                                                         args.min_k_ratio, args.batch_size)
+                                                         args.min_k_ratio, args.batch_size, args.provider)
         models = {"model": report}
         if args.conditional is not None:
             conditional, cond_ours, cond_theirs = compare_model(args.conditional, args.conditional_against, texts,
-                                                                args.window, args.min_k_ratio, args.batch_size)
+                                                                args.window, args.min_k_ratio, args.batch_size,
+                                                                args.provider)
             models = {"prior": report, "conditional": conditional}
     except (ModelLoadError, ValueError, OSError) as exc:
         print(f"selectd verify: {exc}", file=sys.stderr)
@@ -125,7 +129,7 @@ def verify(args: argparse.Namespace) -> int:
         if figures["tokenization_mismatches"]:
             failures.append(f"{name}: {figures['tokenization_mismatches']} documents tokenized differently from transformers")
     full: dict[str, Any] = {"models": models}
-    lines = [f"{name}: {f['texts']} texts, {f['tokens']} tokens, window {f['window']}: max |Δ log-prob| "
+    lines = [f"{name}: {f['texts']} texts, {f['tokens']} tokens, window {f['window']}, {f['provider']}: max |Δ log-prob| "
              f"{f['max_abs_token_logprob_diff']:.3g}, max |Δ mean CE| {f['max_abs_mean_ce_diff']:.3g}, "
              f"max |Δ Min-K%| {f['max_abs_min_k_diff']:.3g}, {f['tokenization_mismatches']} tokenization mismatches"
              for name, f in models.items()]
@@ -158,11 +162,13 @@ def bench(args: argparse.Namespace) -> int:
     from selectd.models.causal_lm.export import TorchReference
 
     try:
+        args.clock = clock_name(args)
         texts = read_texts(args.texts, args.limit)
         torch.set_num_threads(args.threads)
-        model = CausalLM(args.model_dir, window=args.window, threads=args.threads,
+        model = CausalLM(args.model_dir, window=args.window, provider=args.provider, threads=args.threads,
                          max_tokens_per_run=args.max_tokens_per_run)
-        reference = TorchReference(args.against, args.window, max_tokens_per_run=args.max_tokens_per_run)
+        reference = TorchReference(args.against, args.window, max_tokens_per_run=args.max_tokens_per_run,
+                                   device=args.provider)
     except (ModelLoadError, ValueError, OSError) as exc:
         print(f"selectd bench causal-lm: {exc}", file=sys.stderr)
         return 2
@@ -171,17 +177,20 @@ def bench(args: argparse.Namespace) -> int:
     # Both sides cut the same windows and run them in the same length-sorted, token-capped batches
     # (TorchReference mirrors CausalLM), under torch.inference_mode with the same thread count;
     # tokenization is part of both paths (each side tokenizes its own way, as it would in use).
+    # On a GPU both sides' timed calls end with their results on the host, so wall time covers the GPU work.
     passes = alternating_passes({"pytorch-eager": reference.text_logprobs, "onnxruntime": model.text_logprobs},
                                 texts, args.batch_size, args.repeat, clock)
     torch_timing, ours = best_pass(passes["pytorch-eager"]), best_pass(passes["onnxruntime"])
     ratios = pass_ratios(passes["pytorch-eager"], passes["onnxruntime"])
-    report = comparison(ours, torch_timing, threads=args.threads, batch_size=args.batch_size, window=args.window,
+    report = comparison(ours, torch_timing, provider=args.provider, onnxruntime_providers=model.session.get_providers(),
+                        threads=args.threads, batch_size=args.batch_size, window=args.window,
                         max_tokens_per_run=args.max_tokens_per_run, clock=args.clock, tokens=tokens,
                         architecture=model.architecture, attention=model.manifest.metadata.get("attention"),
                         pass_ratios=ratios,
                         tokens_per_s={"ours": tokens / ours.seconds, "reference": tokens / torch_timing.seconds})
     lines = [f"{len(texts)} texts, {tokens} predicted tokens, window {args.window}, batch {args.batch_size}, "
-             f"{args.threads} thread(s), {args.clock} clock, {model.architecture}",
+             f"{args.threads} thread(s), {args.clock} clock, {model.architecture}, provider {args.provider} "
+             f"(ONNX Runtime session: {', '.join(model.session.get_providers())})",
              f"  PyTorch eager: {torch_timing.docs_per_s:.1f} docs/s, {tokens / torch_timing.seconds:.0f} tokens/s",
              f"  ONNX Runtime:  {ours.docs_per_s:.1f} docs/s, {tokens / ours.seconds:.0f} tokens/s, "
              f"{report['ratio']:.2f}x PyTorch eager (best passes; pass-by-pass ratios "

@@ -288,12 +288,15 @@ def export(checkpoint: Path | str, out_dir: Path | str) -> Manifest:
 
 class TorchReference:
     """The checkpoint in PyTorch eager, tokenized by transformers, under the same window policy and
-    the same length-sorted batches as the ONNX model (so a benchmark compares runtimes, not batching)."""
+    the same length-sorted batches as the ONNX model (so a benchmark compares runtimes, not batching),
+    on ``device`` ("cpu" or "cuda")."""
 
-    def __init__(self, checkpoint: Path | str, window: int, max_tokens_per_run: int = DEFAULT_MAX_TOKENS_PER_RUN):
+    def __init__(self, checkpoint: Path | str, window: int, max_tokens_per_run: int = DEFAULT_MAX_TOKENS_PER_RUN,
+                 device: str = "cpu"):
         from transformers import AutoTokenizer
 
-        self.model = load_checkpoint(checkpoint)
+        self.device = torch.device(device)
+        self.model = load_checkpoint(checkpoint).to(self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         self.policy = WindowPolicy(window)
         self.max_tokens_per_run = max_tokens_per_run
@@ -308,8 +311,8 @@ class TorchReference:
         for run in token_capped_batches([len(w) for _, w in windows], self.max_tokens_per_run):
             input_ids, attention_mask = pad_batch([windows[i][1] for i in run], PAD_ID)
             with torch.inference_mode():
-                logprobs = reference_token_logprobs(self.model, torch.from_numpy(input_ids),
-                                                    torch.from_numpy(attention_mask)).numpy()
+                logprobs = reference_token_logprobs(self.model, torch.from_numpy(input_ids).to(self.device),
+                                                    torch.from_numpy(attention_mask).to(self.device)).cpu().numpy()
             for row, index in enumerate(run):
                 per_window[index] = logprobs[row, :len(windows[index][1]) - 1]
         pieces: list[list[np.ndarray]] = [[] for _ in token_ids]

@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from selectd.models.benchmark import (add_pass_arguments, add_reference_arguments, alternating_passes, best_pass,
-                                      clock_function, comparison, emit, finish_verify, pass_ratios, read_texts)
+from selectd.models.benchmark import (add_pass_arguments, add_provider_argument, add_reference_arguments,
+                                      alternating_passes, best_pass, clock_function, clock_name, comparison, emit,
+                                      finish_verify, pass_ratios, read_texts)
 from selectd.models.hf_common import token_capped_batches
 from selectd.models.manifest import ModelLoadError
+from selectd.models.runtime import ExecutionProvider
 from selectd.models.transformer.model import MANIFEST_KIND, TASKS, HFClassifier, decisions
 from selectd.models.transformer.quantize import DEFAULT_CALIBRATION_AGREEMENT, MAX_CALIBRATION_TEXTS
 
@@ -85,26 +87,29 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="max |Δlogit| allowed for fp32")
     parser.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
                         help="share of documents whose decisions must match PyTorch (every precision)")
+    add_provider_argument(parser, "the PyTorch reference always runs on the CPU in float32")
 
 
 def _batched(run, texts: list[str], batch_size: int) -> np.ndarray:
     return np.concatenate([run(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)])
 
 
-def compare_with_reference(model_dir: Path, checkpoint: Path, texts: list[str], batch_size: int = 32) -> dict[str, Any]:
+def compare_with_reference(model_dir: Path, checkpoint: Path, texts: list[str], batch_size: int = 32,
+                           provider: ExecutionProvider = "cpu") -> dict[str, Any]:
     """max |Δlogit| and decision agreement of every exported precision against PyTorch."""
     import torch
 
     from selectd.models.transformer.export import TorchReference
 
     torch.set_num_threads(1)
-    fp32 = HFClassifier(model_dir, precision="fp32")
+    fp32 = HFClassifier(model_dir, precision="fp32", provider=provider)
     reference = TorchReference(checkpoint, fp32.task, fp32.max_length)
     expected = _batched(reference.logits, texts, batch_size)
     expected_decisions = decisions(fp32.task, expected)
-    report: dict[str, Any] = {"texts": len(texts), "task": fp32.task, "max_length": fp32.max_length, "precisions": {}}
+    report: dict[str, Any] = {"texts": len(texts), "task": fp32.task, "max_length": fp32.max_length,
+                              "provider": provider, "precisions": {}}
     for precision in fp32.manifest.metadata["onnx"]:
-        model = fp32 if precision == "fp32" else HFClassifier(model_dir, precision=precision)
+        model = fp32 if precision == "fp32" else HFClassifier(model_dir, precision=precision, provider=provider)
         got = _batched(model.logits, texts, batch_size)
         agree = np.all(decisions(model.task, got) == expected_decisions, axis=1)
         report["precisions"][precision] = {
@@ -118,7 +123,7 @@ def compare_with_reference(model_dir: Path, checkpoint: Path, texts: list[str], 
 def verify(args: argparse.Namespace) -> int:
     try:
         texts = read_texts(args.texts, args.limit)
-        report = compare_with_reference(args.model_dir, args.against, texts, args.batch_size)
+        report = compare_with_reference(args.model_dir, args.against, texts, args.batch_size, args.provider)
     except (ModelLoadError, ValueError, OSError) as exc:
         print(f"selectd verify: {exc}", file=sys.stderr)
         return 2
@@ -128,7 +133,7 @@ def verify(args: argparse.Namespace) -> int:
             failures.append(f"fp32 max |Δlogit| {figures['max_abs_logit_diff']:.3g} > {args.tolerance:g}")
         if figures["decision_agreement"] < args.min_agreement:
             failures.append(f"{precision} decision agreement {figures['decision_agreement']:.4f} < {args.min_agreement:g}")
-    lines = [f"{report['texts']} texts, task {report['task']}, max_length {report['max_length']}"]
+    lines = [f"{report['texts']} texts, task {report['task']}, max_length {report['max_length']}, {report['provider']}"]
     lines += [f"  {p}: max |Δlogit| {f['max_abs_logit_diff']:.3g}, decision agreement {f['decision_agreement']:.4f} "
               f"({f['disagreeing_docs']} docs differ)" for p, f in report["precisions"].items()]
     return finish_verify(report, failures, lines, args.json)
@@ -159,12 +164,13 @@ def bench(args: argparse.Namespace) -> int:
     from selectd.models.transformer.export import TorchReference
 
     try:
+        args.clock = clock_name(args)
         texts = read_texts(args.texts, args.limit)
         torch.set_num_threads(args.threads)
-        models = {p: HFClassifier(args.model_dir, precision=p, threads=args.threads)
+        models = {p: HFClassifier(args.model_dir, precision=p, provider=args.provider, threads=args.threads)
                   for p in ("fp32", "int8") if p in _onnx_files(args.model_dir)}
         first = next(iter(models.values()))
-        reference = TorchReference(args.against, first.task, first.max_length)
+        reference = TorchReference(args.against, first.task, first.max_length, device=args.provider)
     except (ModelLoadError, ValueError, OSError) as exc:
         print(f"selectd bench hf: {exc}", file=sys.stderr)
         return 2
@@ -183,9 +189,11 @@ def bench(args: argparse.Namespace) -> int:
     best = {name: best_pass(timings) for name, timings in passes.items()}
     user, same_runs = best["pytorch-eager"], best["pytorch-eager-same-runs"]
     tokens = padded_tokens(first, texts, args.batch_size)
-    report: dict[str, Any] = {"threads": args.threads, "batch_size": args.batch_size, "clock": args.clock,
+    report: dict[str, Any] = {"provider": args.provider, "threads": args.threads, "batch_size": args.batch_size,
+                              "clock": args.clock,
                               "tokens": tokens, "precisions": {}}
-    lines = [f"{len(texts)} texts, batch {args.batch_size}, {args.threads} thread(s), {args.clock} clock; "
+    lines = [f"{len(texts)} texts, batch {args.batch_size}, {args.threads} thread(s), {args.clock} clock, "
+             f"provider {args.provider}; "
              f"{tokens['real']} tokens, padded to {tokens['one_run_per_call']} in one run per call, "
              f"{tokens['length_bucketed']} in length-bucketed runs",
              f"  PyTorch eager: {user.docs_per_s:.1f} docs/s; fed the same runs as ONNX Runtime: "

@@ -226,12 +226,15 @@ def export(checkpoint: Path | str, out_dir: Path | str, task: Task, quantize: st
 
 
 class TorchReference:
-    """The checkpoint in PyTorch eager, tokenized by transformers the way a user's script would."""
+    """The checkpoint in PyTorch eager on ``device`` ("cpu" or "cuda"), tokenized by transformers the way
+    a user's script would."""
 
-    def __init__(self, checkpoint: Path | str, task: Task, max_length: int):
+    def __init__(self, checkpoint: Path | str, task: Task, max_length: int, device: str = "cpu"):
         from transformers import AutoTokenizer
 
-        self.model, self.outputs = load_checkpoint(checkpoint, task)
+        self.device = torch.device(device)
+        model, self.outputs = load_checkpoint(checkpoint, task)
+        self.model = model.to(self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         self.max_length = max_length
 
@@ -240,7 +243,7 @@ class TorchReference:
         batch = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=True,
                                return_tensors="pt")
         with torch.inference_mode():
-            return self.model(batch["input_ids"], batch["attention_mask"]).float().numpy()
+            return self._logits(batch["input_ids"], batch["attention_mask"])
 
     def run_sequences(self, sequences: Sequence[Sequence[int]], pad_id: int, max_tokens_per_run: int,
                       max_padding: float) -> np.ndarray:
@@ -248,9 +251,12 @@ class TorchReference:
         out: np.ndarray | None = None
         for run, input_ids, attention_mask in padded_runs(sequences, pad_id, max_tokens_per_run, max_padding):
             with torch.inference_mode():
-                logits = self.model(torch.from_numpy(input_ids), torch.from_numpy(attention_mask)).float().numpy()
+                logits = self._logits(torch.from_numpy(input_ids), torch.from_numpy(attention_mask))
             if out is None:
                 out = np.empty((len(sequences), *logits.shape[1:]), dtype=np.float32)
             out[run] = logits
         assert out is not None, "run_sequences needs at least one sequence"
         return out
+
+    def _logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> np.ndarray:
+        return self.model(input_ids.to(self.device), attention_mask.to(self.device)).float().cpu().numpy()

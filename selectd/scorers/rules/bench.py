@@ -24,7 +24,8 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
-from selectd.models.benchmark import add_clock_argument, clock_function, comparison, emit, read_texts, time_batches
+from selectd.models.benchmark import (add_clock_argument, clock_function, clock_name, comparison, emit, read_texts,
+                                      time_batches)
 from selectd.rules import Rule, first_failures
 from selectd.scorers.base import scorer_class
 from selectd.scorers.rules import tokenizer
@@ -145,6 +146,7 @@ def bench(args: argparse.Namespace) -> int:
         print(f"selectd bench rules: --warm-texts must leave texts to time ({n_warm} of {len(texts)})")
         return 2
     warm_texts, timed_texts = texts[:n_warm], texts[n_warm:]
+    args.clock = clock_name(args)
     clock = clock_function(args.clock)
     with _one_core() as core:
         results = {kind: compare_filter(kind, warm_texts, timed_texts, args.batch_size, clock)
