@@ -455,3 +455,10 @@ def test_embedding_rows_are_probed_on_cpu_for_a_gpu_session(pair):
     probe_embedding_rows(gpu_like, lm.model_path, lambda ids: {INPUT_NAME: ids}, lm.vocab_size)
     with pytest.raises(ModelLoadError, match="more embedding rows than"):
         probe_embedding_rows(gpu_like, lm.model_path, lambda ids: {INPUT_NAME: ids}, lm.vocab_size - 1)
+
+
+def test_a_cuda_reference_without_a_gpu_is_a_load_error(pair, monkeypatch):
+    _, checkpoints, _, _ = pair
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ModelLoadError, match="this PyTorch sees no CUDA device"):
+        TorchReference(checkpoints.prior, WINDOW, device="cuda")

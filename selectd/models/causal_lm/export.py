@@ -23,7 +23,7 @@ from selectd.models.hf_common import (
     check_vocabulary, export_onnx, load_tokenizer, pad_batch, token_capped_batches, tokenizer_id_count,
 )
 from selectd.models.manifest import Manifest, ModelLoadError, write_manifest
-from selectd.models.transformer.export import copy_tokenizer
+from selectd.models.transformer.export import copy_tokenizer, reference_device
 
 #: the graph must reproduce PyTorch's log-probabilities to this absolute difference at export
 EXPORT_TOLERANCE = 1e-4
@@ -295,7 +295,7 @@ class TorchReference:
                  device: str = "cpu"):
         from transformers import AutoTokenizer
 
-        self.device = torch.device(device)
+        self.device = reference_device(device)
         self.model = load_checkpoint(checkpoint).to(self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         self.policy = WindowPolicy(window)

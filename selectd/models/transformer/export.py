@@ -225,6 +225,15 @@ def export(checkpoint: Path | str, out_dir: Path | str, task: Task, quantize: st
     return write_manifest(out_dir, MANIFEST_KIND, metadata)
 
 
+def reference_device(name: str) -> torch.device:
+    """The device a PyTorch reference runs on: "cpu", or "cuda" where this PyTorch sees a GPU (a
+    load error otherwise, rather than a traceback in the middle of a bench)."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("the PyTorch reference should run on cuda, but this PyTorch sees no CUDA device "
+                             f"(torch {torch.__version__})")
+    return torch.device(name)
+
+
 class TorchReference:
     """The checkpoint in PyTorch eager on ``device`` ("cpu" or "cuda"), tokenized by transformers the way
     a user's script would."""
@@ -232,7 +241,7 @@ class TorchReference:
     def __init__(self, checkpoint: Path | str, task: Task, max_length: int, device: str = "cpu"):
         from transformers import AutoTokenizer
 
-        self.device = torch.device(device)
+        self.device = reference_device(device)
         model, self.outputs = load_checkpoint(checkpoint, task)
         self.model = model.to(self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
