@@ -28,7 +28,7 @@ from selectd.models.hf_common import (
 )
 from selectd.models.manifest import Manifest, ModelLoadError, write_manifest
 from selectd.models.transformer.model import (CELADON_CLASSES, CELADON_HEADS, INPUT_NAMES, MANIFEST_KIND, Task,
-                                              padded_runs)
+                                              padded_logits)
 from selectd.models.transformer.quantize import DEFAULT_CALIBRATION_AGREEMENT, check_calibration_target, quantize_int8
 
 FP32_FILE = "model.onnx"
@@ -251,21 +251,15 @@ class TorchReference:
         """One padded run per call, as ``tokenizer(texts, padding=True)`` gives it."""
         batch = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=True,
                                return_tensors="pt")
-        with torch.inference_mode():
-            return self._logits(batch["input_ids"], batch["attention_mask"])
+        return self._logits(batch["input_ids"], batch["attention_mask"])
 
     def run_sequences(self, sequences: Sequence[Sequence[int]], pad_id: int, max_tokens_per_run: int,
                       max_padding: float) -> np.ndarray:
         """Logits for already tokenized sequences, cut into the same runs ``HFClassifier.run_sequences`` makes."""
-        out: np.ndarray | None = None
-        for run, input_ids, attention_mask in padded_runs(sequences, pad_id, max_tokens_per_run, max_padding):
-            with torch.inference_mode():
-                logits = self._logits(torch.from_numpy(input_ids), torch.from_numpy(attention_mask))
-            if out is None:
-                out = np.empty((len(sequences), *logits.shape[1:]), dtype=np.float32)
-            out[run] = logits
-        assert out is not None, "run_sequences needs at least one sequence"
-        return out
+        return padded_logits(lambda input_ids, attention_mask: self._logits(torch.from_numpy(input_ids),
+                                                                              torch.from_numpy(attention_mask)),
+                             sequences, pad_id, max_tokens_per_run, max_padding)
 
     def _logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> np.ndarray:
-        return self.model(input_ids.to(self.device), attention_mask.to(self.device)).float().cpu().numpy()
+        with torch.inference_mode():
+            return self.model(input_ids.to(self.device), attention_mask.to(self.device)).float().cpu().numpy()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
 import numpy as np
 
@@ -138,32 +138,32 @@ class HFClassifier:
     def run_sequences(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         """Logits for wrapped token sequences, in their order, run in length-sorted, token-capped runs
         of at most ``max_padding`` padding each."""
-        return session_logits(self.session, sequences, self.specials.pad_id, self.max_tokens_per_run, self.max_padding)
+        return padded_logits(session_forward(self.session), sequences, self.specials.pad_id, self.max_tokens_per_run,
+                             self.max_padding)
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Logits of each text truncated to ``max_length`` tokens (what verify compares)."""
         return self.run_sequences(self.windows(texts, "truncate").sequences)
 
 
-def padded_runs(sequences: Sequence[Sequence[int]], pad_id: int, max_tokens_per_run: int,
-                max_padding: float) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
-    """``(indices, input_ids, attention_mask)`` of each length-sorted, token-capped run of ``sequences``."""
+def padded_logits(forward: Callable[[np.ndarray, np.ndarray], np.ndarray], sequences: Sequence[Sequence[int]],
+                  pad_id: int, max_tokens_per_run: int, max_padding: float) -> np.ndarray:
+    """Logits of wrapped token sequences, in their order: ``forward(input_ids, attention_mask)`` (an
+    ONNX session, the PyTorch reference, a recording pass) on each length-sorted, token-capped run."""
+    out: np.ndarray | None = None
     for run in token_capped_batches([len(s) for s in sequences], max_tokens_per_run, max_padding):
         input_ids, attention_mask = pad_batch([sequences[i] for i in run], pad_id)
-        yield run, input_ids, attention_mask
-
-
-def session_logits(session: "ort.InferenceSession", sequences: Sequence[Sequence[int]], pad_id: int,
-                   max_tokens_per_run: int, max_padding: float) -> np.ndarray:
-    """Logits of a classifier graph for wrapped token sequences, in their order, run in ``padded_runs``."""
-    out: np.ndarray | None = None
-    for run, input_ids, attention_mask in padded_runs(sequences, pad_id, max_tokens_per_run, max_padding):
-        logits = session.run(["logits"], _feeds(input_ids, attention_mask))[0]
+        logits = forward(input_ids, attention_mask)
         if out is None:
             out = np.empty((len(sequences), *logits.shape[1:]), dtype=np.float32)
         out[run] = logits
-    assert out is not None, "session_logits needs at least one sequence"
+    assert out is not None, "padded_logits needs at least one sequence"
     return out
+
+
+def session_forward(session: "ort.InferenceSession") -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``forward(input_ids, attention_mask) -> logits`` of a classifier graph, for :func:`padded_logits`."""
+    return lambda input_ids, attention_mask: session.run(["logits"], _feeds(input_ids, attention_mask))[0]
 
 
 def _feeds(input_ids: np.ndarray, attention_mask: np.ndarray | None = None) -> dict[str, np.ndarray]:

@@ -26,12 +26,12 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from selectd.models.runtime import make_session
-from selectd.models.transformer.model import HFClassifier, decisions, padded_runs, session_logits
+from selectd.models.transformer.model import HFClassifier, decisions, padded_logits, session_forward
 
 #: Dynamic int8 quantization settings (weights int8, activations uint8 scaled per run). Per-channel
 #: weight scales keep small rows of a matrix from sharing one coarse scale with its largest; 7-bit
@@ -110,9 +110,14 @@ def quantize_graph(fp32_file: Path, int8_file: Path, fp32_nodes: Sequence[str]) 
                      **INT8_SETTINGS)
 
 
-def _calls(sequences: Sequence[Sequence[int]]) -> list[range]:
+def _in_calls(forward: Callable[[np.ndarray, np.ndarray], np.ndarray], model: HFClassifier,
+              sequences: Sequence[Sequence[int]]) -> np.ndarray:
+    """Logits of ``sequences`` by ``forward``, CALIBRATION_TEXTS_PER_CALL of them per call, each
+    call cut into the scorer's padded runs."""
     step = CALIBRATION_TEXTS_PER_CALL
-    return [range(start, min(start + step, len(sequences))) for start in range(0, len(sequences), step)]
+    return np.concatenate([padded_logits(forward, sequences[start:start + step], model.specials.pad_id,
+                                         model.max_tokens_per_run, model.max_padding)
+                           for start in range(0, len(sequences), step)])
 
 
 def outlier_ratios(fp32_file: Path, inputs: dict[str, str], model: HFClassifier,
@@ -127,24 +132,22 @@ def outlier_ratios(fp32_file: Path, inputs: dict[str, str], model: HFClassifier,
         graph_model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     ratio_sums = dict.fromkeys(recorded, 0.0)
     runs = 0
-    logits = np.empty(0, dtype=np.float32)
+
+    def recording_forward(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        nonlocal runs
+        out = session.run(["logits", *recorded], {"input_ids": input_ids, "attention_mask": attention_mask})
+        for name, values in zip(recorded, out[1:]):
+            rms = math.sqrt(float(np.mean(np.square(values, dtype=np.float64))))
+            spread = float(max(values.max(), 0.0) - min(values.min(), 0.0))  # uint8's range includes 0
+            ratio_sums[name] += spread / rms if rms > 0 else 0.0
+        runs += 1
+        return out[0]
+
     with tempfile.TemporaryDirectory() as scratch:
         recording_file = Path(scratch) / "recording.onnx"
         onnx.save(graph_model, str(recording_file))
         session = make_session(recording_file)
-        for call in _calls(sequences):
-            batch = [sequences[i] for i in call]
-            for run, input_ids, attention_mask in padded_runs(batch, model.specials.pad_id, model.max_tokens_per_run,
-                                                               model.max_padding):
-                out = session.run(["logits", *recorded], {"input_ids": input_ids, "attention_mask": attention_mask})
-                if not logits.size:
-                    logits = np.empty((len(sequences), *out[0].shape[1:]), dtype=np.float32)
-                logits[[call.start + i for i in run]] = out[0]
-                for name, values in zip(recorded, out[1:]):
-                    rms = math.sqrt(float(np.mean(np.square(values, dtype=np.float64))))
-                    spread = float(max(values.max(), 0.0) - min(values.min(), 0.0))  # uint8's range includes 0
-                    ratio_sums[name] += spread / rms if rms > 0 else 0.0
-                runs += 1
+        logits = _in_calls(recording_forward, model, sequences)
     return {node: ratio_sums[tensor] / runs for node, tensor in inputs.items()}, logits
 
 
@@ -181,9 +184,7 @@ def expected_agreement(task: str, got: np.ndarray, expected: np.ndarray) -> floa
 
 
 def _int8_logits(int8_file: Path, model: HFClassifier, sequences: Sequence[Sequence[int]]) -> np.ndarray:
-    session = make_session(int8_file)
-    return np.concatenate([session_logits(session, [sequences[i] for i in call], model.specials.pad_id,
-                                          model.max_tokens_per_run, model.max_padding) for call in _calls(sequences)])
+    return _in_calls(session_forward(make_session(int8_file)), model, sequences)
 
 
 def check_calibration_target(target: float) -> None:
