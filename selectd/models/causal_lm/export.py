@@ -18,10 +18,9 @@ from transformers import AttentionInterface
 
 from selectd.models.causal_lm.model import (
     DEFAULT_MAX_TOKENS_PER_RUN, INPUT_NAME, MANIFEST_KIND, MODEL_FILE, OUTPUT_NAME, PAD_ID, WindowPolicy,
+    windowed_logprobs,
 )
-from selectd.models.hf_common import (
-    check_vocabulary, export_onnx, load_tokenizer, pad_batch, token_capped_batches, tokenizer_id_count,
-)
+from selectd.models.hf_common import check_vocabulary, export_onnx, load_tokenizer, pad_batch, tokenizer_id_count
 from selectd.models.manifest import Manifest, ModelLoadError, write_manifest
 from selectd.models.transformer.export import copy_tokenizer, reference_device
 
@@ -305,20 +304,12 @@ class TorchReference:
         return [list(ids) for ids in self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
 
     def document_logprobs(self, token_ids: Sequence[Sequence[int]]) -> list[np.ndarray]:
-        windows = [(doc, ids[start:end]) for doc, ids in enumerate(token_ids)
-                   for start, end in self.policy.spans(len(ids)) if end - start >= 2]
-        per_window: list[np.ndarray] = [np.empty(0)] * len(windows)
-        for run in token_capped_batches([len(w) for _, w in windows], self.max_tokens_per_run):
-            input_ids, attention_mask = pad_batch([windows[i][1] for i in run], PAD_ID)
-            with torch.inference_mode():
-                logprobs = reference_token_logprobs(self.model, torch.from_numpy(input_ids).to(self.device),
-                                                    torch.from_numpy(attention_mask).to(self.device)).cpu().numpy()
-            for row, index in enumerate(run):
-                per_window[index] = logprobs[row, :len(windows[index][1]) - 1]
-        pieces: list[list[np.ndarray]] = [[] for _ in token_ids]
-        for (doc, _), logprobs in zip(windows, per_window):
-            pieces[doc].append(logprobs)
-        return [np.concatenate(p).astype(np.float64) if p else np.empty(0) for p in pieces]
+        return windowed_logprobs(self._forward, token_ids, self.policy, self.max_tokens_per_run).logprobs
+
+    def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return reference_token_logprobs(self.model, torch.from_numpy(input_ids).to(self.device),
+                                            torch.from_numpy(attention_mask).to(self.device)).cpu().numpy()
 
     def text_logprobs(self, texts: Sequence[str]) -> list[np.ndarray]:
         return self.document_logprobs(self.encode(texts))

@@ -20,7 +20,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -142,31 +142,51 @@ class CausalLM:
     # --- inference --------------------------------------------------------------------------
     def run_windows(self, windows: Sequence[Sequence[int]]) -> list[np.ndarray]:
         """Log-probabilities of tokens 1 … n−1 of each window, in length-sorted token-capped runs."""
-        out: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(windows)
-        lengths = [len(w) for w in windows]
-        runnable = [i for i, n in enumerate(lengths) if n >= 2]
-        for run in token_capped_batches([lengths[i] for i in runnable], self.max_tokens_per_run):
-            indices = [runnable[i] for i in run]
-            input_ids, _ = pad_batch([windows[i] for i in indices], PAD_ID)
-            logprobs = self.session.run([OUTPUT_NAME], {INPUT_NAME: input_ids})[0]
-            for row, index in enumerate(indices):
-                out[index] = logprobs[row, :lengths[index] - 1]
-        return out
+        return run_windows(self._forward, windows, self.max_tokens_per_run)
 
     def document_logprobs(self, token_ids: Sequence[Sequence[int]]) -> DocumentLogProbs:
         """Per-token log-probabilities of whole documents (already tokenized) under the window policy."""
-        windows: list[Sequence[int]] = []
-        owner: list[int] = []
-        for doc, ids in enumerate(token_ids):
-            for start, end in self.policy.spans(len(ids)):
-                windows.append(ids[start:end])
-                owner.append(doc)
-        per_window = self.run_windows(windows)
-        pieces: list[list[np.ndarray]] = [[] for _ in token_ids]
-        for doc, logprobs in zip(owner, per_window):
-            pieces[doc].append(logprobs)
-        logprobs = [np.concatenate(p).astype(np.float64) for p in pieces]
-        return DocumentLogProbs(logprobs, np.bincount(np.asarray(owner, dtype=np.int64), minlength=len(token_ids)))
+        return windowed_logprobs(self._forward, token_ids, self.policy, self.max_tokens_per_run)
+
+    def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        # the graph takes no mask: padding follows the real tokens, and causal attention never reads ahead
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: input_ids})[0]
 
     def text_logprobs(self, texts: Sequence[str]) -> DocumentLogProbs:
         return self.document_logprobs(self.encode(texts))
+
+
+#: ``forward(input_ids, attention_mask) -> log-probs [run, width - 1]`` of one padded run of windows
+LogProbForward = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def run_windows(forward: LogProbForward, windows: Sequence[Sequence[int]], max_tokens_per_run: int) -> list[np.ndarray]:
+    """Log-probabilities of tokens 1 … n−1 of each window by ``forward`` (the ONNX graph, or the
+    PyTorch reference), in length-sorted token-capped runs; a window of under 2 tokens predicts none."""
+    out: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(windows)
+    lengths = [len(w) for w in windows]
+    runnable = [i for i, n in enumerate(lengths) if n >= 2]
+    for run in token_capped_batches([lengths[i] for i in runnable], max_tokens_per_run):
+        indices = [runnable[i] for i in run]
+        input_ids, attention_mask = pad_batch([windows[i] for i in indices], PAD_ID)
+        logprobs = forward(input_ids, attention_mask)
+        for row, index in enumerate(indices):
+            out[index] = logprobs[row, :lengths[index] - 1]
+    return out
+
+
+def windowed_logprobs(forward: LogProbForward, token_ids: Sequence[Sequence[int]], policy: WindowPolicy,
+                      max_tokens_per_run: int) -> DocumentLogProbs:
+    """Per-token log-probabilities of whole documents by ``forward``, cut into ``policy``'s windows
+    and put back together in order."""
+    windows: list[Sequence[int]] = []
+    owner: list[int] = []
+    for doc, ids in enumerate(token_ids):
+        for start, end in policy.spans(len(ids)):
+            windows.append(ids[start:end])
+            owner.append(doc)
+    pieces: list[list[np.ndarray]] = [[] for _ in token_ids]
+    for doc, logprobs in zip(owner, run_windows(forward, windows, max_tokens_per_run)):
+        pieces[doc].append(logprobs)
+    logprobs = [np.concatenate(p).astype(np.float64) for p in pieces]
+    return DocumentLogProbs(logprobs, np.bincount(np.asarray(owner, dtype=np.int64), minlength=len(token_ids)))
