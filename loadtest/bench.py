@@ -88,8 +88,9 @@ def stream_corpus(workdir: Path, docs: int) -> Path:
     return path
 
 
-#: documents of the per-stage table, and the ones before them that warm the caches and sessions
-STAGE_DOCS, STAGE_WARMUP = 2500, 500
+#: documents of the per-stage table, the ones before them that warm the caches and sessions, and
+#: documents per cascade call
+STAGE_DOCS, STAGE_WARMUP, STAGE_BATCH = 2500, 500, 250
 
 
 def stage_costs(config: Path, values: list[bytes], workdir: Path, warmup: int = STAGE_WARMUP,
@@ -113,8 +114,8 @@ def stage_costs(config: Path, values: list[bytes], workdir: Path, warmup: int = 
         seconds[name] += spent
         reached[name] += documents
 
-    for start in range(0, len(measured), 250):  # the daemon's batch size
-        cascade.run(measured[start:start + 250], on_stage, clock=time.process_time)
+    for start in range(0, len(measured), STAGE_BATCH):
+        cascade.run(measured[start:start + STAGE_BATCH], on_stage, clock=time.process_time)
     cascade.close()
     return [{"stage": name, "reach": reached[name] / len(measured),
              "us_per_scored_doc": seconds[name] / reached[name] * 1e6 if reached[name] else 0.0,
