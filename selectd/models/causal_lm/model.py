@@ -136,8 +136,11 @@ class CausalLM:
 
     # --- tokens -----------------------------------------------------------------------------
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, wrapped in the tokenizer's own special tokens (e.g. Llama's BOS)."""
-        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=True)]
+        """Token ids of each text, wrapped in the tokenizer's own special tokens (e.g. Llama's BOS).
+
+        ``encode_batch_fast``: the same ids without the character offsets nobody here reads (about
+        15 % less tokenizing time on the bench texts)."""
+        return [e.ids for e in self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=True)]
 
     # --- inference --------------------------------------------------------------------------
     def run_windows(self, windows: Sequence[Sequence[int]]) -> list[np.ndarray]:
