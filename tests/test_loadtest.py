@@ -121,6 +121,26 @@ def test_assignment_from_logs_and_ratio_spread(tmp_path):
     assert ratio["min"] == pytest.approx(0.5) and ratio["max"] == pytest.approx(0.9), "same-repeat ratios"
 
 
+def test_budget_sets_the_kafka_paths_cpu_and_the_stage_table_against_the_target():
+    from loadtest.bench import throughput_budget
+
+    def run(cpu_s: float, docs: int = 10_000) -> KafkaRun:
+        # every CPU second of the run counts: consumers, broker, the bench, other load
+        return KafkaRun(Report(received=docs, unique=docs, output_ts_ms=[0, 1000]),
+                        {"consumer0": cpu_s / 2, "consumer1": cpu_s / 4, "broker": cpu_s / 8, "bench": 0.0,
+                         "other": cpu_s / 8}, 1.0)
+
+    stages = [{"stage": "lid", "us_per_input_doc": 140.0}, {"stage": "gopher", "us_per_input_doc": 210.0}]
+    budget = throughput_budget([run(2.0), run(2.5), run(3.0)], stages, target_docs_per_s=5000, cores=2)
+    assert budget["allowed_us_per_doc"] == pytest.approx(400.0)
+    assert budget["kafka_path_us_per_doc"] == pytest.approx(250.0), "median run: 2.5 CPU s over 10,000 documents"
+    assert budget["stage_budget_us_per_doc"] == pytest.approx(150.0)
+    assert budget["cascade_us_per_doc"] == pytest.approx(350.0)
+    assert budget["ceiling_docs_per_s"] == pytest.approx(2e6 / 600)
+    with pytest.raises(ValueError, match="no-stage row"):
+        throughput_budget([], stages, 5000, 2)
+
+
 def test_stage_costs_follow_the_cascade(tmp_path):
     """The bench's per-stage table: every stage in order, the first sees every document, later ones
     only the survivors, and each that scored something cost CPU time."""
