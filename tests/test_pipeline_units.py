@@ -9,7 +9,8 @@ import pytest
 
 from selectd.cascade import Cascade, Stage
 from selectd.config import SelectionConfig, config_from_dict
-from selectd.parse import Document, Invalid, Record, parse_record
+from selectd.parse import parse_record
+from selectd.records import RECORD_OVERHEAD_BYTES, Document, Invalid, Record, dead_letter
 from selectd.router import Router, splice_object
 from selectd.rules import Rule
 from selectd.scorers.base import Scorer, ScorerOptions
@@ -46,6 +47,31 @@ def test_invalid_input_reasons(value, reason):
 def test_valid_document_keeps_all_fields():
     result = parse_record(_record(b'{"id": "a", "text": "hello\\u0000 world", "x": [1, {"y": 2}]}'), 1000, 100)
     assert isinstance(result, Document) and result.text == "hello\0 world" and result.fields["x"] == [1, {"y": 2}]
+
+
+def test_dead_letters_keep_the_input_and_say_why():
+    record = Record("in", 3, 7, b"k", b"{bad", 1234, [("trace", b"t1")])
+    letter = dead_letter(record, "dlq", "invalid_json", "unexpected end", doc_id=None)
+    assert (letter.topic, letter.key, letter.value, letter.outcome, letter.reason) == ("dlq", b"k", b"{bad", "dlq",
+                                                                                     "invalid_json")
+    assert letter.headers == [("trace", b"t1"), ("selectd.reason", b"invalid_json"), ("selectd.error", b"unexpected end"),
+                              ("selectd.source.topic", b"in"), ("selectd.source.partition", b"3"),
+                              ("selectd.source.offset", b"7"), ("selectd.source.timestamp_ms", b"1234")]
+    failed = dead_letter(record, "dlq", "produce_failed", "MessageSizeTooLargeError()", intended_topic="out", doc_id="d")
+    assert ("selectd.intended_topic", b"out") in failed.headers and failed.doc_id == "d"
+    assert dead_letter(record, "dlq", "invalid_json", "x", max_bytes=10_000) == dead_letter(record, "dlq", "invalid_json", "x")
+
+
+def test_a_dead_letter_over_the_producer_limit_is_cut_to_fit():
+    record = Record("in", 0, 1, b"k" * 5000, b"v" * 100_000, None, [("huge", b"h" * 50_000)])
+    limit = 20_000
+    letter = dead_letter(record, "dlq", "produce_failed", "too large", intended_topic="out", max_bytes=limit)
+    headers = dict(letter.headers)
+    assert "huge" not in headers and headers["selectd.truncated_from_bytes"] == b"100000"
+    assert headers["selectd.reason"] == b"produce_failed" and headers["selectd.intended_topic"] == b"out"
+    assert len(letter.key) == 1024 and letter.value == record.value[:len(letter.value)]
+    size = len(letter.key) + len(letter.value) + sum(len(k) + len(v) for k, v in letter.headers) + RECORD_OVERHEAD_BYTES
+    assert size == limit
 
 
 def test_splice_preserves_original_bytes():

@@ -23,8 +23,7 @@ from loadtest.soak import soak
 from selectd.commit import CommitLoop
 from selectd.config import load_config
 from selectd.metrics import Metrics
-from selectd.parse import Record
-from selectd.router import Output
+from selectd.records import Output, Record
 from selectd.sinks.kafka import DeliveryError, KafkaSink, KeyHashPartitioner, murmur2
 
 pytestmark = pytest.mark.kafka

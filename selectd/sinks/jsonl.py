@@ -10,7 +10,7 @@ from typing import BinaryIO, Sequence
 
 import orjson
 
-from selectd.router import Output
+from selectd.records import Output
 
 
 def dead_letter_line(out: Output) -> bytes:

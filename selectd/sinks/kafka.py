@@ -14,7 +14,6 @@ Every failure is counted in ``selectd_produce_failures_total``.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import struct
 import time
@@ -27,7 +26,7 @@ from kafka.partitioner.default import DefaultPartitioner
 from selectd.config import Config
 from selectd.kafka_client import connection_kwargs
 from selectd.metrics import Metrics
-from selectd.router import Output, source_headers
+from selectd.records import Output, dead_letter
 
 log = logging.getLogger("selectd.sink")
 
@@ -43,23 +42,6 @@ PERMANENT_ERRORS = (
 
 #: errors of a record over the producer's size limit: resending it unchanged can never succeed
 SIZE_ERRORS = (kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordListTooLargeError)
-#: what kafka-python adds to a record's key, value and headers (a batch header of 61 bytes, record
-#: framing and varints), with room to spare
-RECORD_OVERHEAD_BYTES = 512
-
-
-def fit_dead_letter(letter: Output, max_request_size: int) -> Output:
-    """``letter`` unchanged if it fits the producer's limit; else its value cut to fit, the input's own
-    headers dropped (they may be what is huge) and the original value size in a header."""
-    headers_size = sum(len(k.encode()) + len(v) for k, v in letter.headers)
-    size = len(letter.value or b"") + len(letter.key or b"") + headers_size + RECORD_OVERHEAD_BYTES
-    if size <= max_request_size:
-        return letter
-    headers = [(k, v) for k, v in letter.headers if k.startswith("selectd.")]
-    headers.append(("selectd.truncated_from_bytes", str(len(letter.value or b"")).encode()))
-    key = (letter.key or b"")[:1024] if letter.key is not None else None
-    room = max_request_size - RECORD_OVERHEAD_BYTES - len(key or b"") - sum(len(k.encode()) + len(v) for k, v in headers)
-    return dataclasses.replace(letter, key=key, value=(letter.value or b"")[:max(0, room)], headers=headers)
 
 
 _MURMUR2_M = 0x5BD1E995
@@ -187,19 +169,16 @@ class KafkaSink:
         limit = self.config.kafka.max_request_size
         letters = []
         for out, exc in failed:
-            if out.outcome == "dlq":
-                log.warning("dead letter too large; sending it truncated", extra={"bytes": len(out.value or b""),
-                            "source": f"{out.record.topic}:{out.record.partition}:{out.record.offset}"})
-                letters.append(fit_dead_letter(out, limit))
+            source = f"{out.record.topic}:{out.record.partition}:{out.record.offset}"
+            if out.outcome == "dlq":  # failed for its size: the same letter, cut to fit
+                log.warning("dead letter too large; sending it truncated",
+                            extra={"bytes": len(out.value or b""), "source": source})
+                letters.append(dead_letter(out.record, out.topic, out.reason, out.detail, doc_id=out.doc_id,
+                                           max_bytes=limit))
                 continue
-            log.warning("output dead-lettered", extra={"topic": out.topic, "error": repr(exc)[:300],
-                                                       "source": f"{out.record.topic}:{out.record.partition}:{out.record.offset}"})
-            letters.append(Output(dlq, out.record.key, out.record.value,
-                                  [*out.record.headers, ("selectd.reason", b"produce_failed"),
-                                   ("selectd.error", repr(exc)[:1000].encode()),
-                                   ("selectd.intended_topic", out.topic.encode()), *source_headers(out.record)],
-                                  "dlq", "produce_failed", out.record, out.doc_id))
-            letters[-1] = fit_dead_letter(letters[-1], limit)
+            log.warning("output dead-lettered", extra={"topic": out.topic, "error": repr(exc)[:300], "source": source})
+            letters.append(dead_letter(out.record, dlq, "produce_failed", repr(exc)[:1000], intended_topic=out.topic,
+                                       doc_id=out.doc_id, max_bytes=limit))
         still = self._send_all(letters)
         if still:
             raise DeliveryError(f"dead-lettering {len(still)} undeliverable outputs failed: {still[0][1]!r}")
