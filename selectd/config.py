@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
                       field_validator, model_validator)
 
-from selectd.rules import Rule
+from selectd.thresholds import Rule
 
 
 class Section(BaseModel):

@@ -12,7 +12,7 @@ from selectd.config import SelectionConfig, config_from_dict
 from selectd.parse import parse_record
 from selectd.records import RECORD_OVERHEAD_BYTES, Document, Invalid, Record, dead_letter
 from selectd.router import Router, splice_object
-from selectd.rules import Rule
+from selectd.thresholds import Rule
 from selectd.scorers.base import Scorer, ScorerOptions
 from selectd.selection import Selector, weighted_top_threshold
 

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from selectd.models.benchmark import (add_clock_argument, clock_function, clock_name, comparison, emit, read_texts,
                                       time_batches)
-from selectd.rules import Rule, first_failures
+from selectd.thresholds import Rule, first_failures
 from selectd.scorers.base import scorer_class
 from selectd.scorers.rules import tokenizer
 
