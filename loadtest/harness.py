@@ -63,7 +63,7 @@ class TopicNames:
 
     def create(self, bootstrap: str) -> None:
         from selectd.config import KafkaSection
-        from selectd.kafka_client import ensure_topics
+        from selectd.kafka.admin import ensure_topics
 
         kafka = KafkaSection(bootstrap_servers=[bootstrap], group_id="admin", input_topics=[self.input])
         ensure_topics(kafka, {self.input: self.partitions, **{topic: 1 for topic in self.outputs.values()}})

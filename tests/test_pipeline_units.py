@@ -1,4 +1,4 @@
-"""Parse, route, cascade and selection without a broker."""
+"""Parse, route, cascade, selection and the produce-failure policy without a broker."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -9,12 +9,15 @@ import pytest
 
 from selectd.cascade import Cascade, Stage
 from selectd.config import SelectionConfig, config_from_dict
+from selectd.kafka.base import ProducerSink
+from selectd.metrics import Metrics
 from selectd.parse import parse_record
-from selectd.records import RECORD_OVERHEAD_BYTES, Document, Invalid, Record, dead_letter
+from selectd.records import RECORD_OVERHEAD_BYTES, Document, Invalid, Output, Record, dead_letter
 from selectd.router import Router, splice_object
 from selectd.thresholds import Rule
 from selectd.scorers.base import Scorer, ScorerOptions
 from selectd.selection import Selector, weighted_top_threshold
+from selectd.sinks.base import DeliveryError
 
 
 def _record(value: bytes | None) -> Record:
@@ -174,3 +177,65 @@ def test_rule_passes_value_equals_the_vectorised_check():
     labels = ["en", "de", "fr", ""]
     categorical = Rule(signal="lang", **{"in": ["en", "de"]})
     assert [categorical.passes_value(v) for v in labels] == categorical.passes(np.asarray(labels, dtype=object)).tolist()
+
+
+class _ScriptedProducerSink(ProducerSink):
+    """A producer client that fails the sends the test names: ``errors[topic]`` is raised as a
+    permanent or a transient error (classified by its type), and records every attempt."""
+
+    class Permanent(Exception):
+        pass
+
+    class TooLarge(Permanent):
+        pass
+
+    def __init__(self, config, metrics, errors: dict[str, Exception]):
+        super().__init__(config, metrics)
+        self.errors, self.attempts, self.discarded = errors, [], 0
+
+    def _send_all(self, outputs):
+        self.attempts.append([out.topic for out in outputs])
+        return [(out, self.errors[out.topic]) for out in outputs if out.topic in self.errors]
+
+    def _is_permanent(self, error):
+        return isinstance(error, self.Permanent)
+
+    def _is_too_large(self, error):
+        return isinstance(error, self.TooLarge)
+
+    def _discard_producer(self):
+        self.discarded += 1
+
+    def close(self):
+        pass
+
+
+def _sink_config():
+    return config_from_dict({"kafka": {"bootstrap_servers": ["x:1"], "group_id": "g", "input_topics": ["in"]},
+                             "topics": {"accepted": "acc", "rejected": "rej", "dlq": "dlq"},
+                             "delivery": {"produce_retries": 2, "retry_backoff_s": 0}})
+
+
+def _outputs(*topics):
+    return [Output(topic, b"k", b'{"id": "x"}', [], "accepted", None, Record("in", 0, i, b"k", b'{"id": "x"}'), "x")
+            for i, topic in enumerate(topics)]
+
+
+def test_producer_sink_dead_letters_permanent_failures_and_counts_what_arrived():
+    metrics = Metrics()
+    sink = _ScriptedProducerSink(_sink_config(), metrics, {"gone": _ScriptedProducerSink.Permanent("no topic")})
+    sink.deliver(_outputs("acc", "gone", "acc"))
+    assert sink.attempts == [["acc", "gone", "acc"], ["dlq"]], "a permanent failure is not retried"
+    assert metrics.totals("selectd_documents_out_total", ("topic", "outcome")) == {"acc/accepted": 2, "dlq/dlq": 1}
+    assert metrics.totals("selectd_dead_letters_total", ("reason",)) == {"produce_failed": 1}
+    assert metrics.totals("selectd_produce_failures_total", ("topic", "error")) == {"gone/Permanent": 1}
+
+
+def test_producer_sink_raises_one_delivery_error_and_counts_nothing_when_retries_run_out():
+    metrics = Metrics()
+    sink = _ScriptedProducerSink(_sink_config(), metrics, {"acc": ConnectionError("broker down")})
+    with pytest.raises(DeliveryError, match="1 outputs undelivered after retries"):
+        sink.deliver(_outputs("acc", "rej"))
+    assert sink.attempts == [["acc", "rej"], ["acc"], ["acc"]] and sink.discarded == 1
+    assert metrics.totals("selectd_documents_out_total", ("topic", "outcome")) == {}
+    assert metrics.produce_retries._value.get() == 2

@@ -12,7 +12,6 @@ import random
 import threading
 
 import pytest
-from kafka import TopicPartition
 from kafka import errors as kafka_errors
 from kafka.partitioner.default import DefaultPartitioner
 from kafka.partitioner.default import murmur2 as reference_murmur2
@@ -20,11 +19,12 @@ from kafka.partitioner.default import murmur2 as reference_murmur2
 from conftest import Topics, collect, create_topics, write_config
 from loadtest import faults
 from loadtest.soak import soak
-from selectd.commit import CommitLoop
 from selectd.config import load_config
+from selectd.kafka.commit import CommitLoop
+from selectd.kafka.sink import KafkaSink, KeyHashPartitioner, murmur2
 from selectd.metrics import Metrics
 from selectd.records import Output, Record
-from selectd.sinks.kafka import DeliveryError, KafkaSink, KeyHashPartitioner, murmur2
+from selectd.sinks.base import DeliveryError
 
 pytestmark = pytest.mark.kafka
 
@@ -117,12 +117,14 @@ def test_transient_produce_failure_raises_and_the_batch_is_not_committed(broker,
     _fail_sends(sink, {topics.accepted, topics.dlq}, kafka_errors.NotLeaderForPartitionError)
 
     class Source:
-        """Records what the commit loop does with the consumer."""
+        """Records what the commit loop does with the source."""
+        joined = True
+
         def __init__(self):
             self.commits, self.rewound = [], []
-            self.assignment = type("A", (), {"owned": lambda _self: {TopicPartition("in", 0)}, "joined": True})()
-            self.consumer = type("C", (), {"commit": lambda _self, offsets: self.commits.append(offsets)})()
 
+        def owned(self): return {("in", 0)}
+        def commit(self, offsets): self.commits.append(offsets)
         def keep_alive(self): pass
         def resume(self): pass
         def rewind(self, records): self.rewound.extend(records)
@@ -188,16 +190,19 @@ class _ScriptedSource:
     """A consumer stand-in: ``poll_batch`` returns the scripted batches in turn (then nothing), and
     each poll waits for the worker to be busy, so the read-ahead overlap is deterministic."""
 
-    def __init__(self, batches: list[list[Record]], owned: set[TopicPartition]):
+    joined = True
+
+    def __init__(self, batches: list[list[Record]], owned: set[tuple[str, int]]):
         self.batches, self.owned_set = list(batches), owned
         self.polls, self.commits, self.rewound, self.events = 0, [], [], []
         self.worker_busy = threading.Event()
-        self.assignment = type("A", (), {"owned": lambda _self: set(self.owned_set), "joined": True})()
-        self.consumer = type("C", (), {"commit": lambda _self, offsets: self._commit(offsets)})()
         self.on_poll = None  # optional callback(poll number) before the batch is returned
 
-    def _commit(self, offsets):
-        self.commits.append({tp.partition: meta.offset for tp, meta in offsets.items()})
+    def owned(self):
+        return set(self.owned_set)
+
+    def commit(self, offsets):
+        self.commits.append({partition: offset for (_, partition), offset in offsets.items()})
         self.events.append(("commit", dict(self.commits[-1])))
 
     def poll_batch(self, stop):
@@ -264,7 +269,7 @@ def _run_in_thread(loop: CommitLoop) -> tuple[threading.Thread, list[int]]:
 
 def test_read_ahead_overlaps_delivery_and_commits_strictly_in_order_after_delivery(tmp_path):
     batches = [_records(0, range(0, 3)), _records(0, range(3, 6)), _records(0, range(6, 9))]
-    source = _ScriptedSource(batches, {TopicPartition("in", 0)})
+    source = _ScriptedSource(batches, {("in", 0)})
     sink = _GatedSink(source)
     loop = _loop(tmp_path, source, sink)
 
@@ -291,7 +296,7 @@ def test_read_ahead_overlaps_delivery_and_commits_strictly_in_order_after_delive
 
 def test_failed_delivery_rewinds_the_read_ahead_batch_too_and_commits_neither(tmp_path):
     first, read_ahead = _records(0, range(0, 3)), _records(1, range(0, 2))
-    source = _ScriptedSource([first, read_ahead], {TopicPartition("in", 0), TopicPartition("in", 1)})
+    source = _ScriptedSource([first, read_ahead], {("in", 0), ("in", 1)})
     sink = _GatedSink(source, fail_batches={1})
     loop = _loop(tmp_path, source, sink)
 
@@ -314,13 +319,13 @@ def test_read_ahead_drops_revoked_partitions_and_stop_leaves_it_uncommitted(tmp_
     first = _records(0, range(0, 3))
     read_ahead = _records(0, range(3, 5)) + _records(1, range(0, 2))
     third = _records(1, range(2, 4))
-    source = _ScriptedSource([first, read_ahead, third], {TopicPartition("in", 0), TopicPartition("in", 1)})
+    source = _ScriptedSource([first, read_ahead, third], {("in", 0), ("in", 1)})
     sink = _GatedSink(source)
     loop = _loop(tmp_path, source, sink)
 
     def on_poll(poll_number):
         if poll_number == 2:
-            source.owned_set.discard(TopicPartition("in", 0))  # a rebalance while batch 1 is in flight
+            source.owned_set.discard(("in", 0))  # a rebalance while batch 1 is in flight
             sink.gates[1].set()
         if poll_number == 3:
             loop.request_stop()  # SIGTERM while the third batch is being read

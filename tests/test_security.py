@@ -30,7 +30,7 @@ import pytest
 from conftest import REPO, Topics, documents, write_config
 from selectd.config import load_config
 from selectd.demo.broker import free_port, tansu_binary
-from selectd.kafka_client import connection_kwargs
+from selectd.kafka.settings import connection_kwargs
 
 SECRET = "s3cr3t-Pa55word-never-logged"
 

@@ -20,7 +20,7 @@ import orjson
 from selectd.config import load_config
 from selectd.demo.broker import TansuBroker, free_port
 from selectd.demo.corpus import build_corpus
-from selectd.kafka_client import ensure_topics
+from selectd.kafka.admin import ensure_topics
 from selectd.status import by_label, scrape
 
 REPO = Path(__file__).resolve().parents[2]
