@@ -156,9 +156,23 @@ def test_weighted_threshold_matches_batch_recipe():
 
 def test_running_quantile_converges_to_keep_fraction():
     rng = np.random.default_rng(0)
-    selector = Selector(SelectionConfig(signal="s", keep_fraction=0.1))
+    selector = Selector(SelectionConfig(signal="s", keep_fraction=0.1, warmup_docs=0))
     kept = sum(selector.keep(batch, np.ones(len(batch))).sum() for batch in rng.random((200, 100)))
     assert 0.08 < kept / 20000 < 0.12
+
+
+def test_running_quantile_keeps_everything_until_warmup_docs_were_seen():
+    rng = np.random.default_rng(0)
+    scores = rng.random((30, 100))
+    scores[0, 7] = np.nan
+    warm = Selector(SelectionConfig(signal="s", keep_fraction=0.1, warmup_docs=250))
+    cold = Selector(SelectionConfig(signal="s", keep_fraction=0.1, warmup_docs=0))
+    masks = [warm.keep(batch, np.ones(100)) for batch in scores]
+    cold_masks = [cold.keep(batch, np.ones(100)) for batch in scores]
+    flat, cold_flat = np.concatenate(masks), np.concatenate(cold_masks)
+    assert flat[:250].sum() == 249 and not flat[7], "the first 250 documents kept, except a NaN score"
+    assert (flat[250:] == cold_flat[250:]).all(), "after the warm-up the same threshold as without one"
+    assert 0.05 < flat[300:].mean() < 0.15
 
 
 def test_window_top_keeps_floor_of_window_fraction():

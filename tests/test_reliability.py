@@ -7,6 +7,7 @@ the sink's partitioner (same partition for every key as kafka-python's default).
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import random
 import threading
@@ -24,7 +25,7 @@ from selectd.kafka.commit import CommitLoop
 from selectd.kafka.sink import KafkaSink, KeyHashPartitioner, murmur2
 from selectd.metrics import Metrics
 from selectd.records import Output, Record
-from selectd.sinks.base import DeliveryError
+from selectd.sinks.base import DeliveryError, Sink
 
 pytestmark = pytest.mark.kafka
 
@@ -252,12 +253,12 @@ def _records(partition: int, offsets) -> list[Record]:
     return [Record("in", partition, offset, b"k", b"{}") for offset in offsets]
 
 
-def _loop(tmp_path, source, sink) -> CommitLoop:
+def _loop(tmp_path, source, sink, metrics: Metrics | None = None, progress_interval_s: float = 3600) -> CommitLoop:
     path = tmp_path / "c.toml"
     path.write_text('[kafka]\nbootstrap_servers = ["127.0.0.1:1"]\ngroup_id = "g"\ninput_topics = ["in"]\n'
                     '[topics]\naccepted = "a"\nrejected = "r"\ndlq = "d"\n[delivery]\nbroker_backoff_max_s = 0.5\n'
-                    '[metrics]\nlag_interval_s = 3600\n')
-    return CommitLoop(load_config(path), _EchoPipeline(), source, sink, Metrics())
+                    f'[metrics]\nlag_interval_s = 3600\n[logging]\nprogress_interval_s = {progress_interval_s}\n')
+    return CommitLoop(load_config(path), _EchoPipeline(), source, sink, metrics or Metrics())
 
 
 def _run_in_thread(loop: CommitLoop) -> tuple[threading.Thread, list[int]]:
@@ -337,6 +338,31 @@ def test_read_ahead_drops_revoked_partitions_and_stop_leaves_it_uncommitted(tmp_
     assert code == [0]
     assert sink.delivered == [[0, 1, 2], [0, 1]], "the revoked partition's read-ahead records were dropped"
     assert source.commits == [{1: 2}], "batch 1 is not committed (revoked), batch 2 is, the third never"
+
+
+def test_the_loop_logs_progress_every_progress_interval(tmp_path, caplog):
+    class CountingSink(Sink):
+        def send(self, outputs):
+            return list(outputs)
+
+    def run(progress_interval_s: float) -> list[logging.LogRecord]:
+        source = _ScriptedSource([_records(0, range(0, 3)), _records(0, range(3, 6))], {("in", 0)})
+        source.worker_busy.set()  # no gate: every batch is delivered at once
+        metrics = Metrics()
+        loop = _loop(tmp_path, source, CountingSink(metrics), metrics, progress_interval_s)
+        source.on_poll = lambda poll_number: loop.request_stop() if poll_number == 40 else None
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="selectd.commit"):
+            thread, code = _run_in_thread(loop)
+            thread.join(10)
+        assert code == [0]
+        return [r for r in caplog.records if r.getMessage() == "progress"]
+
+    lines = run(progress_interval_s=0.05)  # 40 polls, the idle ones 10 ms apart: several lines
+    assert len(lines) >= 2
+    assert lines[-1].documents_in == 6 and lines[-1].outputs == {"accepted": 6}
+    assert all(line.docs_per_s >= 0 for line in lines) and any(line.docs_per_s > 0 for line in lines)
+    assert run(progress_interval_s=3600) == [], "no line before the interval has passed"
 
 
 def test_key_hash_partitioner_maps_every_key_as_kafka_pythons_default():

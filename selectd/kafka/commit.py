@@ -30,6 +30,10 @@ Consequences:
   takes longer than ``delivery.drain_timeout_s`` the batch is abandoned uncommitted and the exit
   code is 3 (at-least-once still holds).
 
+Between batches the loop also refreshes the lag gauges (every ``metrics.lag_interval_s``) and
+readiness, and logs a progress line (every ``logging.progress_interval_s``: documents in, outputs
+by outcome, input rate since the previous line).
+
 The loop sees the source only through :class:`selectd.kafka.base.Source` (``(topic, partition)``
 pairs, plain offsets, :class:`~selectd.kafka.base.BrokerError`) and the sink through
 :class:`selectd.sinks.base.Sink`, so any Kafka client that provides both runs under this protocol.
@@ -96,6 +100,8 @@ class CommitLoop:
         self._backoff = 0.0
         self._broker_up = True
         self._next_lag_update = 0.0
+        self._next_progress = 0.0
+        self._progress_mark: tuple[float, float] | None = None  # (monotonic time, documents in) of the last line
         self.reload_requested = threading.Event()
         self.build_pipeline = build_pipeline
 
@@ -207,6 +213,22 @@ class CommitLoop:
             self._set_broker_up(False)
             log.warning("lag refresh failed", extra={"error": repr(exc)[:300]})
 
+    def _log_progress(self) -> None:
+        """Every ``logging.progress_interval_s``: documents in and outputs by outcome so far (the
+        metrics' totals), and the input rate since the previous line."""
+        now = time.monotonic()
+        if now < self._next_progress:
+            return
+        self._next_progress = now + self.config.logging.progress_interval_s
+        documents_in = sum(self.metrics.totals("selectd_documents_in_total", ("topic",)).values())
+        if self._progress_mark is not None:
+            then, before = self._progress_mark
+            outputs = self.metrics.totals("selectd_documents_out_total", ("outcome",))
+            log.info("progress", extra={"documents_in": int(documents_in),
+                                        "outputs": {outcome: int(count) for outcome, count in sorted(outputs.items())},
+                                        "docs_per_s": round((documents_in - before) / max(now - then, 1e-9), 1)})
+        self._progress_mark = (now, documents_in)
+
     def _owned_only(self, records: list[Record]) -> list[Record]:
         """A read-ahead batch without the records of partitions revoked since they were fetched: the
         new owner reads them from the committed offset, so processing them here would only duplicate."""
@@ -227,6 +249,7 @@ class CommitLoop:
                 records = self.source.poll_batch(self.stop)
                 self.metrics.count_consumed(records)
                 self._refresh_lag()
+                self._log_progress()
                 self._update_ready()
                 if in_flight is not None:
                     if self.stop.is_set():
