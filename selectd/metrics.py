@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import collections
 import time
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 
@@ -85,11 +85,10 @@ class Metrics:
         for topic, count in collections.Counter(record.topic for record in records).items():
             self.documents_in.labels(topic).inc(count)
 
-    def count_delivered(self, outputs: Iterable[Output]) -> None:
+    def count_delivered(self, outputs: Sequence[Output]) -> None:
         """Count outputs the sink has confirmed (Kafka: acknowledged by the broker).
 
         Aggregated per label set first: one ``inc`` per series instead of one per document."""
-        outputs = list(outputs)
         by_destination = collections.Counter((out.topic, out.outcome) for out in outputs)
         rejected = collections.Counter((out.stage, out.reason) for out in outputs if out.outcome == "rejected")
         dead = collections.Counter(out.reason for out in outputs if out.outcome == "dlq")
