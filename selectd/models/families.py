@@ -19,7 +19,7 @@ from types import ModuleType
 
 #: CLI name -> module implementing the family
 FAMILIES: dict[str, str] = {
-    "rules": "selectd.scorers.rules.bench",
+    "rules": "selectd.tools.rules_bench",
     "fasttext": "selectd.models.fasttext.cli",
     "hf": "selectd.models.transformer.cli",
     "causal-lm": "selectd.models.causal_lm.cli",
