@@ -24,11 +24,11 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
-from selectd.models.benchmark import (add_clock_argument, clock_function, clock_name, comparison, emit, read_texts,
-                                      time_batches)
 from selectd.rules import Rule, first_failures
 from selectd.scorers.base import scorer_class
 from selectd.text.vocabulary import reset_shared_tokenizer
+from selectd.tools.benchmark import (add_clock_argument, clock_function, clock_name, comparison, emit, read_texts,
+                                     time_batches)
 
 #: our scorer kind -> datatrove filter class name (in datatrove.pipeline.filters)
 REFERENCES = {
