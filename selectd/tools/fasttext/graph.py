@@ -1,8 +1,8 @@
 """fastText's prediction as a row table plus an ONNX graph of its output layer.
 
-The host sums each document's table rows (``features.py``, in C where built: ONNX Runtime's Gather
-costs ~70 ns per row, which made it most of a language-ID prediction) and scales the sum by
-float32(1 / number of ids), as fastText. The graph takes that mean, ``hidden`` float32
+The host sums each document's table rows (``selectd/models/fasttext/features.py``, in C where
+built: ONNX Runtime's Gather costs ~70 ns per row, which made it most of a language-ID prediction)
+and scales the sum by float32(1 / number of ids), as fastText. The graph takes that mean, ``hidden`` float32
 [batch, width], and outputs ``probs`` float32 [batch, nlabels], the probability fastText's
 ``predict(k=-1)`` reports for every label (softmax / ova: p + 1e-5; hs: exp of the path's summed
 log(σ + 1e-5), which can slightly exceed 1).
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from selectd.models.fasttext.binary import FastTextModel
+from selectd.models.fasttext.model import HIDDEN_INPUT
 
 if TYPE_CHECKING:
     import onnx
@@ -31,8 +32,6 @@ MAX_SIGMOID = 8
 LOG_EPSILON = 1e-5
 #: fold in row blocks so a multi-GB input matrix is never converted to float64 at once
 FOLD_BLOCK_ROWS = 1 << 16
-#: the graph's one input: float32 [batch, width], each document's mean table row
-HIDDEN_INPUT = "hidden"
 
 
 def sigmoid_table() -> np.ndarray:

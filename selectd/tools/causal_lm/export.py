@@ -20,9 +20,9 @@ from selectd.models.causal_lm.model import (
     DEFAULT_MAX_TOKENS_PER_RUN, INPUT_NAME, MANIFEST_KIND, MODEL_FILE, OUTPUT_NAME, PAD_ID, WindowPolicy,
     windowed_logprobs,
 )
-from selectd.models.hf_common import check_vocabulary, export_onnx, load_tokenizer, pad_batch, tokenizer_id_count
+from selectd.models.hf_common import check_vocabulary, load_tokenizer, pad_batch, tokenizer_id_count
 from selectd.models.manifest import Manifest, ModelLoadError, write_manifest
-from selectd.models.transformer.export import copy_tokenizer, reference_device
+from selectd.tools.hf_export import copy_tokenizer, export_onnx, reference_device
 
 #: the graph must reproduce PyTorch's log-probabilities to this absolute difference at export
 EXPORT_TOLERANCE = 1e-4

@@ -6,8 +6,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from selectd.scorers.base import Signals, register
-from selectd.scorers.rules.common import RuleOptions, RuleScorer, duplicates, ratio, rule
-from selectd.scorers.rules.tokenizer import TERMINAL_PUNCTUATION
+from selectd.scorers.heuristics.common import RuleOptions, RuleScorer, duplicates, ratio, rule
+from selectd.text import spacy_tables
 
 
 class FineWebQualityOptions(RuleOptions):
@@ -33,7 +33,8 @@ class FineWebQuality(RuleScorer):
 
     def __init__(self, name: str, options: FineWebQualityOptions):
         super().__init__(name, options)
-        self._stop_chars = options.stop_chars if options.stop_chars is not None else TERMINAL_PUNCTUATION
+        self._stop_chars = (options.stop_chars if options.stop_chars is not None
+                           else tuple(spacy_tables.TERMINAL_PUNCTUATION))
         # str.endswith(tuple) tries every entry; with single characters a set lookup is the same test
         self._stop_char_set = frozenset(self._stop_chars) if all(len(c) == 1 for c in self._stop_chars) else None
 

@@ -7,8 +7,8 @@ import numpy as np
 from pydantic import field_validator
 
 from selectd.scorers.base import Scorer, ScorerOptions
-from selectd.scorers.rules import reference_tables
-from selectd.scorers.rules.tokenizer import WordTokenizer, shared_tokenizer, tokenizer_language
+from selectd.text import spacy_tables
+from selectd.text.vocabulary import WordTokenizer, shared_tokenizer, tokenizer_language
 
 
 class RuleOptions(ScorerOptions):
@@ -35,8 +35,8 @@ class RuleScorer(Scorer):
 
     def versions(self) -> dict[str, str]:
         return {
-            "reference": f"datatrove=={reference_tables.DATATROVE_VERSION} {self.reference}",
-            "word_split": f"spaCy {reference_tables.SPACY_VERSION} en tokenizer (ported)",
+            "reference": f"datatrove=={spacy_tables.DATATROVE_VERSION} {self.reference}",
+            "word_split": f"spaCy {spacy_tables.SPACY_VERSION} en tokenizer (ported)",
         }
 
 

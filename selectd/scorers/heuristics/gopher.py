@@ -9,11 +9,11 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from selectd.scorers.base import Signals, register
-from selectd.scorers.rules.common import RuleOptions, RuleScorer, duplicates, enabled, ratio, rule
-from selectd.scorers.rules.tokenizer import TokenizedBatch
+from selectd.scorers.heuristics.common import RuleOptions, RuleScorer, duplicates, enabled, ratio, rule
+from selectd.text.vocabulary import TokenizedBatch
 
 try:
-    from selectd.scorers.rules import _repetition as _compiled
+    from selectd.scorers.heuristics import _repetition as _compiled
 except ImportError:  # built without a C compiler: the numpy / Python code below gives the same results, slower
     _compiled = None
 
@@ -299,7 +299,7 @@ def _implementation_is_compiled(implementation: str) -> bool:
     if implementation not in ("auto", "compiled", "python"):
         raise ValueError(f"unknown implementation {implementation!r}; use auto, compiled or python")
     if implementation == "compiled" and _compiled is None:
-        raise ImportError("selectd.scorers.rules._repetition is not built (reinstall with a C compiler)")
+        raise ImportError("selectd.scorers.heuristics._repetition is not built (reinstall with a C compiler)")
     return implementation == "compiled" or (implementation == "auto" and _compiled is not None)
 
 

@@ -14,13 +14,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from selectd.models.benchmark import (add_pass_arguments, add_provider_argument, add_reference_arguments,
-                                      alternating_passes, best_pass, clock_function, clock_name, comparison, emit,
-                                      finish_verify, pass_ratios, read_texts)
-from selectd.models.causal_lm.model import DEFAULT_MAX_TOKENS_PER_RUN, DEFAULT_WINDOW, MANIFEST_KIND, CausalLM
+from selectd.models.causal_lm.model import (DEFAULT_MAX_TOKENS_PER_RUN, DEFAULT_MIN_K_RATIO, DEFAULT_WINDOW,
+                                            MANIFEST_KIND, CausalLM, mean_cross_entropy, min_k_prob)
 from selectd.models.manifest import ModelLoadError
 from selectd.models.runtime import ExecutionProvider
-from selectd.scorers.causal_lm import DEFAULT_MIN_K_RATIO, mean_cross_entropy, min_k_prob
+from selectd.tools.benchmark import (add_pass_arguments, add_provider_argument, add_reference_arguments,
+                                     alternating_passes, best_pass, clock_function, clock_name, comparison, emit,
+                                     finish_verify, pass_ratios, read_texts)
 
 __all__ = ["MANIFEST_KIND", "add_export_arguments", "export", "add_verify_arguments", "verify",
            "add_bench_arguments", "bench"]
@@ -37,7 +37,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def export(args: argparse.Namespace) -> int:
-    from selectd.models.causal_lm import export as exporter
+    from selectd.tools.causal_lm import export as exporter
 
     try:
         manifest = exporter.export(args.checkpoint, args.out_dir)
@@ -81,7 +81,7 @@ def compare_model(model_dir: Path, checkpoint: Path, texts: Sequence[str], windo
     """
     import torch
 
-    from selectd.models.causal_lm.export import TorchReference
+    from selectd.tools.causal_lm.export import TorchReference
 
     torch.set_num_threads(1)
     model = CausalLM(model_dir, window=window, provider=provider)
@@ -159,7 +159,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 def bench(args: argparse.Namespace) -> int:
     import torch
 
-    from selectd.models.causal_lm.export import TorchReference
+    from selectd.tools.causal_lm.export import TorchReference
 
     try:
         args.clock = clock_name(args)

@@ -14,7 +14,6 @@ Checkpoints read:
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,14 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from selectd.models.hf_common import (
-    TOKENIZER_FILE, check_vocabulary, export_onnx, load_tokenizer, pad_batch, special_tokens,
-    tokenizer_id_count, tokenizer_pad_token,
-)
+from selectd.models.hf_common import check_vocabulary, load_tokenizer, pad_batch, special_tokens, tokenizer_id_count
 from selectd.models.manifest import Manifest, ModelLoadError, write_manifest
 from selectd.models.transformer.model import (CELADON_CLASSES, CELADON_HEADS, INPUT_NAMES, MANIFEST_KIND, Task,
                                               padded_logits)
-from selectd.models.transformer.quantize import DEFAULT_CALIBRATION_AGREEMENT, check_calibration_target, quantize_int8
+from selectd.tools.hf_export import copy_tokenizer, export_onnx, reference_device, tokenizer_pad_token
+from selectd.tools.transformer.quantize import DEFAULT_CALIBRATION_AGREEMENT, check_calibration_target, quantize_int8
 
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -147,22 +144,6 @@ def default_max_length(checkpoint: Path, config: Any) -> int:
     return positions
 
 
-def copy_tokenizer(checkpoint: Path, out_dir: Path) -> Path:
-    """``tokenizer.json`` from the checkpoint, or converted from its slow tokenizer files."""
-    target = out_dir / TOKENIZER_FILE
-    if (checkpoint / TOKENIZER_FILE).is_file():
-        shutil.copyfile(checkpoint / TOKENIZER_FILE, target)
-        return target
-    from transformers import AutoTokenizer
-
-    try:
-        fast = AutoTokenizer.from_pretrained(checkpoint, use_fast=True)
-        fast.backend_tokenizer.save(str(target))
-    except Exception as exc:  # transformers raises many types for missing / unconvertible vocabularies
-        raise ModelLoadError(f"{checkpoint}: no tokenizer.json and the tokenizer cannot be converted: {exc}") from exc
-    return target
-
-
 def export(checkpoint: Path | str, out_dir: Path | str, task: Task, quantize: str | None = None,
            max_length: int | None = None, head_names: Sequence[str] | None = None,
            calibration_texts: Sequence[str] | None = None,
@@ -223,15 +204,6 @@ def export(checkpoint: Path | str, out_dir: Path | str, task: Task, quantize: st
     metadata.update(onnx={"fp32": FP32_FILE, "int8": INT8_FILE}, default_precision="int8",
                     int8_quantization=plan.manifest_record())
     return write_manifest(out_dir, MANIFEST_KIND, metadata)
-
-
-def reference_device(name: str) -> torch.device:
-    """The device a PyTorch reference runs on: "cpu", or "cuda" where this PyTorch sees a GPU (a
-    load error otherwise, rather than a traceback in the middle of a bench)."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError("the PyTorch reference should run on cuda, but this PyTorch sees no CUDA device "
-                             f"(torch {torch.__version__})")
-    return torch.device(name)
 
 
 class TorchReference:

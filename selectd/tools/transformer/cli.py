@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from selectd.models.benchmark import (add_pass_arguments, add_provider_argument, add_reference_arguments,
-                                      alternating_passes, best_pass, clock_function, clock_name, comparison, emit,
-                                      finish_verify, pass_ratios, read_texts)
 from selectd.models.hf_common import token_capped_batches
 from selectd.models.manifest import ModelLoadError
 from selectd.models.runtime import ExecutionProvider
 from selectd.models.transformer.model import MANIFEST_KIND, TASKS, HFClassifier, decisions
-from selectd.models.transformer.quantize import DEFAULT_CALIBRATION_AGREEMENT, MAX_CALIBRATION_TEXTS
+from selectd.tools.benchmark import (add_pass_arguments, add_provider_argument, add_reference_arguments,
+                                     alternating_passes, best_pass, clock_function, clock_name, comparison, emit,
+                                     finish_verify, pass_ratios, read_texts)
+from selectd.tools.transformer.quantize import DEFAULT_CALIBRATION_AGREEMENT, MAX_CALIBRATION_TEXTS
 
 __all__ = ["MANIFEST_KIND", "add_export_arguments", "export", "add_verify_arguments", "verify",
            "add_bench_arguments", "bench"]
@@ -56,7 +56,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def export(args: argparse.Namespace) -> int:
-    from selectd.models.transformer import export as exporter
+    from selectd.tools.transformer import export as exporter
 
     try:
         calibration = (read_texts(args.calibration_texts, MAX_CALIBRATION_TEXTS)
@@ -99,7 +99,7 @@ def compare_with_reference(model_dir: Path, checkpoint: Path, texts: list[str], 
     """max |Δlogit| and decision agreement of every exported precision against PyTorch."""
     import torch
 
-    from selectd.models.transformer.export import TorchReference
+    from selectd.tools.transformer.export import TorchReference
 
     torch.set_num_threads(1)
     fp32 = HFClassifier(model_dir, precision="fp32", provider=provider)
@@ -161,7 +161,7 @@ def padded_tokens(model: HFClassifier, texts: list[str], batch_size: int) -> dic
 def bench(args: argparse.Namespace) -> int:
     import torch
 
-    from selectd.models.transformer.export import TorchReference
+    from selectd.tools.transformer.export import TorchReference
 
     try:
         args.clock = clock_name(args)

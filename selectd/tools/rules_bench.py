@@ -24,11 +24,11 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
-from selectd.models.benchmark import (add_clock_argument, clock_function, clock_name, comparison, emit, read_texts,
-                                      time_batches)
 from selectd.rules import Rule, first_failures
 from selectd.scorers.base import scorer_class
-from selectd.scorers.rules import tokenizer
+from selectd.text.vocabulary import reset_shared_tokenizer
+from selectd.tools.benchmark import (add_clock_argument, clock_function, clock_name, comparison, emit, read_texts,
+                                     time_batches)
 
 #: our scorer kind -> datatrove filter class name (in datatrove.pipeline.filters)
 REFERENCES = {
@@ -109,10 +109,10 @@ def _datatrove(kind: str) -> Callable[[Sequence[str]], list[str | None]]:
 def compare_filter(kind: str, warm_texts: Sequence[str], texts: Sequence[str], batch_size: int,
                    clock: Callable[[], float] = time.process_time) -> dict[str, Any]:
     """Timings and decision agreement of one filter on ``texts``."""
-    tokenizer.reset_shared_tokenizer()
+    reset_shared_tokenizer()
     cold = time_batches(f"selectd {kind} (cold cache)", _Recorder(_ours(kind), len(texts)), texts,
                         batch_size, repeat=1, warmup=0, clock=clock)
-    tokenizer.reset_shared_tokenizer()
+    reset_shared_tokenizer()
     ours = _Recorder(_ours(kind), len(texts))
     for start in range(0, len(warm_texts), batch_size):
         ours(warm_texts[start:start + batch_size])

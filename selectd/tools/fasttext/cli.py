@@ -9,9 +9,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from selectd import preprocess
-from selectd.models.benchmark import add_reference_arguments, comparison, emit, peak_rss_bytes, read_texts, time_batches
-from selectd.models.fasttext.model import MANIFEST_KIND, FastTextOnnx, export_model
+from selectd.models.fasttext.model import MANIFEST_KIND, FastTextOnnx
 from selectd.models.manifest import ModelLoadError
+from selectd.tools.benchmark import add_reference_arguments, comparison, emit, peak_rss_bytes, read_texts, time_batches
+from selectd.tools.fasttext.export import export_model
 
 __all__ = ["MANIFEST_KIND", "add_export_arguments", "export", "add_verify_arguments", "verify",
            "add_bench_arguments", "bench", "compare_with_native"]

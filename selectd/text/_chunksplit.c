@@ -1,7 +1,7 @@
 /* spaCy's English tokenizer on whitespace-free chunks, in C, for selectd's rule scorers.
  *
- * The same algorithm as tokenizer.py's EnglishSplitter (spaCy's _split_affixes, _attach_tokens and
- * _apply_special_cases, one chunk at a time). Nothing of spaCy's data is written here: tokenizer.py
+ * The same algorithm as affix_split.py's EnglishSplitter (spaCy's _split_affixes, _attach_tokens and
+ * _apply_special_cases, one chunk at a time). Nothing of spaCy's data is written here: byte_program.py
  * compiles the prefix, suffix and infix regexes to "programs" (ordered alternatives of
  * character-set steps, greedy single-character repeats, fixed-width lookarounds and anchors: what
  * those regexes are made of) and passes them in with the special cases and the special-case merge
@@ -10,12 +10,12 @@
  * 1 µs here, and unseen chunks are most of a rule scorer's time on real text.
  *
  * Splitter(prefix, suffix, infix, specials, merges, longest_merge, url_match, url_dots, url_tld)
- *   prefix, suffix, infix: (nodes, alternatives, sets, ranges) bytes packed by tokenizer.py's
+ *   prefix, suffix, infix: (nodes, alternatives, sets, ranges) bytes packed by byte_program.py's
  *     compile_program (layouts below)
  *   specials: list of (str, token lengths as uint32 bytes)
  *   merges: list of (tuple of str pieces, token lengths as uint32 bytes)
  *   longest_merge: most pieces in one merge key; url_match: callable(str) -> match or None
- *   url_dots, url_tld: what every URL contains (tokenizer.url_prefilter): at least url_dots '.', or
+ *   url_dots, url_tld: what every URL contains (byte_program.url_prefilter): at least url_dots '.', or
  *     a '.' and two characters of the set url_tld (a program of one set); url_dots 0: no prefilter
  * Splitter.split(chunk) -> tuple of token strings
  * Splitter.chunk_ids(chunks, out, chunk_index, vocab_ids, vocab_strings, pending_tokens,
@@ -41,7 +41,7 @@
 enum { OP_SET = 0, OP_REPEAT = 1, OP_BEGIN = 2, OP_END = 3, OP_BEHIND = 4, OP_AHEAD = 5 };
 #define UNBOUNDED 0xFFFFFFFFu
 
-/* layouts shared with tokenizer.py (struct "<2QII", "<II", "<BBHIII", "<IIiII") */
+/* layouts shared with byte_program.py (struct "<2QII", "<II", "<BBHIII", "<IIiII") */
 typedef struct {
     uint64_t ascii[2];              /* bitmap of the ASCII members */
     uint32_t first_range, n_ranges; /* the others: ranges[first_range .. first_range + n_ranges) */
@@ -203,7 +203,7 @@ static Py_ssize_t match_nodes(const Program *p, const Node *node, const Node *en
 }
 
 /* End of the first alternative (pattern order) matching at pos and, when ending_with >= 0, able
- * to end with that character; -1 when none. Every alternative consumes a character (tokenizer.py
+ * to end with that character; -1 when none. Every alternative consumes a character (byte_program.py
  * refuses the others), so none matches at hi. */
 static Py_ssize_t match_at(const Program *p, const Py_UCS4 *s, Py_ssize_t lo, Py_ssize_t hi,
                            Py_ssize_t pos, int64_t ending_with) {
@@ -225,7 +225,7 @@ static Py_ssize_t prefix_len(const Program *p, const Py_UCS4 *s, Py_ssize_t lo, 
     return matched < 0 ? 0 : matched - lo;
 }
 
-/* suffix_search: the leftmost match; every alternative is anchored at the end (tokenizer.py
+/* suffix_search: the leftmost match; every alternative is anchored at the end (byte_program.py
  * checks), so it ends at hi and starts no earlier than the widest alternative allows */
 static Py_ssize_t suffix_len(const Program *p, const Py_UCS4 *s, Py_ssize_t lo, Py_ssize_t hi) {
     if (hi <= lo) return 0;
@@ -539,7 +539,7 @@ static Py_ssize_t merge_special_cases(Splitter *self, const Py_UCS4 *s, Py_ssize
     for (Py_ssize_t m = 0; m < n_matches; m++) {
         const Match *match = &self->matches[m];
         if (!self->taken[match->start] && !self->taken[match->end - 1]) self->chosen[match->start] = match->end;
-        memset(self->taken + match->start, 1, (size_t)match->length);  /* as tokenizer.py: taken either way */
+        memset(self->taken + match->start, 1, (size_t)match->length);  /* as affix_split.py: taken either way */
     }
     Py_ssize_t merged = 0;
     for (Py_ssize_t index = 0; index < count;) {
@@ -991,7 +991,7 @@ static PyObject *token_features(PyObject *module, PyObject *args) {
             if (!has_alpha && Py_UNICODE_ISALPHA(c)) has_alpha = 1;
             if (!has_alnum && Py_UNICODE_ISALNUM(c)) has_alnum = 1;
         }
-        /* the sentencizer's enders are single characters (tokenizer.py checks) */
+        /* the sentencizer's enders are single characters (spaCy's default_punct_chars in spacy_tables.py) */
         int ends = len == 1 && contains(&enders, PyUnicode_READ(kind, data, 0));
         int all_punctuation = 0;  /* letters and digits are not in a punctuation category */
         if (!ends && !has_alnum) {
@@ -1037,7 +1037,7 @@ static PyMethodDef splitter_methods[] = {
 
 static PyTypeObject SplitterType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "selectd.scorers.rules._chunksplit.Splitter",
+    .tp_name = "selectd.text._chunksplit.Splitter",
     .tp_basicsize = sizeof(Splitter),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "spaCy's English tokenizer on whitespace-free chunks",

@@ -12,8 +12,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from selectd.scorers.base import Signals, register
-from selectd.scorers.rules.common import RuleOptions, RuleScorer, rule
-from selectd.scorers.rules.tokenizer import WordTokenizer
+from selectd.scorers.heuristics.common import RuleOptions, RuleScorer, rule
+from selectd.text.vocabulary import WordTokenizer
 
 CITATION_REGEX = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 END_PUNCTUATION = (".", "?", "!", '"', "'")
