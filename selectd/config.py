@@ -57,8 +57,15 @@ def _not_dots(name: str) -> str:
 TopicName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$"), AfterValidator(_not_dots)]
 
 
+def _split_commas(value: Any) -> Any:
+    """Kafka's own ``bootstrap.servers`` form, "host:port,host:port", as a list (what one shared
+    setting feeds to the daemon's ``--set``, KEDA's trigger and ``kafka-topics.sh`` alike)."""
+    return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+
 class KafkaSection(Section):
-    bootstrap_servers: list[str] = Field(min_length=1, description="host:port of brokers")
+    bootstrap_servers: Annotated[list[str], BeforeValidator(_split_commas)] = Field(
+        min_length=1, description="host:port of brokers: a list, or one comma-separated string")
     group_id: str = Field(min_length=1)
     input_topics: list[TopicName] = Field(min_length=1)
     client_id: str = "selectd"

