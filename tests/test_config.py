@@ -101,7 +101,7 @@ def test_secret_from_env_never_printed(tmp_path, monkeypatch):
     config = load_config(_write(tmp_path, text))
     assert config.kafka.sasl_password.get_secret_value() == "hunter2"
     assert "hunter2" not in repr(config) and "hunter2" not in str(config.model_dump())
-    from selectd.kafka_client import connection_kwargs
+    from selectd.kafka.settings import connection_kwargs
     kwargs = connection_kwargs(config.kafka)
     assert kwargs["sasl_plain_password"] == "hunter2" and kwargs["sasl_mechanism"] == "SCRAM-SHA-512"
     monkeypatch.delenv("SELECTD_TEST_PASSWORD")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from selectd.rules import Rule, first_failures
+from selectd.thresholds import Rule, first_failures
 from selectd.scorers import scorer_class, scorer_kinds
 
 from datatrove.pipeline import filters  # test extra: missing means a broken install, not a skip

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from selectd.demo.corpus import build_corpus
-from selectd.rules import Rule, first_failures
+from selectd.thresholds import Rule, first_failures
 from selectd.scorers import scorer_class
 from selectd.text.affix_split import EnglishSplitter
 

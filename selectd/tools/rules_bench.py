@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
-from selectd.rules import Rule, first_failures
+from selectd.thresholds import Rule, first_failures
 from selectd.scorers.base import scorer_class
 from selectd.text.vocabulary import reset_shared_tokenizer
 from selectd.tools.benchmark import (add_clock_argument, clock_function, clock_name, comparison, emit, read_texts,

@@ -23,7 +23,7 @@ class RuleOptions(ScorerOptions):
 
 
 class RuleScorer(Scorer):
-    """A datatrove filter's signals; its thresholds become :class:`selectd.rules.Rule` entries."""
+    """A datatrove filter's signals; its thresholds become :class:`selectd.thresholds.Rule` entries."""
 
     Options: ClassVar[type[RuleOptions]] = RuleOptions
     #: the datatrove class whose ``filter`` this scorer reproduces

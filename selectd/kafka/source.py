@@ -1,20 +1,39 @@
-"""Kafka source: a consumer in a group, batches bounded by count, bytes and linger time."""
+"""kafka-python source: a consumer in a group, batches bounded by count, bytes and linger time, and
+the assignment, commits and lag of this member (:class:`selectd.kafka.base.Source`).
+
+kafka-python's types (``TopicPartition``, ``OffsetAndMetadata``) and errors stay here: the commit
+loop sees ``(topic, partition)`` pairs, plain offsets and :class:`~selectd.kafka.base.BrokerError`.
+"""
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from collections import Counter
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
 
 from selectd.config import Config
-from selectd.kafka_client import connection_kwargs
+from selectd.kafka.base import BrokerError, CommitFailed, Partition
+from selectd.kafka.settings import consumer_kwargs
 from selectd.metrics import Metrics
-from selectd.parse import Record
+from selectd.records import Record
 
 log = logging.getLogger("selectd.source")
+
+
+def _broker_errors(method):
+    """kafka-python's errors out of ``method`` as :class:`BrokerError`."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except KafkaError as exc:
+            raise BrokerError(repr(exc)) from exc
+    return wrapper
 
 
 class AssignmentTracker(ConsumerRebalanceListener):
@@ -24,25 +43,25 @@ class AssignmentTracker(ConsumerRebalanceListener):
     def __init__(self, metrics: Metrics):
         self.metrics = metrics
         self._lock = threading.Lock()
-        self.assigned: set[TopicPartition] = set()
+        self.assigned: set[Partition] = set()
         self.joined = False  # an assignment (possibly empty) arrived: this member is in the group
 
     def on_partitions_revoked(self, revoked):
         with self._lock:
-            self.assigned -= set(revoked)
+            self.assigned -= {(tp.topic, tp.partition) for tp in revoked}
         self.metrics.rebalances.labels("revoked").inc()
         self.metrics.assigned_partitions.set(len(self.assigned))
         log.info("partitions revoked", extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in revoked)})
 
     def on_partitions_assigned(self, assigned):
         with self._lock:
-            self.assigned |= set(assigned)
+            self.assigned |= {(tp.topic, tp.partition) for tp in assigned}
             self.joined = True
         self.metrics.rebalances.labels("assigned").inc()
         self.metrics.assigned_partitions.set(len(self.assigned))
         log.info("partitions assigned", extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)})
 
-    def owned(self) -> set[TopicPartition]:
+    def owned(self) -> set[Partition]:
         with self._lock:
             return set(self.assigned)
 
@@ -51,22 +70,10 @@ class KafkaSource:
     def __init__(self, config: Config, metrics: Metrics):
         self.config = config
         self.metrics = metrics
-        kafka = config.kafka
-        self.consumer = KafkaConsumer(
-            **connection_kwargs(kafka),
-            group_id=kafka.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset=kafka.auto_offset_reset,
-            session_timeout_ms=kafka.session_timeout_ms,
-            heartbeat_interval_ms=kafka.heartbeat_interval_ms,
-            max_poll_interval_ms=kafka.max_poll_interval_ms,
-            fetch_max_bytes=kafka.fetch_max_bytes,
-            max_partition_fetch_bytes=kafka.max_partition_fetch_bytes,
-            max_poll_records=config.batch.max_docs,
-        )
+        self.consumer = KafkaConsumer(**consumer_kwargs(config))
         self.assignment = AssignmentTracker(metrics)
         self._lag_series: set[tuple[str, str]] = set()
-        self.consumer.subscribe(kafka.input_topics, listener=self.assignment)
+        self.consumer.subscribe(config.kafka.input_topics, listener=self.assignment)
 
     def poll_batch(self, stop: threading.Event) -> list[Record]:
         """Up to ``batch.max_docs`` records / ``batch.max_bytes`` bytes, waiting at most ``linger_ms``
@@ -86,7 +93,7 @@ class KafkaSource:
             if deadline is None:
                 deadline = time.monotonic() + limits.linger_ms / 1000
             for tp, messages in fetched.items():
-                for position, message in enumerate(messages):
+                for message in messages:
                     value_size = len(message.value) if message.value is not None else 0
                     if records and size + value_size > limits.max_bytes:
                         # Over the byte cap: give the rest of this partition back to the fetcher.
@@ -97,10 +104,9 @@ class KafkaSource:
                                           message.value, message.timestamp, list(message.headers or [])))
             if size >= limits.max_bytes:
                 break
-        for topic, count in Counter(record.topic for record in records).items():
-            self.metrics.documents_in.labels(topic).inc(count)
         return records
 
+    @_broker_errors
     def keep_alive(self) -> None:
         """Poll with every partition paused, so a slow batch does not exceed max_poll_interval_ms.
 
@@ -112,35 +118,55 @@ class KafkaSource:
         for tp, messages in fetched.items():
             self.consumer.seek(tp, messages[0].offset)
 
+    @_broker_errors
     def resume(self) -> None:
         self.consumer.resume(*self.consumer.paused())
 
+    @_broker_errors
     def rewind(self, records: list[Record]) -> None:
         """Seek every partition of an undelivered batch back to its first record, to retry it."""
-        first: dict[TopicPartition, int] = {}
+        first: dict[Partition, int] = {}
         for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            first[tp] = min(first.get(tp, record.offset), record.offset)
-        owned = self.assignment.owned()
-        for tp, offset in first.items():
-            if tp in owned:
-                self.consumer.seek(tp, offset)
+            key = (record.topic, record.partition)
+            first[key] = min(first.get(key, record.offset), record.offset)
+        owned = self.owned()
+        for (topic, partition), offset in first.items():
+            if (topic, partition) in owned:
+                self.consumer.seek(TopicPartition(topic, partition), offset)
 
-    def update_lag(self, committed: dict[TopicPartition, int]) -> None:
-        owned = self.assignment.owned()
+    def commit(self, offsets: dict[Partition, int]) -> None:
+        try:
+            self.consumer.commit({TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+                                  for (topic, partition), offset in offsets.items()})
+        except KafkaError as exc:
+            raise CommitFailed(repr(exc)) from exc
+
+    def owned(self) -> set[Partition]:
+        return self.assignment.owned()
+
+    @property
+    def joined(self) -> bool:
+        return self.assignment.joined
+
+    @_broker_errors
+    def update_lag(self, committed: dict[Partition, int]) -> None:
+        owned = self.owned()
         for labels in list(self._lag_series):
-            if TopicPartition(labels[0], int(labels[1])) not in owned:  # revoked: stop reporting its lag
+            if (labels[0], int(labels[1])) not in owned:  # revoked: stop reporting its lag
                 self.metrics.consumer_lag.remove(*labels)
                 self._lag_series.discard(labels)
         if not owned:
             return
-        ends = self.consumer.end_offsets(list(owned), timeout_ms=5000)
+        ends = self.consumer.end_offsets([TopicPartition(*key) for key in owned], timeout_ms=5000)
         for tp, end in ends.items():
-            position = committed.get(tp)
+            position = committed.get((tp.topic, tp.partition))
             if position is None:
                 position = self.consumer.position(tp, timeout_ms=5000)
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
             self._lag_series.add((tp.topic, str(tp.partition)))
+
+    def reconfigure(self, config: Config) -> None:
+        self.config = config
 
     def close(self) -> None:
         # Offsets were committed by the commit protocol; closing leaves the group at once.

@@ -2,9 +2,9 @@
 
 One batch in flight, the next one read meanwhile:
 
-1. **poll** a batch bounded by count, bytes and linger time (``KafkaSource.poll_batch``);
+1. **poll** a batch bounded by count, bytes and linger time (``Source.poll_batch``);
 2. **process and deliver** it on a worker thread: parse → cascade → router → produce, then wait
-   until the broker acknowledged every output (``KafkaSink.deliver``). Meanwhile the main thread
+   until the broker acknowledged every output (``Sink.deliver``). Meanwhile the main thread
    polls the *next* batch (so fetching overlaps processing, and the member keeps polling), then
    keeps polling with all partitions paused, so a slow model never exceeds
    ``max_poll_interval_ms`` and gets the member evicted;
@@ -19,7 +19,7 @@ Consequences:
   back to the batch start (the read-ahead batch is dropped with it) and retries after a capped
   exponential backoff; the daemon never exits for that, it reports not-ready.
 - A rebalance during a batch (kafka-python 3.0 runs the listener on its network thread, where a
-  blocking commit is impossible) only shrinks the owned set: outputs for revoked partitions are
+  blocking commit is impossible) only shrinks the owned set (``Source.owned``): outputs for revoked partitions are
   still delivered, their offsets are not committed, and the new owner re-reads them — duplicates,
   never loss. A read-ahead batch loses its records of revoked partitions before it starts.
 - SIGHUP: between batches, load the new config and models on the worker thread (polling paused
@@ -29,6 +29,14 @@ Consequences:
   exit 0 (a read-ahead batch not started yet stays uncommitted, for the next owner). If that
   takes longer than ``delivery.drain_timeout_s`` the batch is abandoned uncommitted and the exit
   code is 3 (at-least-once still holds).
+
+Between batches the loop also refreshes the lag gauges (every ``metrics.lag_interval_s``) and
+readiness, and logs a progress line (every ``logging.progress_interval_s``: documents in, outputs
+by outcome, input rate since the previous line).
+
+The loop sees the source only through :class:`selectd.kafka.base.Source` (``(topic, partition)``
+pairs, plain offsets, :class:`~selectd.kafka.base.BrokerError`) and the sink through
+:class:`selectd.sinks.base.Sink`, so any Kafka client that provides both runs under this protocol.
 """
 from __future__ import annotations
 
@@ -39,16 +47,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
-from kafka import TopicPartition
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
-
 from selectd.config import Config
+from selectd.kafka.base import BrokerError, CommitFailed, Partition, Source
 from selectd.metrics import Metrics
-from selectd.parse import Record
 from selectd.pipeline import Pipeline
-from selectd.sinks.kafka import DeliveryError, KafkaSink
-from selectd.sources.kafka import KafkaSource
+from selectd.records import Record
+from selectd.sinks.base import DeliveryError, Sink
 
 log = logging.getLogger("selectd.commit")
 
@@ -60,18 +64,14 @@ class DrainTimeout(Exception):
     pass
 
 
-class CommitFailed(Exception):
-    """The broker refused or never answered the offset commit of a delivered batch."""
-
-
-def offsets_to_commit(records: list[Record], owned: set[TopicPartition]) -> dict[TopicPartition, OffsetAndMetadata]:
+def offsets_to_commit(records: list[Record], owned: set[Partition]) -> dict[Partition, int]:
     """Next offset to read per owned partition of the batch (Kafka commits the *next* offset)."""
-    highest: dict[TopicPartition, int] = {}
+    highest: dict[Partition, int] = {}
     for record in records:
-        tp = TopicPartition(record.topic, record.partition)
-        if record.offset >= highest.get(tp, -1):
-            highest[tp] = record.offset
-    return {tp: OffsetAndMetadata(offset + 1, "", -1) for tp, offset in highest.items() if tp in owned}
+        key = (record.topic, record.partition)
+        if record.offset >= highest.get(key, -1):
+            highest[key] = record.offset
+    return {key: offset + 1 for key, offset in highest.items() if key in owned}
 
 
 @dataclass(slots=True)
@@ -83,7 +83,11 @@ class InFlightBatch:
 
 
 class CommitLoop:
-    def __init__(self, config: Config, pipeline: Pipeline, source: KafkaSource, sink: KafkaSink, metrics: Metrics):
+    """``build_pipeline`` loads the config and models again for a reload (SIGHUP); without it a
+    reload request is ignored."""
+
+    def __init__(self, config: Config, pipeline: Pipeline, source: Source, sink: Sink, metrics: Metrics,
+                 build_pipeline: Callable[[], Pipeline] | None = None):
         self.config = config
         self.pipeline = pipeline
         self.source = source
@@ -91,14 +95,15 @@ class CommitLoop:
         self.metrics = metrics
         self.stop = threading.Event()
         self.drain_deadline: float | None = None
-        self.committed: dict[TopicPartition, int] = {}
+        self.committed: dict[Partition, int] = {}
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="selectd-batch")
         self._backoff = 0.0
         self._broker_up = True
         self._next_lag_update = 0.0
-        self.on_batch = None  # optional callback(records, seconds), e.g. the embedded run's progress line
+        self._next_progress = 0.0
+        self._progress_mark: tuple[float, float] | None = None  # (monotonic time, documents in) of the last line
         self.reload_requested = threading.Event()
-        self.build_pipeline: Callable[[], Pipeline] | None = None  # loads config + models for a reload
+        self.build_pipeline = build_pipeline
 
     def request_stop(self) -> None:
         if not self.stop.is_set():
@@ -132,22 +137,19 @@ class CommitLoop:
             self._wait_keeping_alive(batch.future)
         finally:
             self.source.resume()
-        offsets = offsets_to_commit(batch.records, self.source.assignment.owned())
+        offsets = offsets_to_commit(batch.records, self.source.owned())
         if offsets:
             try:
-                self.source.consumer.commit(offsets)
-            except KafkaError as exc:
+                self.source.commit(offsets)
+            except CommitFailed:
                 self.metrics.commit_failures.inc()
-                raise CommitFailed(repr(exc)) from exc
+                raise
             self.metrics.commits.inc()
-            for tp, meta in offsets.items():
-                self.committed[tp] = meta.offset
+            self.committed.update(offsets)
         elapsed = time.perf_counter() - batch.started
         self.metrics.batch_size.observe(len(batch.records))
         self.metrics.batch_latency.observe(elapsed)
         self.metrics.mark_processed()
-        if self.on_batch:
-            self.on_batch(batch.records, elapsed)
 
     # --- reload ---------------------------------------------------------------------------------
     def _reload(self) -> None:
@@ -172,7 +174,7 @@ class CommitLoop:
         old = self.pipeline
         self.pipeline = new
         self.config = new.config.model_copy(update={"kafka": self.config.kafka})
-        self.source.config = self.config
+        self.source.reconfigure(self.config)
         old.close()
         self.metrics.model_reloads.labels("success").inc()
         log.info("reloaded", extra={"config_digest": new.config.digest, "stages": [s.name for s in new.cascade.stages]})
@@ -185,7 +187,7 @@ class CommitLoop:
 
     def _update_ready(self) -> None:
         # Models were loaded before the consumer existed; ready = in the group and broker reachable.
-        self.metrics.ready.set(1 if self._broker_up and self.source.assignment.joined else 0)
+        self.metrics.ready.set(1 if self._broker_up and self.source.joined else 0)
 
     def _on_broker_error(self, records: list[Record], exc: Exception) -> None:
         self._set_broker_up(False)
@@ -195,7 +197,7 @@ class CommitLoop:
                                                               "documents": len(records)})
         try:
             self.source.rewind(records)
-        except KafkaError as rewind_error:  # the partition may have moved meanwhile
+        except BrokerError as rewind_error:  # the partition may have moved meanwhile
             log.warning("rewind failed", extra={"error": repr(rewind_error)})
         self.stop.wait(self._backoff)
 
@@ -207,15 +209,31 @@ class CommitLoop:
         try:
             self.source.update_lag(self.committed)
             self._set_broker_up(True)
-        except KafkaError as exc:
+        except BrokerError as exc:
             self._set_broker_up(False)
             log.warning("lag refresh failed", extra={"error": repr(exc)[:300]})
+
+    def _log_progress(self) -> None:
+        """Every ``logging.progress_interval_s``: documents in and outputs by outcome so far (the
+        metrics' totals), and the input rate since the previous line."""
+        now = time.monotonic()
+        if now < self._next_progress:
+            return
+        self._next_progress = now + self.config.logging.progress_interval_s
+        documents_in = sum(self.metrics.totals("selectd_documents_in_total", ("topic",)).values())
+        if self._progress_mark is not None:
+            then, before = self._progress_mark
+            outputs = self.metrics.totals("selectd_documents_out_total", ("outcome",))
+            log.info("progress", extra={"documents_in": int(documents_in),
+                                        "outputs": {outcome: int(count) for outcome, count in sorted(outputs.items())},
+                                        "docs_per_s": round((documents_in - before) / max(now - then, 1e-9), 1)})
+        self._progress_mark = (now, documents_in)
 
     def _owned_only(self, records: list[Record]) -> list[Record]:
         """A read-ahead batch without the records of partitions revoked since they were fetched: the
         new owner reads them from the committed offset, so processing them here would only duplicate."""
-        owned = self.source.assignment.owned()
-        return [r for r in records if TopicPartition(r.topic, r.partition) in owned]
+        owned = self.source.owned()
+        return [r for r in records if (r.topic, r.partition) in owned]
 
     def run(self) -> int:
         log.info("consuming", extra={"topics": self.config.kafka.input_topics, "group": self.config.kafka.group_id})
@@ -229,7 +247,9 @@ class CommitLoop:
                     self._reload()
                 # While the worker processes the in-flight batch, read the next one.
                 records = self.source.poll_batch(self.stop)
+                self.metrics.count_consumed(records)
                 self._refresh_lag()
+                self._log_progress()
                 self._update_ready()
                 if in_flight is not None:
                     if self.stop.is_set():
@@ -258,7 +278,7 @@ class CommitLoop:
         read-ahead records are rewound, to be read again after the backoff."""
         try:
             self.complete(batch)
-        except (DeliveryError, CommitFailed, KafkaError) as exc:
+        except (DeliveryError, BrokerError) as exc:
             self._on_broker_error(batch.records + read_ahead, exc)
             return False
         self._backoff = 0.0
