@@ -13,6 +13,9 @@ from loadtest import harness
 from loadtest.harness import DaemonProcess, TopicNames
 from selectd.demo.broker import TansuBroker
 
+# the dedup oracles' session fixtures: the near-duplicate corpus, datatrove's MinHash pipeline run on it
+from dedup_reference import datatrove_minhash, dedup_corpus  # noqa: F401
+
 REPO = Path(__file__).resolve().parent.parent
 _names = itertools.count()
 

@@ -6,9 +6,10 @@ Same steps in the same order as datatrove: lowercase; numbers to ``0``; weekday 
 NFD with the combining marks (category Mn) dropped; strip. Each step is made cheaper without
 changing its result: ASCII text takes an ASCII-only number pattern and ``str.translate``'s ASCII
 fast path (other text a regex, 4x faster than ``translate`` with a dict there); whitespace is
-``str.split`` (which splits on exactly the characters ``re``'s ``\s`` matches); and only the
-non-ASCII runs are decomposed, since ASCII characters are starters that NFD neither changes nor
-reorders across. tests/test_dedup_minhash.py checks the steps against datatrove over all code points.
+``str.split`` (which splits on exactly the characters datatrove's ``re`` whitespace class
+matches); and only the non-ASCII runs are decomposed, since ASCII characters are starters that
+NFD neither changes nor reorders across. tests/test_dedup_minhash.py checks the steps against
+datatrove over all code points.
 """
 from __future__ import annotations
 

@@ -135,7 +135,8 @@ class SqliteTables:
     transaction. :class:`SqliteStore` keeps all keys in them; the Bloom store's journal keeps
     recent ones and prunes."""
 
-    def __init__(self, path: str | Path, what: str):
+    def __init__(self, path: str | Path, what: str, prunable: bool = False):
+        """``prunable``: index keys by document, for :meth:`prune`."""
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +146,7 @@ class SqliteTables:
                 raise sqlite3.OperationalError("WAL journal mode not available")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("BEGIN IMMEDIATE")  # takes the exclusive lock now: a second daemon fails here
-            self.db.executescript(_SCHEMA)  # commits
+            self.db.executescript(_SCHEMA + ("CREATE INDEX IF NOT EXISTS keys_doc ON keys(doc);" if prunable else ""))
             self.next_doc = self.db.execute("SELECT coalesce(max(n), 0) + 1 FROM docs").fetchone()[0]
             self.key_count = self.db.execute("SELECT value FROM meta WHERE name = 'keys'").fetchone()[0]
         except (sqlite3.Error, OSError) as exc:
@@ -173,6 +174,16 @@ class SqliteTables:
         self.db.executemany("INSERT INTO keys VALUES (?, ?)", zip(keys, (numbers[d] for d in claimed.values())))
         self.db.execute("UPDATE meta SET value = value + ? WHERE name = 'keys'", (len(claimed),))
         return self.next_doc + len(claimers)
+
+    def prune(self, below: int) -> None:
+        """Forget the documents numbered below ``below`` and their keys (in the caller's transaction)."""
+        self.db.execute("DELETE FROM keys WHERE doc < ?", (below,))
+        self.db.execute("DELETE FROM docs WHERE n < ?", (below,))
+
+    def keys_since(self, first: int) -> np.ndarray:
+        """The keys of documents numbered ``first`` and above (unsigned)."""
+        rows = self.db.execute("SELECT key FROM keys WHERE doc >= ?", (first,)).fetchall()
+        return np.fromiter((key for key, in rows), dtype=np.int64, count=len(rows)).view(np.uint64)
 
     def transaction(self, work):
         """Run ``work()`` in one write transaction, committed (and fsynced) before returning; on
