@@ -113,9 +113,10 @@ class BloomFilter:
         self.checkpoint = first_unsynced
 
     def close(self) -> None:
-        self.words.flush()
-        self.header.flush()
-        del self.words, self.header
+        if self.words is not None:
+            self.words.flush()
+            self.header.flush()
+            self.words = self.header = None  # unmaps once nothing else refers to them
 
 
 class BloomStore(DedupStore):

@@ -38,7 +38,8 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10) -> "RedisServer":
-        self.port = free_port()
+        """Start the server (again: on the same port and directory)."""
+        self.port = self.port or free_port()
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
