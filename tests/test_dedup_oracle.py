@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import collections
 
-import numpy as np
 import pytest
 
 from selectd.dedup.keys import ExactDedupOptions, ExactKeys, MinhashKeys
 from selectd.dedup.minhash import MinhashOptions
 from selectd.dedup.stage import Deduplicator
-from selectd.dedup.store import SqliteStore
+from selectd.dedup.local import LocalStore
 
 BATCH = 400
 
@@ -39,7 +38,7 @@ def stream(deduplicator: Deduplicator, docs: list[dict], batch: int = BATCH):
 
 @pytest.fixture(scope="module")
 def minhash_verdicts(dedup_corpus, tmp_path_factory):
-    store = SqliteStore(tmp_path_factory.mktemp("minhash") / "dedup.sqlite")
+    store = LocalStore(tmp_path_factory.mktemp("minhash"))
     verdicts = stream(Deduplicator(MinhashKeys(MinhashOptions()), store), dedup_corpus)
     store.close()
     return verdicts
@@ -151,7 +150,7 @@ def reference_exact(docs: list[dict], options: ExactDedupOptions) -> list[tuple[
 ], ids=["simplified", "whitespace", "none", "url", "text+url"])
 def test_exact_dedup_equals_direct_reference(dedup_corpus, tmp_path, options):
     expected = reference_exact(dedup_corpus, options)
-    with SqliteStore(tmp_path / "exact.sqlite") as store:
+    with LocalStore(tmp_path) as store:
         verdicts = stream(Deduplicator(ExactKeys(options), store), dedup_corpus)
     got = [None if v is None else (v.of, v.key) for v in verdicts]
     assert got == expected

@@ -3,6 +3,7 @@ batch, errors, replicas sharing Redis, and the Bloom store's measured false-posi
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -18,7 +19,8 @@ from selectd.dedup.minhash import MinhashOptions
 from selectd.dedup.redis_server import RedisServer, free_port
 from selectd.dedup.redis_store import RedisStore, RespClient
 from selectd.dedup.stage import StoreConfig, open_store
-from selectd.dedup.store import Match, SqliteStore, StoreError, StoreOpenError
+from selectd.dedup.local import LocalStore
+from selectd.dedup.store import Match, StoreError, StoreOpenError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,15 +38,15 @@ def redis_server():
         yield server
 
 
-@pytest.fixture(params=["sqlite", "redis", "bloom"])
+@pytest.fixture(params=["local", "redis", "bloom"])
 def open_test_store(request, tmp_path, redis_server):
     """A function (re)opening one fresh store of each kind at the same place."""
     prefix = f"t{free_port()}:"  # a fresh key space per test on the shared server
     opened = []
 
     def open_():
-        if request.param == "sqlite":
-            store = SqliteStore(tmp_path / "dedup.sqlite")
+        if request.param == "local":
+            store = LocalStore(tmp_path / "local")
         elif request.param == "redis":
             store = RedisStore(redis_server.url, prefix=prefix, bucket_bits=8)
         else:
@@ -69,7 +71,7 @@ def test_claim_semantics(open_test_store):
     # a document without keys is never a duplicate; large keys use all 64 bits
     assert store.claim(batch([], [2**64 - 1], [2**64 - 1]), ["h", "i", "j"]) == [None, None, Match(0, "i")]
     stats = store.stats()
-    assert (stats.documents, stats.keys) == (8, 9) and stats.bytes > 0
+    assert (stats.documents, stats.keys) == (8, 9) and stats.memory_bytes > 0
 
 
 def test_replay_is_recognised_as_itself_after_a_restart(open_test_store):
@@ -123,9 +125,8 @@ time.sleep(60)
 @pytest.mark.parametrize("kind", ["local", "bloom"])
 def test_keys_survive_kill_9_once_claim_returned(tmp_path, kind):
     """A daemon killed right after a batch's claim returned (the point where it commits the
-    offsets) still knows the batch's keys when it starts again. For the Bloom store the bit array
-    is also wiped, as if the pages since the last checkpoint never reached the disk: the journal
-    restores them."""
+    offsets) still knows the batch's keys when it starts again (the Bloom store's filter was saved
+    empty, before the batch: the journal restores its keys)."""
     config = StoreConfig(store=kind, path=tmp_path / "store", capacity=10_000)
     child = subprocess.Popen([sys.executable, "-c", CHILD.format(tests=str(REPO / "tests"), config=config.model_dump_json(),
                                                                  n=500)],
@@ -133,37 +134,43 @@ def test_keys_survive_kill_9_once_claim_returned(tmp_path, kind):
     assert child.stdout.readline() == b"claimed\n"
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
-    if kind == "bloom":
-        bits = tmp_path / "store" / "bloom.bits"
-        with open(bits, "r+b") as f:
-            f.seek(4096)
-            f.write(b"\0" * (bits.stat().st_size - 4096))
     with open_store(config) as store:
         matches = store.claim(batch(*[[k] for k in range(500)]), [f"other-{k}" for k in range(500)])
     assert matches == [Match(0, str(k)) for k in range(500)]
 
 
-def test_sqlite_disk_full_raises_and_changes_nothing(tmp_path):
-    with SqliteStore(tmp_path / "dedup.sqlite") as store:
+@pytest.mark.parametrize("kind", ["local", "bloom"])
+def test_disk_full_raises_and_keeps_nothing_of_the_batch(tmp_path, kind):
+    """A write refused by the file system (here: the file-size limit, EFBIG, as ENOSPC on a full
+    disk) raises StoreError; the log is left as it was, so the retried batch, and a restart,
+    decide as if the failed attempt never happened."""
+    config = StoreConfig(store=kind, path=tmp_path / "store", capacity=100_000)
+    big = batch(*[[k] for k in range(2, 5_000)])
+    with open_store(config) as store:
         store.claim(batch([1]), ["a"])
-        pages = store.tables.db.execute("PRAGMA page_count").fetchone()[0]
-        store.tables.db.execute(f"PRAGMA max_page_count = {pages}")  # SQLITE_FULL, as on a full disk
-        big = batch(*[[k] for k in range(2, 20_000)])
-        with pytest.raises(StoreError, match="full"):
-            store.claim(big, [str(k) for k in range(2, 20_000)])
-        store.tables.db.execute("PRAGMA max_page_count = 1073741823")
-        # the retried batch is decided as if the failed attempt never happened
-        assert store.claim(big, [f"retry-{k}" for k in range(2, 20_000)]) == [None] * 19_998
-        assert store.stats().documents == 19_999
+        log = next((tmp_path / "store").glob("*.log"))
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+        previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (log.stat().st_size + 1000, limit[1]))
+        try:
+            with pytest.raises(StoreError, match="cannot write"):
+                store.claim(big, [f"first-{k}" for k in range(2, 5_000)])
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+            signal.signal(signal.SIGXFSZ, previous)
+        assert store.claim(big, [str(k) for k in range(2, 5_000)]) == [None] * 4_998
+    with open_store(config) as store:
+        assert store.claim(batch([1], [4_000]), ["a", "x"]) == [None, Match(0, "4000")]
+        assert store.stats().documents == 4_999
 
 
 def test_store_open_errors(tmp_path, redis_server):
     (tmp_path / "file").write_text("not a directory")
     with pytest.raises(StoreOpenError, match="cannot open the dedup store"):
-        SqliteStore(tmp_path / "file" / "dedup.sqlite")
-    with SqliteStore(tmp_path / "held.sqlite"):
+        LocalStore(tmp_path / "file" / "local")
+    with LocalStore(tmp_path / "held"):
         with pytest.raises(StoreOpenError, match="another process holds it"):
-            SqliteStore(tmp_path / "held.sqlite")
+            LocalStore(tmp_path / "held")
     port = free_port()
     with pytest.raises(StoreOpenError, match=f"cannot open the dedup store at redis \\('127.0.0.1', {port}\\)"):
         RedisStore(f"redis://127.0.0.1:{port}/0", timeout_s=1)
@@ -263,10 +270,62 @@ def test_bloom_replay_outside_the_journal_is_a_duplicate_of_unknown(tmp_path):
 
 
 def test_open_store_builds_each_kind(tmp_path, redis_server):
-    stores = [open_store(StoreConfig(path=tmp_path / "local.sqlite")),
+    stores = [open_store(StoreConfig(path=tmp_path / "local")),
               open_store(StoreConfig(store="redis", url=redis_server.url, prefix="kinds:")),
               open_store(StoreConfig(store="bloom", path=tmp_path / "bloom", capacity=1000))]
-    assert [type(s) for s in stores] == [SqliteStore, RedisStore, BloomStore]
+    assert [type(s) for s in stores] == [LocalStore, RedisStore, BloomStore]
     for store in stores:
         assert store.claim(batch([1], [1]), ["a", "b"]) == [None, Match(0, "a")]
         store.close()
+
+
+def test_bloom_snapshots_bound_the_journal_and_survive_a_restart(tmp_path):
+    directory = tmp_path / "bloom"
+    options = dict(capacity=20_000, false_positive_rate=1e-6, journal_docs=300, checkpoint_keys=1_000)
+    with BloomStore(directory, **options) as store:
+        for start in range(0, 6_000, 200):
+            assert store.claim(batch(*[[k] for k in range(start, start + 200)]),
+                               [str(k) for k in range(start, start + 200)]) == [None] * 200
+        assert len(list(directory.glob("journal-*.log"))) <= 3  # older segments deleted after snapshots
+        assert store.stats().keys == 6_000
+        memory = store.stats().memory_bytes
+    assert memory < store.filter.words.nbytes + 12 * 2 * 300 + 1000  # filter + the window's keys
+    with BloomStore(directory, **options) as store:
+        assert store.stats().keys == 6_000
+        # the last batch replayed: recognised as itself; old documents' keys: seen, owner unknown;
+        # recent ones: their owner
+        assert store.claim(batch(*[[k] for k in range(5_800, 6_000)]),
+                           [str(k) for k in range(5_800, 6_000)]) == [None] * 200
+        assert store.claim(batch([5], [5_900], [6_001]), ["x", "y", "z"]) == [Match(0, None), Match(0, "5900"), None]
+
+
+def test_local_log_cut_at_a_torn_record(tmp_path):
+    with LocalStore(tmp_path) as store:
+        store.claim(batch([1], [2]), ["a", "b"])
+        store.claim(batch([3]), ["c"])
+    log = next(tmp_path.glob("dedup-*.log"))
+    whole = log.read_bytes()
+    log.write_bytes(whole[:-3])  # the last record torn, as by a power cut during its write
+    with LocalStore(tmp_path) as store:
+        assert log.stat().st_size < len(whole) - 3  # cut back to the last whole record
+        assert store.claim(batch([1], [3], [2]), ["x", "c", "y"]) == [Match(0, "a"), None, Match(0, "b")]
+    with LocalStore(tmp_path) as store:
+        assert store.claim(batch([3]), ["z"]) == [Match(0, "c")]
+
+
+def test_sorted_keys_equal_a_dictionary():
+    from selectd.dedup.keylog import SortedKeys
+
+    rng = np.random.default_rng(3)
+    index, reference = SortedKeys(), {}
+    for step in range(60):
+        keys = np.unique(rng.integers(0, 2**64, size=int(rng.integers(1, 400)), dtype=np.uint64))
+        keys = keys[[int(k) not in reference for k in keys]]
+        docs = np.full(len(keys), step, dtype=np.uint32)
+        index.add(keys, docs)
+        reference.update((int(k), step) for k in keys)
+    assert len(index.runs) <= 12 and len(index) == len(reference)
+    probe = np.concatenate([np.fromiter(reference, dtype=np.uint64)[::7], rng.integers(0, 2**64, 500, dtype=np.uint64)])
+    assert index.lookup(probe).tolist() == [reference.get(int(k), -1) for k in probe]
+    index.drop_before(30)
+    assert index.lookup(probe).tolist() == [d if (d := reference.get(int(k), -1)) >= 30 else -1 for k in probe]

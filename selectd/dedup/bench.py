@@ -9,10 +9,10 @@ million documents, latency and round trips per batch.
   warmed first (datatrove's first call loads spaCy), and the outputs are compared.
 - Stage: keys + claim against a fresh embedded store, CPU and wall time per document.
 - Stores: ``store_docs`` synthetic documents of 14 random keys (MinHash's band count, all new: the
-  largest a store grows per document) and 16-character ids, in batches; bytes on disk (SQLite,
-  Bloom: file sizes) or in the server (Redis: ``used_memory`` growth of a private server), scaled
-  to a million documents; per-batch wall latency; round trips per batch (Redis: counted by the
-  server). The Bloom store is sized for exactly these keys at ``bloom_document_rate`` per
+  largest a store grows per document) and 16-character ids, in batches; memory and disk (local
+  stores: their own accounting and file sizes; Redis: ``used_memory`` growth of a private
+  server) scaled to a million documents, bytes written to storage per document; per-batch wall
+  latency; round trips per batch (Redis: counted by the server). The Bloom store is sized for exactly these keys at ``bloom_document_rate`` per
   document, and its false-positive rate is then measured on fresh documents.
 """
 from __future__ import annotations
@@ -35,7 +35,8 @@ from selectd.dedup.minhash import MinhashOptions, MinhashSigner
 from selectd.dedup.redis_server import RedisServer
 from selectd.dedup.redis_store import RedisStore, RespClient
 from selectd.dedup.stage import Deduplicator
-from selectd.dedup.store import DedupStore, SqliteStore
+from selectd.dedup.local import LocalStore
+from selectd.dedup.store import DedupStore
 
 BANDS = 14
 
@@ -106,7 +107,7 @@ def measure_signatures(warm_texts: Sequence[str], texts: Sequence[str], batch_si
 
 def measure_stage(warm_texts: Sequence[str], texts: Sequence[str], batch_size: int = 1000) -> dict[str, Any]:
     """``minhash_dedup`` with the embedded store: keys + claim per batch, per document."""
-    with tempfile.TemporaryDirectory() as directory, SqliteStore(Path(directory) / "dedup.sqlite") as store:
+    with tempfile.TemporaryDirectory() as directory, LocalStore(directory) as store:
         deduplicator = Deduplicator(MinhashKeys(MinhashOptions()), store)
         for batch in _batches(warm_texts, batch_size):
             deduplicator.keys.derive(batch)  # warms the word cache only: nothing stored
@@ -141,20 +142,35 @@ def _fill(store: DedupStore, n_docs: int, batch_size: int) -> dict[str, Any]:
             "docs_per_s": n_docs / float(np.sum(latencies)), "round_trips_per_batch": store.round_trips / len(latencies)}
 
 
-def _per_million(n_bytes: int, n_docs: int) -> float:
-    return n_bytes / n_docs * 1e6
+def _written_bytes() -> int:
+    """Bytes this process has caused to be written to storage (Linux /proc/self/io; 0 elsewhere)."""
+    try:
+        with open("/proc/self/io") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("write_bytes:"))
+    except OSError:
+        return 0
+
+
+def _local_figures(store: DedupStore, n_docs: int, fill: dict[str, Any], written: int) -> dict[str, Any]:
+    stats = store.stats()
+    return {**fill, "disk_mb_per_million_docs": stats.disk_bytes / n_docs, "memory_mb_per_million_docs":
+            stats.memory_bytes / n_docs, "written_bytes_per_doc": written / n_docs}
 
 
 def measure_stores(n_docs: int = 200_000, batch_size: int = 1000, kinds: Sequence[str] = ("local", "redis", "bloom"),
                    bloom_document_rate: float = 1e-3) -> dict[str, Any]:
+    """Sizes are scaled to a million documents (bytes / n_docs * 1e6 / 1e6 = bytes per document)."""
     results: dict[str, Any] = {"documents": n_docs, "keys_per_document": BANDS, "batch_size": batch_size}
     with tempfile.TemporaryDirectory() as directory:
         directory = Path(directory)
         if "local" in kinds:
-            with SqliteStore(directory / "dedup.sqlite") as store:
+            written = _written_bytes()
+            with LocalStore(directory / "local") as store:
                 fill = _fill(store, n_docs, batch_size)
-                size = store.stats().bytes
-            results["local"] = {**fill, "bytes": size, "mb_per_million_docs": _per_million(size, n_docs) / 1e6}
+                results["local"] = _local_figures(store, n_docs, fill, _written_bytes() - written)
+            start = time.perf_counter()
+            LocalStore(directory / "local").close()  # a restart reads the log back into memory
+            results["local"]["reopen_s"] = time.perf_counter() - start
         if "redis" in kinds:
             bucket_bits = max(1, min(24, math.ceil(math.log2(max(2, n_docs * BANDS / 100)))))
             with RedisServer(directory / "redis") as server:
@@ -167,22 +183,25 @@ def measure_stores(n_docs: int = 200_000, batch_size: int = 1000, kinds: Sequenc
                 evalsha = int(next(line for line in stats.splitlines() if line.startswith("cmdstat_evalsha:"))
                               .split("calls=")[1].split(",")[0])
                 client.close()
-            results["redis"] = {**fill, "bucket_bits": bucket_bits, "bytes": used,
-                                "mb_per_million_docs": _per_million(used, n_docs) / 1e6,
+            results["redis"] = {**fill, "bucket_bits": bucket_bits, "memory_mb_per_million_docs": used / n_docs,
                                 "server_calls_per_batch": evalsha / fill["batches"]}
         if "bloom" in kinds:
             key_rate = key_rate_for_documents(bloom_document_rate, BANDS)
+            written = _written_bytes()
             with BloomStore(directory / "bloom", capacity=n_docs * BANDS, false_positive_rate=key_rate) as store:
                 fill = _fill(store, n_docs, batch_size)
-                size = store.stats().bytes
-                bits = store.filter.path.stat().st_size
+                results["bloom"] = _local_figures(store, n_docs, fill, _written_bytes() - written)
                 fresh = next(synthetic_batches(100_000, 100_000, seed=1))[0].keys
                 seen = store.filter.contains(fresh)
-            results["bloom"] = {**fill, "bytes": size, "filter_bytes": bits,
-                                "filter_mb_per_million_docs": _per_million(bits, n_docs) / 1e6,
-                                "document_rate_asked": bloom_document_rate, "key_rate_asked": key_rate,
-                                "key_rate_measured": float(seen.mean()),
-                                "document_rate_measured": float(seen.reshape(-1, BANDS).any(axis=1).mean())}
+                stats = store.stats()
+                filter_bytes = store.filter.words.nbytes
+            # the filter grows with the capacity asked; the journal window is a fixed amount
+            results["bloom"].update(filter_mb_per_million_docs=filter_bytes / n_docs,
+                                    window_memory_mb=(stats.memory_bytes - filter_bytes) / 1e6,
+                                    journal_disk_mb=(stats.disk_bytes - filter_bytes) / 1e6,
+                                    document_rate_asked=bloom_document_rate, key_rate_asked=key_rate,
+                                    key_rate_measured=float(seen.mean()),
+                                    document_rate_measured=float(seen.reshape(-1, BANDS).any(axis=1).mean()))
     return results
 
 
@@ -217,17 +236,26 @@ def format_report(report: dict[str, Any]) -> str:
                          f"{r['equal_signatures']}/{sig['texts']} signatures equal")
     lines.append(f"stage minhash_dedup + embedded store: {stage['cpu_us_per_doc']:.0f} us CPU / doc, "
                  f"{stage['wall_us_per_doc']:.0f} us wall / doc, {stage['round_trips_per_batch']:.0f} store round trip per batch")
-    lines.append(f"stores: {stores['documents']} documents x {stores['keys_per_document']} keys, "
-                 f"batches of {stores['batch_size']}")
+    lines.append(f"stores: {stores['documents']} documents x {stores['keys_per_document']} keys (all new), "
+                 f"batches of {stores['batch_size']}; MB per million documents")
     for kind in ("local", "redis", "bloom"):
         if kind not in stores:
             continue
         r = stores[kind]
-        size = (f"{r['mb_per_million_docs']:.0f} MB per million docs" if kind != "bloom" else
-                f"filter {r['filter_mb_per_million_docs']:.0f} MB per million docs (+ journal: {r['bytes'] / 1e6:.0f} MB "
-                f"in all); false positives per document asked {r['document_rate_asked']:g}, measured "
-                f"{r['document_rate_measured']:g} (per key {r['key_rate_asked']:.2g} / {r['key_rate_measured']:.2g})")
-        extra = f", bucket_bits {r['bucket_bits']}, {r['server_calls_per_batch']:.0f} server call / batch" if kind == "redis" else ""
+        if kind == "bloom":
+            size = (f"filter {r['filter_mb_per_million_docs']:.0f} (memory and disk) + journal window "
+                    f"{r['window_memory_mb']:.0f} MB memory, {r['journal_disk_mb']:.0f} MB disk (fixed)")
+        else:
+            size = f"memory {r['memory_mb_per_million_docs']:.0f}"
+        if kind == "local":
+            size += f", disk {r['disk_mb_per_million_docs']:.0f}"
+        if kind != "redis":
+            size += f", written {r['written_bytes_per_doc']:.0f} B/doc"
+        extra = {"local": lambda: f"; reopen {r['reopen_s']:.2f} s",
+                 "redis": lambda: f"; bucket_bits {r['bucket_bits']}, {r['server_calls_per_batch']:.0f} server call / batch",
+                 "bloom": lambda: (f"; false duplicates per document asked {r['document_rate_asked']:g}, measured "
+                                   f"{r['document_rate_measured']:g} (per key {r['key_rate_asked']:.2g} / "
+                                   f"{r['key_rate_measured']:.2g})")}[kind]()
         lines.append(f"  {kind:6s} {size}; batch {r['batch_ms_median']:.1f} ms median, {r['batch_ms_p99']:.1f} ms p99, "
                      f"{r['docs_per_s']:.0f} docs/s, {r['round_trips_per_batch']:.0f} round trip / batch{extra}")
     return "\n".join(lines)

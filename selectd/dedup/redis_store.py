@@ -235,7 +235,7 @@ class RedisStore(DedupStore):
             keys = self._count_keys()
         except RedisReplyError as exc:
             raise StoreError(f"redis {self.client.address}: {exc}") from exc
-        return StoreStats(docs, keys, used)
+        return StoreStats(docs, keys, 0, used)
 
     def _count_keys(self) -> int:
         """Stored keys: the sizes of all key hashes (a SCAN: for benchmarks and tests, not per batch)."""

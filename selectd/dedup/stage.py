@@ -17,7 +17,8 @@ from selectd.dedup.bloom import BloomStore
 from selectd.dedup.keys import ExactDedupOptions, ExactKeys, MinhashKeys
 from selectd.dedup.minhash import MinhashOptions
 from selectd.dedup.redis_store import RedisStore
-from selectd.dedup.store import DedupStore, SqliteStore
+from selectd.dedup.local import LocalStore
+from selectd.dedup.store import DedupStore
 
 #: stage type -> (its options model, its key derivation)
 STAGE_TYPES = {"exact_dedup": (ExactDedupOptions, ExactKeys), "minhash_dedup": (MinhashOptions, MinhashKeys)}
@@ -62,8 +63,9 @@ class StoreConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     store: Literal["local", "redis", "bloom"] = Field(
-        default="local", description="local: SQLite file; redis: a server shared by replicas; bloom: bounded local")
-    path: Path = Field(default=Path("dedup"), description="local: the SQLite file; bloom: its directory")
+        default="local", description="local: exact, on local disk; redis: a server shared by replicas; "
+        "bloom: local, bounded memory")
+    path: Path = Field(default=Path("dedup"), description="local, bloom: the store's directory (a volume in containers)")
     url: str | None = Field(default=None, description="redis: redis://[user:password@]host:port/db, rediss://, unix://")
     prefix: str = Field(default="selectd:dedup:", description="redis: prefix of every key this store writes")
     bucket_bits: int = Field(default=20, ge=1, le=24, description="redis: keys are grouped in 2^bits hashes; "
@@ -89,4 +91,4 @@ def open_store(config: StoreConfig) -> DedupStore:
         return RedisStore(config.url, config.prefix, config.bucket_bits, config.timeout_s)
     if config.store == "bloom":
         return BloomStore(config.path, config.capacity, config.false_positive_rate, config.journal_docs)
-    return SqliteStore(config.path)
+    return LocalStore(config.path)
