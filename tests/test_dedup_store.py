@@ -17,7 +17,7 @@ from selectd.dedup.bloom import BloomStore, key_rate_for_documents
 from selectd.dedup.keys import KeyBatch, MinhashKeys
 from selectd.dedup.minhash import MinhashOptions
 from selectd.dedup.redis_server import RedisServer, free_port
-from selectd.dedup.redis_store import RedisStore, RespClient
+from selectd.dedup.redis_store import RedisStore
 from selectd.dedup.stage import StoreConfig, open_store
 from selectd.dedup.local import LocalStore
 from selectd.dedup.store import Match, StoreError, StoreOpenError
@@ -93,20 +93,12 @@ def test_one_round_trip_per_batch(open_test_store, redis_server):
     keys = MinhashKeys(MinhashOptions())
     texts = [f"document {'x' * (i % 13)} {'y' * (i // 13)} says something about things and more words here"
              for i in range(300)]
-    calls_before = _evalsha_calls(redis_server)
+    calls_before = redis_server.command_calls("evalsha")
     for start in range(0, 300, 100):
         store.claim(keys.derive(texts[start:start + 100]), [str(i) for i in range(start, start + 100)])
     assert store.round_trips == 3
     if isinstance(store, RedisStore):  # counted by the server: one script call per batch
-        assert _evalsha_calls(redis_server) - calls_before == 3
-
-
-def _evalsha_calls(server: RedisServer) -> int:
-    client = RespClient(server.url, timeout_s=5)
-    stats = client.call("INFO", "commandstats").decode()
-    client.close()
-    line = next((line for line in stats.splitlines() if line.startswith("cmdstat_evalsha:")), "calls=0,")
-    return int(line.split("calls=")[1].split(",")[0])
+        assert redis_server.command_calls("evalsha") - calls_before == 3
 
 
 CHILD = """

@@ -33,7 +33,7 @@ from selectd.dedup.bloom import BloomStore, key_rate_for_documents
 from selectd.dedup.keys import KeyBatch, MinhashKeys
 from selectd.dedup.minhash import MinhashOptions, MinhashSigner
 from selectd.dedup.redis_server import RedisServer
-from selectd.dedup.redis_store import RedisStore, RespClient
+from selectd.dedup.redis_store import RedisStore
 from selectd.dedup.stage import Deduplicator
 from selectd.dedup.local import LocalStore
 from selectd.dedup.store import DedupStore
@@ -173,18 +173,14 @@ def measure_stores(n_docs: int = 200_000, batch_size: int = 1000, kinds: Sequenc
             results["local"]["reopen_s"] = time.perf_counter() - start
         if "redis" in kinds:
             bucket_bits = max(1, min(24, math.ceil(math.log2(max(2, n_docs * BANDS / 100)))))
-            with RedisServer(directory / "redis") as server:
-                client = RespClient(server.url, timeout_s=10)
-                before = _used_memory(client)
-                with RedisStore(server.url, bucket_bits=bucket_bits, timeout_s=60) as store:
-                    fill = _fill(store, n_docs, batch_size)
-                used = _used_memory(client) - before
-                stats = client.call("INFO", "commandstats").decode()
-                evalsha = int(next(line for line in stats.splitlines() if line.startswith("cmdstat_evalsha:"))
-                              .split("calls=")[1].split(",")[0])
-                client.close()
+            with RedisServer(directory / "redis") as server, \
+                    RedisStore(server.url, bucket_bits=bucket_bits, timeout_s=60) as store:
+                before = store.stats().memory_bytes
+                fill = _fill(store, n_docs, batch_size)
+                used = store.stats().memory_bytes - before
+                calls = server.command_calls("evalsha")
             results["redis"] = {**fill, "bucket_bits": bucket_bits, "memory_mb_per_million_docs": used / n_docs,
-                                "server_calls_per_batch": evalsha / fill["batches"]}
+                                "server_calls_per_batch": calls / fill["batches"]}
         if "bloom" in kinds:
             key_rate = key_rate_for_documents(bloom_document_rate, BANDS)
             written = _written_bytes()
@@ -203,11 +199,6 @@ def measure_stores(n_docs: int = 200_000, batch_size: int = 1000, kinds: Sequenc
                                     key_rate_measured=float(seen.mean()),
                                     document_rate_measured=float(seen.reshape(-1, BANDS).any(axis=1).mean()))
     return results
-
-
-def _used_memory(client: RespClient) -> int:
-    memory = client.call("INFO", "memory").decode()
-    return int(next(line for line in memory.splitlines() if line.startswith("used_memory:")).split(":")[1])
 
 
 def measure(texts: Sequence[str], warm_texts: int | None = None, batch_size: int = 1000, store_docs: int = 200_000,

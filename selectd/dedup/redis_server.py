@@ -59,6 +59,16 @@ class RedisServer:
                     raise RuntimeError(f"redis-server did not start on port {self.port}:\n{log}")
                 time.sleep(0.05)
 
+    def command_calls(self, command: str) -> int:
+        """How many times the server has run ``command`` (``INFO commandstats``)."""
+        client = RespClient(self.url, timeout_s=5)
+        try:
+            stats = client.call("INFO", "commandstats").decode()
+        finally:
+            client.close()
+        line = next((line for line in stats.splitlines() if line.startswith(f"cmdstat_{command.lower()}:")), "calls=0,")
+        return int(line.split("calls=")[1].split(",")[0])
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
