@@ -18,6 +18,7 @@ the levels of an LSM tree, in memory); a batch lookup is one ``searchsorted`` pe
 from __future__ import annotations
 
 import fcntl
+import mmap
 import os
 import struct
 import zlib
@@ -143,8 +144,8 @@ class KeyLog:
         started = False  # numbering starts at the first record kept (older segments may be deleted)
         for segment in self.segments:
             path = self._path(segment)
-            with open(path, "rb") as f:
-                data = f.read()
+            with open(path, "rb") as f:  # mapped, not read: a segment can be gigabytes
+                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(f.fileno()).st_size else b""
             position = 0
             while position + _HEADER.size <= len(data):
                 magic, n_docs, n_keys, first_doc, size, crc = _HEADER.unpack_from(data, position)
@@ -161,7 +162,10 @@ class KeyLog:
                 self._locate(segment, position + _HEADER.size + 12 * n_keys + 4 * n_docs, record.ids)
                 apply(record)
                 position += _HEADER.size + size
-            if position != len(data):  # a torn or corrupt tail: keep what is whole
+            size = len(data)
+            if isinstance(data, mmap.mmap):
+                data.close()
+            if position != size:  # a torn or corrupt tail: keep what is whole
                 os.truncate(path, position)
         if not self.segments:
             self.segments = [1]
