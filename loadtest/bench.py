@@ -43,9 +43,11 @@ from typing import Sequence
 import orjson
 
 from loadtest.reporter import Report, measure
+from selectd.demo import configs
 from selectd.demo.broker import TansuBroker
 from selectd.demo.corpus import build_corpus
 from selectd.demo.embedded import DEMO_MODELS, ensure_models
+from selectd.kafka.admin import ensure_topics, produce
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "deploy" / "selectd.example.toml"
@@ -127,24 +129,6 @@ def stage_costs(config: Path, values: list[bytes], workdir: Path, warmup: int = 
              "us_per_input_doc": seconds[name] / len(measured) * 1e6} for name in seconds]
 
 
-def create(bootstrap: str, topics: dict[str, int]) -> None:
-    from kafka.admin import KafkaAdminClient, NewTopic
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(name, partitions, 1) for name, partitions in topics.items()])
-    admin.close()
-
-
-def produce_all(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=1 << 20, max_request_size=8 << 20)
-    for index, value in enumerate(values):
-        producer.send(topic, key=f"bench-{index}".encode(), value=value)
-    producer.flush()
-    producer.close()
-
-
 def daemon_config(path: Path, bootstrap: str, tag: str, stages_from: Path | None) -> tuple[Path, list[str]]:
     """A config for one measurement: the example's (or no) stages, this run's topics and group."""
     import tomllib
@@ -158,41 +142,12 @@ def daemon_config(path: Path, bootstrap: str, tag: str, stages_from: Path | None
     outputs = [f"{tag}-accepted", f"{tag}-rejected", f"{tag}-dlq"] + [f"{tag}-route-{i}" for i in range(len(base["routes"]))]
     for i, route in enumerate(base["routes"]):
         route["topic"] = outputs[3 + i]
-    base["kafka"].update(bootstrap_servers=[bootstrap], group_id=f"{tag}-group", input_topics=[f"{tag}-in"],
-                         max_poll_interval_ms=5000, session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=1000)
     base["topics"].update(accepted=outputs[0], rejected=outputs[1], dlq=outputs[2])
     base["metrics"].update(port=0)
     base["logging"].update(level="INFO", format="json")  # the bench reads the assignment events
-    path.write_text(_to_toml(base))
-    return path, outputs
-
-
-def _to_toml(data: dict) -> str:
-    """Enough TOML for selectd configs: tables, arrays of tables, scalars, lists, inline tables."""
-    def value(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + " }"
-        raise TypeError(type(v))
-
-    lines = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, (dict, list)) or
-             (isinstance(v, list) and not (v and isinstance(v[0], dict)))]
-    for key, table in data.items():
-        if isinstance(table, dict):
-            lines.append(f"\n[{key}]")
-            lines += [f"{k} = {value(v)}" for k, v in table.items()]
-        elif isinstance(table, list) and table and isinstance(table[0], dict):
-            for item in table:
-                lines.append(f"\n[[{key}]]")
-                lines += [f"{k} = {value(v)}" for k, v in item.items()]
-    return "\n".join(lines) + "\n"
+    config = configs.on_broker(base, bootstrap, group_id=f"{tag}-group", input_topics=[f"{tag}-in"],
+                               session_timeout_ms=SESSION_TIMEOUT_MS)
+    return configs.write_config(path, config), outputs
 
 
 @dataclass(frozen=True)
@@ -304,14 +259,15 @@ def run_kafka_row(bootstrap: str, broker_pid: int, values: list[bytes], workdir:
     else:
         config, outputs = daemon_config(workdir / f"{tag}.toml", bootstrap, tag, stages_from if row.cascade else None)
         command = [sys.executable, "-m", "selectd.cli", "run", "--config", str(config)]
-    create(bootstrap, {source: partitions, **{t: 1 for t in outputs}})
+    ensure_topics(bootstrap, {source: partitions, **{t: 1 for t in outputs}})
     logs = [workdir / f"{tag}-{i}.log" for i in range(row.processes)]
     children = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(log, "wb")) for log in logs]
     try:
         wait_for_assignment(children, logs, {f"{source}:{p}" for p in range(partitions)})
         for child in children:
             child.send_signal(signal.SIGSTOP)
-        produce_all(bootstrap, source, values)
+        produce(bootstrap, source, ((f"bench-{index}".encode(), value) for index, value in enumerate(values)),
+                max_request_size=8 << 20)
         pids = {f"consumer{i}": child.pid for i, child in enumerate(children)} | {"broker": broker_pid,
                                                                                   "bench": os.getpid()}
         before = {name: process_cpu_s(pid) for name, pid in pids.items()}

@@ -8,12 +8,16 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import orjson
+
+from selectd.demo import configs
+from selectd.kafka.admin import ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,48 +66,34 @@ class TopicNames:
         return f"{self.tag}-group"
 
     def create(self, bootstrap: str) -> None:
-        from selectd.config import KafkaSection
-        from selectd.kafka_client import ensure_topics
-
-        kafka = KafkaSection(bootstrap_servers=[bootstrap], group_id="admin", input_topics=[self.input])
-        ensure_topics(kafka, {self.input: self.partitions, **{topic: 1 for topic in self.outputs.values()}})
+        ensure_topics(bootstrap, {self.input: self.partitions, **{topic: 1 for topic in self.outputs.values()}})
 
 
 def write_config(path: Path, bootstrap: str, names: TopicNames, extra: str = "", stages: str = RULE_STAGES,
                  top: str = "", max_docs: int = 200, kafka: str = "", metrics: str = "",
                  delivery: str = "broker_backoff_max_s = 2.0") -> Path:
-    """A daemon config for these topics, with the short group timeouts Tansu needs for quick joins;
-    ``extra`` adds tables, ``top`` top-level keys, ``kafka``, ``metrics`` and ``delivery`` more keys
-    of those tables (an empty ``delivery`` leaves the [delivery] table out)."""
-    delivery_table = f"[delivery]\n{delivery}\n" if delivery else ""
-    path.write_text(f"""{top}
-[kafka]
-bootstrap_servers = ["{bootstrap}"]
-group_id = "{names.group}"
-input_topics = ["{names.input}"]
-max_poll_interval_ms = 5000
-session_timeout_ms = 6000
-heartbeat_interval_ms = 1000
-{kafka}
-[topics]
-accepted = "{names.accepted}"
-rejected = "{names.rejected}"
-dlq = "{names.dlq}"
+    """A daemon config for these topics on a local broker (:func:`selectd.demo.configs.on_broker`);
+    the TOML snippets add to it: ``top`` top-level keys, ``kafka``, ``metrics`` and ``delivery`` keys
+    of those tables (an empty ``delivery`` leaves the [delivery] table out), ``extra`` more tables,
+    ``stages`` the [[stages]] entries."""
+    data = _merged(tomllib.loads(top), {
+        "kafka": {"group_id": names.group, "input_topics": [names.input]},
+        "topics": {"accepted": names.accepted, "rejected": names.rejected, "dlq": names.dlq},
+        "metrics": {"port": 0, **tomllib.loads(metrics)},
+        "batch": {"max_docs": max_docs, "linger_ms": 50},
+        **({"delivery": tomllib.loads(delivery)} if delivery else {}),
+        "logging": {"format": "json"},
+    }, tomllib.loads(extra + "\n" + stages))
+    return configs.write_config(path, configs.on_broker(data, bootstrap, **tomllib.loads(kafka)))
 
-[metrics]
-port = 0
-{metrics}
-[batch]
-max_docs = {max_docs}
-linger_ms = 50
 
-{delivery_table}
-[logging]
-format = "json"
-{extra}
-{stages}
-""")
-    return path
+def _merged(*tables: dict) -> dict:
+    """The tables merged key by key, later ones winning, nested tables merged too."""
+    out: dict = {}
+    for table in tables:
+        for key, value in table.items():
+            out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def document(prefix: str, i: int) -> tuple[bytes, bytes]:

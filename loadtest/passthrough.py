@@ -23,8 +23,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
 from selectd.config import KafkaSection
-from selectd.parse import Record
-from selectd.router import source_headers
+from selectd.records import Record, source_headers
 
 
 class LoggedAssignment(ConsumerRebalanceListener):

@@ -3,7 +3,7 @@
     python -m loadtest.poison --bad 10000 --out poison.jsonl   # a description of every message (no payloads)
 
 Every message carries what the daemon must do with it: ``expected`` is ``"routed"`` (a good document:
-accepted or rejected by the cascade) or a DLQ reason from ``selectd.parse.DLQ_REASONS``. The checks
+accepted or rejected by the cascade) or a DLQ reason from ``selectd.records.DLQ_REASONS``. The checks
 (:func:`check_outputs`) match outputs to inputs by the ``selectd.source.partition/offset`` headers, so
 messages with no key, empty keys or odd keys are tracked as reliably as the others.
 

@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from selectd.models.causal_lm.export import export
-    from selectd.models.causal_lm.train import build_color_pair
+    from selectd.tools.causal_lm.export import export
+    from selectd.tools.causal_lm.train import build_color_pair
 
     torch.set_num_threads(args.threads)
     records = read_corpus(args.corpus, args.corpus_docs)

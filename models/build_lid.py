@@ -14,7 +14,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from selectd.models.fasttext.model import export_model
+from selectd.tools.fasttext.export import export_model
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "lid176"
 

@@ -33,7 +33,7 @@ from typing import Callable, NamedTuple
 import orjson
 
 from selectd import preprocess
-from selectd.models.fasttext.model import export_model
+from selectd.tools.fasttext.export import export_model
 
 MODELS = Path(__file__).resolve().parent
 #: DCLM's fastText arguments (the bucket count is fastText's default, like DCLM's and PreSelect's)

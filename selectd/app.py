@@ -11,16 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from selectd.commit import CommitLoop
 from selectd.config import Config
+from selectd.kafka.commit import CommitLoop
+from selectd.kafka.sink import KafkaSink
+from selectd.kafka.source import KafkaSource
 from selectd.metrics import OUTCOMES, Metrics
-from selectd.parse import Record
 from selectd.pipeline import Pipeline
 from selectd.server import start_http_server
 from selectd.sinks.jsonl import JsonlSink
-from selectd.sinks.kafka import KafkaSink
 from selectd.sources.jsonl import read_batches
-from selectd.sources.kafka import KafkaSource
 
 log = logging.getLogger("selectd")
 
@@ -52,10 +51,10 @@ class Summary:
 
     @classmethod
     def from_metrics(cls, metrics: Metrics, seconds: float) -> "Summary":
-        return cls(sum(_totals(metrics, "selectd_documents_in_total", ("topic",)).values()),
-                   _totals(metrics, "selectd_documents_out_total", ("outcome",)),
-                   _totals(metrics, "selectd_rejections_total", ("stage", "reason")),
-                   _totals(metrics, "selectd_dead_letters_total", ("reason",)), seconds)
+        return cls(sum(metrics.totals("selectd_documents_in_total", ("topic",)).values()),
+                   metrics.totals("selectd_documents_out_total", ("outcome",)),
+                   metrics.totals("selectd_rejections_total", ("stage", "reason")),
+                   metrics.totals("selectd_dead_letters_total", ("reason",)), seconds)
 
     def lines(self) -> list[str]:
         rate = self.documents_in / self.seconds if self.seconds else 0.0
@@ -69,19 +68,7 @@ class Summary:
         return out
 
 
-def _totals(metrics: Metrics, family: str, labels: tuple[str, ...]) -> dict[str, float]:
-    """Non-zero sample values of a counter family, summed by the given labels (joined by '/')."""
-    out: dict[str, float] = {}
-    for metric in metrics.registry.collect():
-        for sample in metric.samples:
-            if sample.name == family and sample.value:
-                key = "/".join(sample.labels[label] for label in labels)
-                out[key] = out.get(key, 0) + sample.value
-    return out
-
-
-def run_daemon(config: Config, reload_config: Callable[[], Config] | None = None,
-               on_batch: Callable[[list[Record], float], None] | None = None) -> int:
+def run_daemon(config: Config, reload_config: Callable[[], Config] | None = None) -> int:
     """The daemon. Returns the process exit code. ``reload_config`` re-reads the config on SIGHUP."""
     metrics = new_metrics(config)
     with ExitStack() as stack:
@@ -99,10 +86,8 @@ def run_daemon(config: Config, reload_config: Callable[[], Config] | None = None
         stack.callback(sink.close)
         source = KafkaSource(config, metrics)
         stack.callback(source.close)
-        loop = CommitLoop(config, pipeline, source, sink, metrics)
-        loop.on_batch = on_batch
-        if reload_config:
-            loop.build_pipeline = lambda: _reloaded_pipeline(reload_config, metrics)
+        build_pipeline = (lambda: _reloaded_pipeline(reload_config, metrics)) if reload_config else None
+        loop = CommitLoop(config, pipeline, source, sink, metrics, build_pipeline)
         stack.callback(lambda: loop.pipeline.close())  # the pipeline running at exit (SIGHUP swaps it)
         _install_signal_handlers(loop)
         code = loop.run()
@@ -152,12 +137,10 @@ def score_file(config: Config, in_path: Path, out_path: Path, attributes_path: P
         with ExitStack() as stack:
             main = stack.enter_context(open(out_path, "wb"))
             attributes = stack.enter_context(open(attributes_path, "wb")) if attributes_path else None
-            sink = JsonlSink(main, attributes)
+            sink = JsonlSink(metrics, main, attributes)
             for records in read_batches(in_path, batch_size or config.batch.max_docs):
-                metrics.documents_in.labels(records[0].topic).inc(len(records))
-                outputs = pipeline.process(records)
-                sink.write(outputs)
-                metrics.count_delivered(outputs)
+                metrics.count_consumed(records)
+                sink.deliver(pipeline.process(records))
     finally:
         pipeline.close()
     return Summary.from_metrics(metrics, time.perf_counter() - began)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from selectd.config import ConfigError, StageConfig
-from selectd.rules import Rule, first_failures
+from selectd.thresholds import Rule, first_failures
 from selectd.scorers.base import Scorer, scorer_class
 from selectd.selection import Selector
 

@@ -95,36 +95,32 @@ def cmd_demo(args) -> int:
     return run_embedded(docs=args.docs, partitions=args.partitions, keep=args.keep_running, workdir=args.workdir)
 
 
-def _family_command(parser_group, verb: str) -> None:
-    from selectd.models.families import FAMILIES, family
+def cmd_export(args) -> int:
+    from selectd.tools.families import run_family_command
 
-    for name in FAMILIES:
-        module = family(name)
-        add = getattr(module, f"add_{verb}_arguments", None)
-        run = getattr(module, verb, None)
-        if add is None or run is None:
-            continue
-        summary = (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else None
-        # argparse %-formats help strings; a docstring such as "Min-K% Prob" must not be read as one.
-        sub = parser_group.add_parser(name, help=summary.replace("%", "%%") if summary else None)
-        add(sub)
-        sub.set_defaults(func=run)
+    return run_family_command("export", args.rest)
 
 
 def cmd_verify(args) -> int:
-    from selectd.models.families import family_for_kind
-    from selectd.models.manifest import ModelLoadError, load_manifest
+    from selectd.tools.families import run_verify
 
-    try:
-        manifest = load_manifest(args.model_dir, verify=False)
-        module = family_for_kind(manifest.kind)
-    except (ModelLoadError, ValueError) as exc:
-        print(f"selectd verify: {exc}", file=sys.stderr)
-        return 2
-    family_parser = argparse.ArgumentParser(prog=f"selectd verify {args.model_dir}")
-    module.add_verify_arguments(family_parser)
-    family_args = family_parser.parse_args([str(args.model_dir), *args.rest])
-    return module.verify(family_args)
+    return run_verify(args.model_dir, args.rest)
+
+
+def cmd_bench(args) -> int:
+    from selectd.tools.families import run_family_command
+
+    return run_family_command("bench", args.rest)
+
+
+def _add_tool_command(sub, name: str, help: str, func) -> None:
+    """A command whose arguments ``selectd.tools`` parses: everything after ``name``, options and
+    --help included, lands untouched in ``args.rest``. Declaring no option prefix (a NUL, which
+    no argument can contain) keeps argparse from reading any of them as this parser's options; the
+    family parsers are built only when the command runs, so other commands never import the tools."""
+    p = sub.add_parser(name, help=help, add_help=False, prefix_chars="\0")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=func)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,16 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-running", action="store_true", help="keep the daemon up after the corpus is done (Ctrl-C stops)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("export", help="convert a model to ONNX + manifest")
-    _family_command(p.add_subparsers(dest="family", required=True), "export")
+    _add_tool_command(sub, "export", "convert a model to ONNX + manifest", cmd_export)
 
     p = sub.add_parser("verify", help="compare an exported model with its reference")
     p.add_argument("model_dir", type=Path)
     p.add_argument("rest", nargs=argparse.REMAINDER, help="family options, e.g. --against MODEL --texts FILE.jsonl")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("bench", help="docs/s of ours vs the reference, same texts, same run")
-    _family_command(p.add_subparsers(dest="family", required=True), "bench")
+    _add_tool_command(sub, "bench", "docs/s of ours vs the reference, same texts, same run", cmd_bench)
     return parser
 
 

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
                       field_validator, model_validator)
 
-from selectd.rules import Rule
+from selectd.thresholds import Rule
 
 
 class Section(BaseModel):
@@ -57,8 +57,15 @@ def _not_dots(name: str) -> str:
 TopicName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$"), AfterValidator(_not_dots)]
 
 
+def _split_commas(value: Any) -> Any:
+    """Kafka's own ``bootstrap.servers`` form, "host:port,host:port", as a list (what one shared
+    setting feeds to the daemon's ``--set``, KEDA's trigger and ``kafka-topics.sh`` alike)."""
+    return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+
 class KafkaSection(Section):
-    bootstrap_servers: list[str] = Field(min_length=1, description="host:port of brokers")
+    bootstrap_servers: Annotated[list[str], BeforeValidator(_split_commas)] = Field(
+        min_length=1, description="host:port of brokers: a list, or one comma-separated string")
     group_id: str = Field(min_length=1)
     input_topics: list[TopicName] = Field(min_length=1)
     client_id: str = "selectd"
@@ -140,9 +147,9 @@ class SelectionConfig(Section):
     """Streaming selection on one signal: keep the top ``keep_fraction`` of the stream."""
     signal: str
     keep_fraction: float = Field(gt=0, le=1)
-    method: Literal["running_quantile", "window_top"] = "running_quantile"
+    method: Literal["running_quantile", "window_top"] = Field(
+        default="running_quantile", description="window_top: the top fraction of each batch reaching the stage")
     weight: Literal["docs", "chars"] = Field(default="docs", description="chars: fraction of characters (PreSelect)")
-    window: int = Field(default=1000, ge=1, description="window_top: documents per window")
     warmup_docs: int = Field(default=1000, ge=0, description="running_quantile: keep everything until this many seen")
     reason: str = "below_selection_threshold"
 
@@ -210,15 +217,24 @@ class Config(Section):
         return self
 
 
+#: keys that existed once, by path (list indices as ``[]``), with what to do instead: check-config says
+#: so rather than "unknown key"
+REMOVED_KEYS = {
+    "stages[].select.window": "removed: window_top's window is the batch reaching the stage (size it with "
+                              "batch.max_docs); delete this key",
+}
+
+
 class ConfigError(Exception):
     """A config that cannot be used; ``str()`` is one line per problem, each naming its key path."""
 
 
-def _path(loc: tuple[Any, ...]) -> str:
+def _path(loc: tuple[Any, ...], any_index: bool = False) -> str:
+    """``stages[1].options.model_dir``; with ``any_index``, ``stages[].options.model_dir``."""
     out = ""
     for part in loc:
         if isinstance(part, int):
-            out += f"[{part}]"
+            out += "[]" if any_index else f"[{part}]"
         else:
             out += ("." if out else "") + str(part)
     return out or "(top level)"
@@ -231,7 +247,7 @@ def explain(error: ValidationError, prefix: tuple[Any, ...] = ()) -> str:
         loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = "unknown key"
+            message = REMOVED_KEYS.get(_path(prefix + loc, any_index=True), "unknown key")
         lines.append(f"{_path(prefix + loc)}: {message}")
     return "\n".join(lines)
 

@@ -6,13 +6,14 @@ so dashboards and alerts see series before the first event.
 """
 from __future__ import annotations
 
-import time
 import collections
+import time
+from typing import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 
 from selectd import __version__
-from selectd.parse import DLQ_REASONS
+from selectd.records import DLQ_REASONS, Output, Record
 
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -79,7 +80,12 @@ class Metrics:
     def mark_processed(self) -> None:
         self.last_processed.set(time.time())
 
-    def count_delivered(self, outputs) -> None:
+    def count_consumed(self, records: Iterable[Record]) -> None:
+        """Count input messages read, by source topic (one ``inc`` per topic)."""
+        for topic, count in collections.Counter(record.topic for record in records).items():
+            self.documents_in.labels(topic).inc(count)
+
+    def count_delivered(self, outputs: Sequence[Output]) -> None:
         """Count outputs the sink has confirmed (Kafka: acknowledged by the broker).
 
         Aggregated per label set first: one ``inc`` per series instead of one per document."""
@@ -92,3 +98,13 @@ class Metrics:
             self.rejections.labels(stage, reason).inc(count)
         for reason, count in dead.items():
             self.dead_letters.labels(reason).inc(count)
+
+    def totals(self, family: str, labels: tuple[str, ...]) -> dict[str, float]:
+        """Non-zero sample values of a counter family, summed by the given labels (joined by '/')."""
+        out: dict[str, float] = {}
+        for metric in self.registry.collect():
+            for sample in metric.samples:
+                if sample.name == family and sample.value:
+                    key = "/".join(sample.labels[label] for label in labels)
+                    out[key] = out.get(key, 0) + sample.value
+        return out

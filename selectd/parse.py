@@ -1,48 +1,14 @@
-"""Parse and validate raw input records; anything unusable becomes a dead-letter with a reason.
+"""Parse and validate raw input records; anything unusable becomes an :class:`Invalid` with a reason
+(the router dead-letters it).
 
 Runs before any scorer: a message that is not a JSON object with a string ``id`` and a non-empty
 string ``text`` (valid UTF-8, within the byte limits) never reaches the cascade.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 import orjson
 
-#: DLQ reasons (also the ``reason`` label of the DLQ counter; a closed set keeps cardinality low)
-DLQ_REASONS = (
-    "tombstone", "message_too_large", "invalid_utf8", "invalid_json", "not_an_object",
-    "missing_id", "id_not_string", "missing_text", "text_not_string", "empty_text",
-    "text_too_large", "invalid_unicode", "produce_failed",
-)
-
-
-@dataclass(slots=True)
-class Record:
-    """One input message, from Kafka or from a JSONL line (topic = file name, offset = line index)."""
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int | None = None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class Document:
-    record: Record
-    id: str
-    text: str
-    fields: dict[str, Any]  # the whole parsed object, untouched
-
-
-@dataclass(slots=True)
-class Invalid:
-    record: Record
-    reason: str
-    detail: str
+from selectd.records import Document, Invalid, Record
 
 
 def parse_record(record: Record, max_message_bytes: int, max_text_bytes: int) -> Document | Invalid:

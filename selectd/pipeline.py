@@ -6,8 +6,9 @@ from typing import Sequence
 from selectd.cascade import Cascade
 from selectd.config import Config
 from selectd.metrics import Metrics
-from selectd.parse import Document, Invalid, Record, parse_record
-from selectd.router import Output, Router
+from selectd.parse import parse_record
+from selectd.records import Document, Invalid, Output, Record
+from selectd.router import Router
 
 
 class Pipeline:

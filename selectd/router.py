@@ -7,41 +7,14 @@ closing brace, so every input field stays byte-for-byte as the producer wrote it
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
 from selectd import __version__
 from selectd.cascade import Verdict
 from selectd.config import Config, RouteConfig
-from selectd.parse import Document, Invalid, Record
-
-Outcome = Literal["accepted", "rejected", "dlq", "attributes"]
-
-
-@dataclass(slots=True)
-class Output:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-    outcome: Outcome
-    reason: str | None
-    record: Record
-    doc_id: str | None = None
-    stage: str | None = None   # rejecting stage
-    detail: str | None = None  # why a message was dead-lettered
-
-
-def source_headers(record: Record) -> list[tuple[str, bytes]]:
-    """Where an output came from; the source timestamp lets consumers measure end-to-end latency."""
-    headers = [("selectd.source.topic", record.topic.encode()),
-               ("selectd.source.partition", str(record.partition).encode()),
-               ("selectd.source.offset", str(record.offset).encode())]
-    if record.timestamp_ms is not None:
-        headers.append(("selectd.source.timestamp_ms", str(record.timestamp_ms).encode()))
-    return headers
+from selectd.records import Document, Invalid, Outcome, Output, dead_letter, source_headers
 
 
 def splice_object(original: bytes, obj: dict[str, Any], key: str, addition: dict[str, Any]) -> bytes:
@@ -102,8 +75,4 @@ class Router:
                       "attributes", None, doc.record, doc.id)
 
     def dead_letter(self, invalid: Invalid) -> Output:
-        record = invalid.record
-        headers = [*record.headers, ("selectd.reason", invalid.reason.encode()),
-                   ("selectd.error", invalid.detail.encode("utf-8", "replace")), *source_headers(record)]
-        return Output(self.topics.dlq, record.key, record.value, headers, "dlq", invalid.reason, record,
-                      detail=invalid.detail)
+        return dead_letter(invalid.record, self.topics.dlq, invalid.reason, invalid.detail)

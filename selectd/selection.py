@@ -8,7 +8,8 @@ Batch tools rank the whole pool and keep the top 1/τ (CoLoR-Filter) or the top 
 - ``running_quantile``: keep a document when its score is at or above the (1 − f) weighted
   quantile of the recent history (the last ``history`` scores, current batch included), so the
   kept share converges to f over time. With ``weight = "chars"`` the quantile is over characters,
-  which is PreSelect's "top 10 % by characters".
+  which is PreSelect's "top 10 % by characters". The first ``warmup_docs`` documents are all kept
+  (they still enter the history): a quantile of a few hundred scores is too rough to reject by.
 
 State lives in the process: a restart or a rebalance starts a fresh history.
 """
@@ -30,6 +31,7 @@ class Selector:
         self._weights: deque[np.ndarray] = deque()
         self._held = 0
         self._history = history
+        self._seen = 0  # documents this selector has decided on
 
     def keep(self, scores: np.ndarray, char_counts: np.ndarray) -> np.ndarray:
         """Boolean mask over ``scores`` (NaN never kept)."""
@@ -43,7 +45,11 @@ class Selector:
         self._remember(scores, weights)
         threshold = weighted_top_threshold(np.concatenate(self._scores), np.concatenate(self._weights),
                                            self.config.keep_fraction)
-        return scores >= threshold
+        keep = scores >= threshold
+        warming = max(0, min(len(scores), self.config.warmup_docs - self._seen))
+        keep[:warming] = ~np.isnan(scores[:warming])
+        self._seen += len(scores)
+        return keep
 
     def _window_top(self, scores: np.ndarray) -> np.ndarray:
         keep_count = int(np.floor(len(scores) * self.config.keep_fraction))

@@ -12,6 +12,7 @@ import pytest
 from loadtest import harness
 from loadtest.harness import DaemonProcess, TopicNames
 from selectd.demo.broker import TansuBroker
+from selectd.kafka import admin
 
 # the dedup oracles' session fixtures: the near-duplicate corpus, datatrove's MinHash pipeline run on it
 from dedup_reference import datatrove_minhash, dedup_corpus  # noqa: F401
@@ -54,14 +55,7 @@ def create_topics(broker: TansuBroker, topics: Topics) -> None:
 
 
 def produce(broker: TansuBroker, topic: str, messages: list[tuple[bytes, bytes | None]]) -> None:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5)
-    futures = [producer.send(topic, key=key, value=value) for key, value in messages]
-    producer.flush()
-    for future in futures:
-        future.get(timeout=10)
-    producer.close()
+    admin.produce(broker.bootstrap, topic, messages)
 
 
 def collect(broker: TansuBroker, topics: list[str], expected: int, timeout_s: float = 60) -> list:

@@ -18,18 +18,19 @@ import pytest
 
 import torch  # export extra, part of the test extra
 
-from selectd.models.causal_lm import cli  # noqa: E402
-from selectd.models.causal_lm.export import (  # noqa: E402
-    ATTENTION_BLOCKS, BLOCKED_ATTENTION, HEAD_CHUNKS, TorchReference, UnsupportedAttention, blocked_causal_attention,
-    export,
+from selectd.models.causal_lm.model import (  # noqa: E402
+    DEFAULT_MAX_TOKENS_PER_RUN, INPUT_NAME, CausalLM, WindowPolicy, mean_cross_entropy, min_k_prob,
 )
-from selectd.models.causal_lm.model import DEFAULT_MAX_TOKENS_PER_RUN, INPUT_NAME, CausalLM, WindowPolicy  # noqa: E402
 from selectd.models.hf_common import probe_embedding_rows  # noqa: E402
-from selectd.models.causal_lm.train import build_color_pair, save_checkpoint, tiny_model, train_tokenizer  # noqa: E402
 from selectd.models.manifest import ModelLoadError, load_manifest, write_manifest  # noqa: E402
 from selectd.models.runtime import resolve_providers  # noqa: E402
 from selectd.scorers.base import scorer_class  # noqa: E402
-from selectd.scorers.causal_lm import mean_cross_entropy, min_k_prob  # noqa: E402
+from selectd.tools.causal_lm import cli  # noqa: E402
+from selectd.tools.causal_lm.export import (  # noqa: E402
+    ATTENTION_BLOCKS, BLOCKED_ATTENTION, HEAD_CHUNKS, TorchReference, UnsupportedAttention, blocked_causal_attention,
+    export,
+)
+from selectd.tools.causal_lm.train import build_color_pair, save_checkpoint, tiny_model, train_tokenizer  # noqa: E402
 
 CONTEXT = 128
 WINDOW = 64  # below the context, so long documents are windowed
@@ -224,7 +225,7 @@ def test_graph_builds_attention_masks_once_and_reduces_the_head_in_chunks(pair, 
 
 def test_graph_handles_windows_shorter_than_its_chunks(pair):
     """1 token (nothing to predict) and 2-3 tokens (most head chunks empty) run, equal to PyTorch."""
-    from selectd.models.causal_lm.export import load_checkpoint, reference_token_logprobs
+    from selectd.tools.causal_lm.export import load_checkpoint, reference_token_logprobs
 
     _, checkpoints, prior_dir, _ = pair
     session = CausalLM(prior_dir, window=WINDOW).session
@@ -260,7 +261,7 @@ def test_export_falls_back_to_transformers_attention_and_records_why(pair, tmp_p
 
 
 def test_export_of_a_model_that_cannot_switch_attention_keeps_its_own(pair, tmp_path, monkeypatch):
-    from selectd.models.causal_lm import export as exporter
+    from selectd.tools.causal_lm import export as exporter
 
     _, checkpoints, _, _ = pair
     load = exporter.load_checkpoint

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from selectd.cli import main
-from selectd.models.families import FAMILIES
+from selectd.tools.families import FAMILIES
 
 COMMANDS = [["run"], ["score"], ["check-config"], ["version"], ["demo"], ["status"], ["export"], ["verify"], ["bench"]]
 FAMILY_COMMANDS = [[verb, name] for verb in ("export", "bench") for name in FAMILIES if not (verb == "export" and name == "rules")]

@@ -41,6 +41,13 @@ def test_minimal_config_and_defaults(tmp_path):
     assert len(config.digest) == 16
 
 
+def test_bootstrap_servers_take_kafkas_comma_separated_form(tmp_path):
+    """What one shared setting gives the daemon (--set), KEDA and kafka-topics.sh alike (deploy/k8s)."""
+    config = load_config(_write(tmp_path, MINIMAL), ["kafka.bootstrap_servers=a:9092, b:9092,c:9093"])
+    assert config.kafka.bootstrap_servers == ["a:9092", "b:9092", "c:9093"]
+    assert "kafka.bootstrap_servers" in _error(tmp_path, MINIMAL, "kafka.bootstrap_servers= , ")
+
+
 def test_unknown_key_is_named_by_path(tmp_path):
     assert "kafka.bootstrap_server: unknown key" in _error(tmp_path, MINIMAL.replace("bootstrap_servers", "bootstrap_server"))
 
@@ -94,7 +101,7 @@ def test_secret_from_env_never_printed(tmp_path, monkeypatch):
     config = load_config(_write(tmp_path, text))
     assert config.kafka.sasl_password.get_secret_value() == "hunter2"
     assert "hunter2" not in repr(config) and "hunter2" not in str(config.model_dump())
-    from selectd.kafka_client import connection_kwargs
+    from selectd.kafka.settings import connection_kwargs
     kwargs = connection_kwargs(config.kafka)
     assert kwargs["sasl_plain_password"] == "hunter2" and kwargs["sasl_mechanism"] == "SCRAM-SHA-512"
     monkeypatch.delenv("SELECTD_TEST_PASSWORD")

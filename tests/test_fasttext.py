@@ -19,12 +19,13 @@ import pytest
 
 import fasttext  # test extra: the native oracle
 
-from selectd.models.benchmark import read_texts  # noqa: E402
-from selectd.models.fasttext import cli  # noqa: E402
 from selectd.models.fasttext.binary import FastTextFormatError, read_model  # noqa: E402
 from selectd.models.fasttext.features import Featurizer, _fnv_scalar, compiled_available, fnv1a  # noqa: E402
-from selectd.models.fasttext.model import FastTextOnnx, export_model  # noqa: E402
+from selectd.models.fasttext.model import FastTextOnnx  # noqa: E402
 from selectd.models.manifest import ModelLoadError  # noqa: E402
+from selectd.tools.benchmark import read_texts  # noqa: E402
+from selectd.tools.fasttext import cli  # noqa: E402
+from selectd.tools.fasttext.export import export_model  # noqa: E402
 from selectd.scorers.base import scorer_class  # noqa: E402
 
 TOLERANCE = 1e-5

@@ -9,10 +9,11 @@ import pytest
 
 from conftest import Topics, create_topics, documents, produce, write_config
 
-from loadtest.bench import (CASCADE, CASCADE_MODELS, EXAMPLE, KAFKA_ROWS, REPO, KafkaRun, _to_toml, assigned_partitions,
-                            daemon_config, kafka_rows, kafka_summary, sized_documents)
+from loadtest.bench import (CASCADE, CASCADE_MODELS, EXAMPLE, KAFKA_ROWS, REPO, KafkaRun, assigned_partitions, daemon_config,
+                            kafka_rows, kafka_summary, sized_documents)
 from loadtest.harness import DOC_TEXT
 from loadtest.reporter import Report, measure
+from selectd.demo.configs import to_toml
 
 
 @pytest.mark.kafka
@@ -58,9 +59,28 @@ def test_bench_config_keeps_stages_and_rewrites_topics(tmp_path):
     example = tomllib.loads(EXAMPLE.read_text())
     assert [s["type"] for s in config["stages"]] == [s["type"] for s in example["stages"]]
     assert config["kafka"]["input_topics"] == ["tag-in"] and config["topics"]["accepted"] == outputs[0]
-    assert tomllib.loads(_to_toml(config)) == config
+    assert tomllib.loads(to_toml(config)) == config
     from selectd.config import load_config
     load_config(path)
+
+
+def test_one_config_writer_serves_the_harness_with_its_toml_snippets(tmp_path):
+    """harness.write_config builds on selectd.demo.configs: the quick-join timeouts, the snippets
+    merged into their tables (a [delivery] in ``extra`` as well as the ``delivery`` keys)."""
+    from loadtest.harness import TopicNames, write_config as harness_config
+    from selectd.config import load_config
+    from selectd.demo.configs import QUICK_JOIN
+
+    names = TopicNames(partitions=1, tag="w")
+    path = harness_config(tmp_path / "c.toml", "127.0.0.1:1", names, extra='[delivery]\nretry_backoff_s = 0.01\n',
+                          top='plugins = ["json"]', kafka="max_request_size = 2048", metrics="lag_interval_s = 1.0")
+    config = load_config(path)
+    assert config.plugins == ["json"] and config.kafka.bootstrap_servers == ["127.0.0.1:1"]
+    assert all(getattr(config.kafka, key) == value for key, value in QUICK_JOIN.items())
+    assert config.kafka.max_request_size == 2048 and config.metrics.lag_interval_s == 1.0 and config.metrics.port == 0
+    assert config.delivery.retry_backoff_s == 0.01 and config.delivery.broker_backoff_max_s == 2.0
+    assert [s.type for s in config.stages] == ["gopher_quality", "gopher_repetition"]
+    assert (config.topics.accepted, config.kafka.group_id, config.batch.max_docs) == ("w-accepted", "w-group", 200)
 
 
 def test_bench_cascade_is_the_targets_cascade_and_names_only_models_it_can_build(tmp_path):

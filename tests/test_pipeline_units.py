@@ -1,4 +1,4 @@
-"""Parse, route, cascade and selection without a broker."""
+"""Parse, route, cascade, selection and the produce-failure policy without a broker."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -9,11 +9,15 @@ import pytest
 
 from selectd.cascade import Cascade, Stage
 from selectd.config import SelectionConfig, config_from_dict
-from selectd.parse import Document, Invalid, Record, parse_record
+from selectd.kafka.base import ProducerSink
+from selectd.metrics import Metrics
+from selectd.parse import parse_record
+from selectd.records import RECORD_OVERHEAD_BYTES, Document, Invalid, Output, Record, dead_letter
 from selectd.router import Router, splice_object
-from selectd.rules import Rule
+from selectd.thresholds import Rule
 from selectd.scorers.base import Scorer, ScorerOptions
 from selectd.selection import Selector, weighted_top_threshold
+from selectd.sinks.base import DeliveryError
 
 
 def _record(value: bytes | None) -> Record:
@@ -46,6 +50,31 @@ def test_invalid_input_reasons(value, reason):
 def test_valid_document_keeps_all_fields():
     result = parse_record(_record(b'{"id": "a", "text": "hello\\u0000 world", "x": [1, {"y": 2}]}'), 1000, 100)
     assert isinstance(result, Document) and result.text == "hello\0 world" and result.fields["x"] == [1, {"y": 2}]
+
+
+def test_dead_letters_keep_the_input_and_say_why():
+    record = Record("in", 3, 7, b"k", b"{bad", 1234, [("trace", b"t1")])
+    letter = dead_letter(record, "dlq", "invalid_json", "unexpected end", doc_id=None)
+    assert (letter.topic, letter.key, letter.value, letter.outcome, letter.reason) == ("dlq", b"k", b"{bad", "dlq",
+                                                                                     "invalid_json")
+    assert letter.headers == [("trace", b"t1"), ("selectd.reason", b"invalid_json"), ("selectd.error", b"unexpected end"),
+                              ("selectd.source.topic", b"in"), ("selectd.source.partition", b"3"),
+                              ("selectd.source.offset", b"7"), ("selectd.source.timestamp_ms", b"1234")]
+    failed = dead_letter(record, "dlq", "produce_failed", "MessageSizeTooLargeError()", intended_topic="out", doc_id="d")
+    assert ("selectd.intended_topic", b"out") in failed.headers and failed.doc_id == "d"
+    assert dead_letter(record, "dlq", "invalid_json", "x", max_bytes=10_000) == dead_letter(record, "dlq", "invalid_json", "x")
+
+
+def test_a_dead_letter_over_the_producer_limit_is_cut_to_fit():
+    record = Record("in", 0, 1, b"k" * 5000, b"v" * 100_000, None, [("huge", b"h" * 50_000)])
+    limit = 20_000
+    letter = dead_letter(record, "dlq", "produce_failed", "too large", intended_topic="out", max_bytes=limit)
+    headers = dict(letter.headers)
+    assert "huge" not in headers and headers["selectd.truncated_from_bytes"] == b"100000"
+    assert headers["selectd.reason"] == b"produce_failed" and headers["selectd.intended_topic"] == b"out"
+    assert len(letter.key) == 1024 and letter.value == record.value[:len(letter.value)]
+    size = len(letter.key) + len(letter.value) + sum(len(k) + len(v) for k, v in letter.headers) + RECORD_OVERHEAD_BYTES
+    assert size == limit
 
 
 def test_splice_preserves_original_bytes():
@@ -127,9 +156,23 @@ def test_weighted_threshold_matches_batch_recipe():
 
 def test_running_quantile_converges_to_keep_fraction():
     rng = np.random.default_rng(0)
-    selector = Selector(SelectionConfig(signal="s", keep_fraction=0.1))
+    selector = Selector(SelectionConfig(signal="s", keep_fraction=0.1, warmup_docs=0))
     kept = sum(selector.keep(batch, np.ones(len(batch))).sum() for batch in rng.random((200, 100)))
     assert 0.08 < kept / 20000 < 0.12
+
+
+def test_running_quantile_keeps_everything_until_warmup_docs_were_seen():
+    rng = np.random.default_rng(0)
+    scores = rng.random((30, 100))
+    scores[0, 7] = np.nan
+    warm = Selector(SelectionConfig(signal="s", keep_fraction=0.1, warmup_docs=250))
+    cold = Selector(SelectionConfig(signal="s", keep_fraction=0.1, warmup_docs=0))
+    masks = [warm.keep(batch, np.ones(100)) for batch in scores]
+    cold_masks = [cold.keep(batch, np.ones(100)) for batch in scores]
+    flat, cold_flat = np.concatenate(masks), np.concatenate(cold_masks)
+    assert flat[:250].sum() == 249 and not flat[7], "the first 250 documents kept, except a NaN score"
+    assert (flat[250:] == cold_flat[250:]).all(), "after the warm-up the same threshold as without one"
+    assert 0.05 < flat[300:].mean() < 0.15
 
 
 def test_window_top_keeps_floor_of_window_fraction():
@@ -148,3 +191,65 @@ def test_rule_passes_value_equals_the_vectorised_check():
     labels = ["en", "de", "fr", ""]
     categorical = Rule(signal="lang", **{"in": ["en", "de"]})
     assert [categorical.passes_value(v) for v in labels] == categorical.passes(np.asarray(labels, dtype=object)).tolist()
+
+
+class _ScriptedProducerSink(ProducerSink):
+    """A producer client that fails the sends the test names: ``errors[topic]`` is raised as a
+    permanent or a transient error (classified by its type), and records every attempt."""
+
+    class Permanent(Exception):
+        pass
+
+    class TooLarge(Permanent):
+        pass
+
+    def __init__(self, config, metrics, errors: dict[str, Exception]):
+        super().__init__(config, metrics)
+        self.errors, self.attempts, self.discarded = errors, [], 0
+
+    def _send_all(self, outputs):
+        self.attempts.append([out.topic for out in outputs])
+        return [(out, self.errors[out.topic]) for out in outputs if out.topic in self.errors]
+
+    def _is_permanent(self, error):
+        return isinstance(error, self.Permanent)
+
+    def _is_too_large(self, error):
+        return isinstance(error, self.TooLarge)
+
+    def _discard_producer(self):
+        self.discarded += 1
+
+    def close(self):
+        pass
+
+
+def _sink_config():
+    return config_from_dict({"kafka": {"bootstrap_servers": ["x:1"], "group_id": "g", "input_topics": ["in"]},
+                             "topics": {"accepted": "acc", "rejected": "rej", "dlq": "dlq"},
+                             "delivery": {"produce_retries": 2, "retry_backoff_s": 0}})
+
+
+def _outputs(*topics):
+    return [Output(topic, b"k", b'{"id": "x"}', [], "accepted", None, Record("in", 0, i, b"k", b'{"id": "x"}'), "x")
+            for i, topic in enumerate(topics)]
+
+
+def test_producer_sink_dead_letters_permanent_failures_and_counts_what_arrived():
+    metrics = Metrics()
+    sink = _ScriptedProducerSink(_sink_config(), metrics, {"gone": _ScriptedProducerSink.Permanent("no topic")})
+    sink.deliver(_outputs("acc", "gone", "acc"))
+    assert sink.attempts == [["acc", "gone", "acc"], ["dlq"]], "a permanent failure is not retried"
+    assert metrics.totals("selectd_documents_out_total", ("topic", "outcome")) == {"acc/accepted": 2, "dlq/dlq": 1}
+    assert metrics.totals("selectd_dead_letters_total", ("reason",)) == {"produce_failed": 1}
+    assert metrics.totals("selectd_produce_failures_total", ("topic", "error")) == {"gone/Permanent": 1}
+
+
+def test_producer_sink_raises_one_delivery_error_and_counts_nothing_when_retries_run_out():
+    metrics = Metrics()
+    sink = _ScriptedProducerSink(_sink_config(), metrics, {"acc": ConnectionError("broker down")})
+    with pytest.raises(DeliveryError, match="1 outputs undelivered after retries"):
+        sink.deliver(_outputs("acc", "rej"))
+    assert sink.attempts == [["acc", "rej"], ["acc"], ["acc"]] and sink.discarded == 1
+    assert metrics.totals("selectd_documents_out_total", ("topic", "outcome")) == {}
+    assert metrics.produce_retries._value.get() == 2

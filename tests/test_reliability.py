@@ -7,12 +7,12 @@ the sink's partitioner (same partition for every key as kafka-python's default).
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import random
 import threading
 
 import pytest
-from kafka import TopicPartition
 from kafka import errors as kafka_errors
 from kafka.partitioner.default import DefaultPartitioner
 from kafka.partitioner.default import murmur2 as reference_murmur2
@@ -20,12 +20,12 @@ from kafka.partitioner.default import murmur2 as reference_murmur2
 from conftest import Topics, collect, create_topics, write_config
 from loadtest import faults
 from loadtest.soak import soak
-from selectd.commit import CommitLoop
 from selectd.config import load_config
+from selectd.kafka.commit import CommitLoop
+from selectd.kafka.sink import KafkaSink, KeyHashPartitioner, murmur2
 from selectd.metrics import Metrics
-from selectd.parse import Record
-from selectd.router import Output
-from selectd.sinks.kafka import DeliveryError, KafkaSink, KeyHashPartitioner, murmur2
+from selectd.records import Output, Record
+from selectd.sinks.base import DeliveryError, Sink
 
 pytestmark = pytest.mark.kafka
 
@@ -118,12 +118,14 @@ def test_transient_produce_failure_raises_and_the_batch_is_not_committed(broker,
     _fail_sends(sink, {topics.accepted, topics.dlq}, kafka_errors.NotLeaderForPartitionError)
 
     class Source:
-        """Records what the commit loop does with the consumer."""
+        """Records what the commit loop does with the source."""
+        joined = True
+
         def __init__(self):
             self.commits, self.rewound = [], []
-            self.assignment = type("A", (), {"owned": lambda _self: {TopicPartition("in", 0)}, "joined": True})()
-            self.consumer = type("C", (), {"commit": lambda _self, offsets: self.commits.append(offsets)})()
 
+        def owned(self): return {("in", 0)}
+        def commit(self, offsets): self.commits.append(offsets)
         def keep_alive(self): pass
         def resume(self): pass
         def rewind(self, records): self.rewound.extend(records)
@@ -189,16 +191,19 @@ class _ScriptedSource:
     """A consumer stand-in: ``poll_batch`` returns the scripted batches in turn (then nothing), and
     each poll waits for the worker to be busy, so the read-ahead overlap is deterministic."""
 
-    def __init__(self, batches: list[list[Record]], owned: set[TopicPartition]):
+    joined = True
+
+    def __init__(self, batches: list[list[Record]], owned: set[tuple[str, int]]):
         self.batches, self.owned_set = list(batches), owned
         self.polls, self.commits, self.rewound, self.events = 0, [], [], []
         self.worker_busy = threading.Event()
-        self.assignment = type("A", (), {"owned": lambda _self: set(self.owned_set), "joined": True})()
-        self.consumer = type("C", (), {"commit": lambda _self, offsets: self._commit(offsets)})()
         self.on_poll = None  # optional callback(poll number) before the batch is returned
 
-    def _commit(self, offsets):
-        self.commits.append({tp.partition: meta.offset for tp, meta in offsets.items()})
+    def owned(self):
+        return set(self.owned_set)
+
+    def commit(self, offsets):
+        self.commits.append({partition: offset for (_, partition), offset in offsets.items()})
         self.events.append(("commit", dict(self.commits[-1])))
 
     def poll_batch(self, stop):
@@ -248,12 +253,12 @@ def _records(partition: int, offsets) -> list[Record]:
     return [Record("in", partition, offset, b"k", b"{}") for offset in offsets]
 
 
-def _loop(tmp_path, source, sink) -> CommitLoop:
+def _loop(tmp_path, source, sink, metrics: Metrics | None = None, progress_interval_s: float = 3600) -> CommitLoop:
     path = tmp_path / "c.toml"
     path.write_text('[kafka]\nbootstrap_servers = ["127.0.0.1:1"]\ngroup_id = "g"\ninput_topics = ["in"]\n'
                     '[topics]\naccepted = "a"\nrejected = "r"\ndlq = "d"\n[delivery]\nbroker_backoff_max_s = 0.5\n'
-                    '[metrics]\nlag_interval_s = 3600\n')
-    return CommitLoop(load_config(path), _EchoPipeline(), source, sink, Metrics())
+                    f'[metrics]\nlag_interval_s = 3600\n[logging]\nprogress_interval_s = {progress_interval_s}\n')
+    return CommitLoop(load_config(path), _EchoPipeline(), source, sink, metrics or Metrics())
 
 
 def _run_in_thread(loop: CommitLoop) -> tuple[threading.Thread, list[int]]:
@@ -265,7 +270,7 @@ def _run_in_thread(loop: CommitLoop) -> tuple[threading.Thread, list[int]]:
 
 def test_read_ahead_overlaps_delivery_and_commits_strictly_in_order_after_delivery(tmp_path):
     batches = [_records(0, range(0, 3)), _records(0, range(3, 6)), _records(0, range(6, 9))]
-    source = _ScriptedSource(batches, {TopicPartition("in", 0)})
+    source = _ScriptedSource(batches, {("in", 0)})
     sink = _GatedSink(source)
     loop = _loop(tmp_path, source, sink)
 
@@ -292,7 +297,7 @@ def test_read_ahead_overlaps_delivery_and_commits_strictly_in_order_after_delive
 
 def test_failed_delivery_rewinds_the_read_ahead_batch_too_and_commits_neither(tmp_path):
     first, read_ahead = _records(0, range(0, 3)), _records(1, range(0, 2))
-    source = _ScriptedSource([first, read_ahead], {TopicPartition("in", 0), TopicPartition("in", 1)})
+    source = _ScriptedSource([first, read_ahead], {("in", 0), ("in", 1)})
     sink = _GatedSink(source, fail_batches={1})
     loop = _loop(tmp_path, source, sink)
 
@@ -315,13 +320,13 @@ def test_read_ahead_drops_revoked_partitions_and_stop_leaves_it_uncommitted(tmp_
     first = _records(0, range(0, 3))
     read_ahead = _records(0, range(3, 5)) + _records(1, range(0, 2))
     third = _records(1, range(2, 4))
-    source = _ScriptedSource([first, read_ahead, third], {TopicPartition("in", 0), TopicPartition("in", 1)})
+    source = _ScriptedSource([first, read_ahead, third], {("in", 0), ("in", 1)})
     sink = _GatedSink(source)
     loop = _loop(tmp_path, source, sink)
 
     def on_poll(poll_number):
         if poll_number == 2:
-            source.owned_set.discard(TopicPartition("in", 0))  # a rebalance while batch 1 is in flight
+            source.owned_set.discard(("in", 0))  # a rebalance while batch 1 is in flight
             sink.gates[1].set()
         if poll_number == 3:
             loop.request_stop()  # SIGTERM while the third batch is being read
@@ -333,6 +338,31 @@ def test_read_ahead_drops_revoked_partitions_and_stop_leaves_it_uncommitted(tmp_
     assert code == [0]
     assert sink.delivered == [[0, 1, 2], [0, 1]], "the revoked partition's read-ahead records were dropped"
     assert source.commits == [{1: 2}], "batch 1 is not committed (revoked), batch 2 is, the third never"
+
+
+def test_the_loop_logs_progress_every_progress_interval(tmp_path, caplog):
+    class CountingSink(Sink):
+        def send(self, outputs):
+            return list(outputs)
+
+    def run(progress_interval_s: float) -> list[logging.LogRecord]:
+        source = _ScriptedSource([_records(0, range(0, 3)), _records(0, range(3, 6))], {("in", 0)})
+        source.worker_busy.set()  # no gate: every batch is delivered at once
+        metrics = Metrics()
+        loop = _loop(tmp_path, source, CountingSink(metrics), metrics, progress_interval_s)
+        source.on_poll = lambda poll_number: loop.request_stop() if poll_number == 40 else None
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="selectd.commit"):
+            thread, code = _run_in_thread(loop)
+            thread.join(10)
+        assert code == [0]
+        return [r for r in caplog.records if r.getMessage() == "progress"]
+
+    lines = run(progress_interval_s=0.05)  # 40 polls, the idle ones 10 ms apart: several lines
+    assert len(lines) >= 2
+    assert lines[-1].documents_in == 6 and lines[-1].outputs == {"accepted": 6}
+    assert all(line.docs_per_s >= 0 for line in lines) and any(line.docs_per_s > 0 for line in lines)
+    assert run(progress_interval_s=3600) == [], "no line before the interval has passed"
 
 
 def test_key_hash_partitioner_maps_every_key_as_kafka_pythons_default():

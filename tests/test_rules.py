@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from selectd.rules import Rule, first_failures
+from selectd.thresholds import Rule, first_failures
 from selectd.scorers import scorer_class, scorer_kinds
 
 from datatrove.pipeline import filters  # test extra: missing means a broken install, not a skip
@@ -172,7 +172,7 @@ def _datatrove_scan(sequence, n):
 
 @pytest.mark.parametrize("n", [1, 3, 7])
 def test_repetition_scan_compiled_equals_python(n):
-    from selectd.scorers.rules.gopher import greedy_repeated_chars
+    from selectd.scorers.heuristics.gopher import greedy_repeated_chars
 
     rng = np.random.default_rng(n)
     for _ in range(20):
@@ -184,7 +184,7 @@ def test_repetition_scan_compiled_equals_python(n):
 
 
 def test_key_counts_compiled_equals_numpy():
-    from selectd.scorers.rules.gopher import key_counts
+    from selectd.scorers.heuristics.gopher import key_counts
 
     rng = np.random.default_rng(0)
     extremes = np.array([0, 2**64 - 1, 2**63, 0, 2**64 - 1], dtype=np.uint64)
@@ -200,7 +200,7 @@ def test_key_counts_compiled_equals_numpy():
 
 def test_repetition_scan_equals_datatrove_on_token_sequences():
     """The candidate-only scan (either implementation) gives datatrove's totals on whole sequences."""
-    from selectd.scorers.rules.gopher import greedy_repeated_chars
+    from selectd.scorers.heuristics.gopher import greedy_repeated_chars
 
     rng = np.random.default_rng(0)
     n = 3
@@ -220,7 +220,7 @@ def test_repetition_scan_equals_datatrove_on_token_sequences():
 
 
 def test_repetition_scan_rejects_mismatched_arrays():
-    from selectd.scorers.rules.gopher import greedy_repeated_chars
+    from selectd.scorers.heuristics.gopher import greedy_repeated_chars
 
     with pytest.raises(ValueError, match="keys"):
         greedy_repeated_chars(2, np.arange(3), np.arange(2, dtype=np.uint64), np.ones(3), np.zeros(3), 1,
@@ -231,7 +231,7 @@ def test_paragraph_and_line_splits_equal_datatrove_regexes():
     import random
     import re
 
-    from selectd.scorers.rules.gopher import _lines, _paragraphs
+    from selectd.scorers.heuristics.gopher import _lines, _paragraphs
 
     rng = random.Random(0)
     samples = ["", "\n", "a", "a\n", "\na", "a\n\n\n\nb", "a\n\n\n\n\nb\n\n", " \n\n \n"]

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from selectd.demo.corpus import build_corpus
-from selectd.rules import Rule, first_failures
+from selectd.thresholds import Rule, first_failures
 from selectd.scorers import scorer_class
-from selectd.scorers.rules.tokenizer import EnglishSplitter
+from selectd.text.affix_split import EnglishSplitter
 
 from datatrove.pipeline import filters  # test extra: missing means a broken install, not a skip
 from datatrove.data import Document  # noqa: E402

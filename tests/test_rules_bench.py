@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from selectd.scorers.rules import bench
+from selectd.tools import rules_bench
 
 
 TEXTS = [
@@ -21,8 +21,8 @@ def run_bench(tmp_path, capsys, *extra):
     path = tmp_path / "texts.jsonl"
     path.write_text("".join(json.dumps({"id": str(i), "text": t}) + "\n" for i, t in enumerate(TEXTS)))
     parser = argparse.ArgumentParser()
-    bench.add_bench_arguments(parser)
-    code = bench.bench(parser.parse_args(["--texts", str(path), "--batch-size", "4", *extra]))
+    rules_bench.add_bench_arguments(parser)
+    code = rules_bench.bench(parser.parse_args(["--texts", str(path), "--batch-size", "4", *extra]))
     return code, capsys.readouterr().out
 
 
@@ -31,7 +31,7 @@ def test_bench_reports_every_filter_against_datatrove(tmp_path, capsys):
     assert code == 0
     report = json.loads(out)
     assert report["texts"] == len(TEXTS) - 6 and report["warm_texts"] == 6 and report["clock"] == "cpu"
-    assert set(report["filters"]) == set(bench.REFERENCES)
+    assert set(report["filters"]) == set(rules_bench.REFERENCES)
     for kind, result in report["filters"].items():
         for side in ("ours", "reference", "ours_cold", "ours_hot"):
             assert result[side]["docs_per_s"] > 0, (kind, side)
@@ -51,7 +51,7 @@ def test_bench_text_report_and_filter_choice(tmp_path, capsys):
 def test_bench_refuses_bad_input(tmp_path, capsys):
     missing = argparse.Namespace(texts=str(tmp_path / "missing.jsonl"), limit=None, filters=["c4_quality"],
                                  batch_size=4, warm_texts=None, clock="cpu", json=False)
-    assert bench.bench(missing) == 2
+    assert rules_bench.bench(missing) == 2
     assert "missing.jsonl" in capsys.readouterr().out
     code, out = run_bench(tmp_path, capsys, "--warm-texts", str(len(TEXTS)))
     assert code == 2 and "--warm-texts" in out

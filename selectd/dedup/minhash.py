@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from selectd.dedup.normalize import TextNorm, simplify_text
+from selectd.text.vocabulary import shared_tokenizer, tokenizer_language
 
 try:
     from selectd.dedup import _minhash as _compiled
@@ -36,20 +37,8 @@ MERSENNE_PRIME = np.uint64((1 << 61) - 1)
 _BLOCK_SHINGLES = 8192
 
 
-def word_tokenizer():
-    """The process's shared word split (datatrove's English spaCy split, ported).
-
-    The one import of the word split in this package: it moves to ``selectd.text`` with the layout
-    change, and only this line follows it."""
-    from selectd.scorers.rules.tokenizer import shared_tokenizer
-
-    return shared_tokenizer()
-
-
 def check_language(language: str) -> str:
     """``language`` if its datatrove word tokenizer is re-implemented, else a ValueError."""
-    from selectd.scorers.rules.tokenizer import tokenizer_language
-
     tokenizer_language(language)
     return language
 
@@ -101,7 +90,7 @@ class MinhashSigner:
                                "reinstall with a C compiler (pip install -e .)")
         self.options = options
         self.compiled = _compiled is not None and implementation != "python"
-        self.tokenizer = word_tokenizer()
+        self.tokenizer = shared_tokenizer()
         # datatrove's MinhashDedupSignature.parameters, drawn the same way
         gen = np.random.RandomState(options.seed)
         self.a = gen.randint(1, MERSENNE_PRIME, dtype=np.uint64, size=options.num_hashes)

@@ -2,7 +2,8 @@
 
 No external services: it builds the sample corpus (and the demo models when their build scripts
 are present), starts a local Tansu broker, creates the topics, runs ``selectd run`` with the
-example config as a child process (exactly as in production), streams the corpus into the input
+example config pointed at that broker (written to WORKDIR/selectd.toml) as a child process
+(exactly as in production), streams the corpus into the input
 topic together with a few malformed messages, shows a live progress line from the daemon's own
 metrics, then stops the daemon with SIGTERM (drain) and prints the summary.
 """
@@ -13,14 +14,17 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
+from typing import Iterator
 
 import orjson
 
 from selectd.config import load_config
+from selectd.demo import configs
 from selectd.demo.broker import TansuBroker, free_port
 from selectd.demo.corpus import build_corpus
-from selectd.kafka_client import ensure_topics
+from selectd.kafka.admin import ensure_topics, produce
 from selectd.status import by_label, scrape
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,21 +43,13 @@ def _scrape(url: str) -> dict[str, float]:
     return totals
 
 
-def _produce(bootstrap: str, topic: str, corpus: Path) -> int:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=1 << 20, max_request_size=16 << 20)
-    count = 0
+def _messages(corpus: Path) -> Iterator[tuple[bytes, bytes]]:
+    """The corpus keyed by document id, then the malformed messages."""
     with open(corpus, "rb") as handle:
         for line in handle:
-            producer.send(topic, key=orjson.loads(line)["id"].encode(), value=line.rstrip(b"\n"))
-            count += 1
+            yield orjson.loads(line)["id"].encode(), line.rstrip(b"\n")
     for value in MALFORMED:
-        producer.send(topic, value=value, key=b"malformed")
-        count += 1
-    producer.flush()
-    producer.close()
-    return count
+        yield b"malformed", value
 
 
 def _progress(totals: dict[str, float], produced: int, began: float) -> str:
@@ -91,24 +87,23 @@ def run_embedded(docs: int = 5000, partitions: int = 2, keep: bool = False, work
     ensure_models(corpus)
     with TansuBroker(log_path=workdir / "tansu.log") as broker:
         print(f"broker: Tansu on {broker.bootstrap} (memory storage)")
-        overrides = [f'kafka.bootstrap_servers=["{broker.bootstrap}"]', f"metrics.port={free_port()}",
-                     "kafka.max_poll_interval_ms=5000", "kafka.session_timeout_ms=6000", "kafka.heartbeat_interval_ms=1000"]
-        config = load_config(config_path, overrides)
+        data = configs.on_broker(tomllib.loads(config_path.read_text()), broker.bootstrap)
+        data["metrics"] = {**data.get("metrics", {}), "port": free_port()}
+        data["logging"] = {**data.get("logging", {}), "format": "text", "level": "WARNING"}
+        daemon_config = configs.write_config(workdir.resolve() / "selectd.toml", data)
+        config = load_config(daemon_config)
         outputs = {config.topics.accepted: 1, config.topics.rejected: 1, config.topics.dlq: 1,
                    **{route.topic: 1 for route in config.routes}}
         if config.topics.attributes:
             outputs[config.topics.attributes] = 1
         ensure_topics(config.kafka, {**{t: partitions for t in config.kafka.input_topics}, **outputs})
-        args = [sys.executable, "-m", "selectd.cli", "run", "--config", str(config_path)]
         # The example config names model directories relative to the repository root.
-        for item in overrides + ["logging.format=text", "logging.level=WARNING"]:
-            args += ["--set", item]
-        daemon = subprocess.Popen(args, cwd=REPO)
+        daemon = subprocess.Popen([sys.executable, "-m", "selectd.cli", "run", "--config", str(daemon_config)], cwd=REPO)
         url = f"http://{config.metrics.host}:{config.metrics.port}/metrics"
-        print(f"daemon: pid {daemon.pid}, metrics at {url}")
+        print(f"daemon: pid {daemon.pid}, config {daemon_config}, metrics at {url}")
         try:
             began = time.monotonic()
-            produced = _produce(broker.bootstrap, config.kafka.input_topics[0], corpus)
+            produced = produce(broker.bootstrap, config.kafka.input_topics[0], _messages(corpus))
             print(f"produced {produced} messages to {config.kafka.input_topics[0]} ({len(MALFORMED)} malformed)")
             totals: dict[str, float] = {}
             first_out = None

@@ -1,1 +1,2 @@
-"""Exported model directories: manifests with checksums, and ONNX Runtime sessions."""
+"""Exported model directories at run time: manifests with checksums, ONNX Runtime sessions, one package per
+family. Writing them (export, verify, bench, fixture training) is offline work in :mod:`selectd.tools`."""

@@ -1,6 +1,6 @@
-"""Pieces shared by every Hugging Face model family (sequence classifiers, causal LMs).
+"""Runtime pieces shared by every Hugging Face model family (sequence classifiers, causal LMs).
 
-Runtime side (no torch needed; the daemon imports these):
+No torch needed; the daemon imports these (the export side is ``selectd.tools.hf_export``):
 
 - :func:`load_tokenizer` reads a ``tokenizer.json`` with the ``tokenizers`` library and turns its
   own truncation / padding off: the scorer decides how long documents are cut or windowed.
@@ -13,17 +13,12 @@ Runtime side (no torch needed; the daemon imports these):
   given share, when asked) and never exceeds a token budget; :func:`pad_batch` builds the
   ``input_ids`` / ``attention_mask`` arrays.
 - :func:`window_spans` cuts a token sequence into (overlapping) windows for long documents.
-
-Export side (torch imported lazily, only by ``selectd export``):
-
-- :func:`export_onnx` wraps ``torch.onnx.export`` with dynamic batch / sequence axes.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -102,16 +97,6 @@ def special_tokens(tokenizer: "Tokenizer", pad_token: str | None = None, source:
     else:
         pad_id = (tokenizer.padding or {}).get("pad_id", 0)
     return SpecialTokens(tuple(full[:start]), tuple(full[start + len(bare):]), int(pad_id))
-
-
-def tokenizer_pad_token(tokenizer_config_path: Path) -> str | None:
-    """The ``pad_token`` of a checkpoint's tokenizer_config.json, if it names one."""
-    if not tokenizer_config_path.is_file():
-        return None
-    value = json.loads(tokenizer_config_path.read_text()).get("pad_token")
-    if isinstance(value, dict):  # older transformers store AddedToken dicts
-        value = value.get("content")
-    return value if isinstance(value, str) else None
 
 
 def tokenizer_id_count(tokenizer: "Tokenizer") -> int:
@@ -233,28 +218,3 @@ def window_spans(n_tokens: int, window: int, overlap: int = 0, max_windows: int 
         if end == n_tokens or (max_windows is not None and len(spans) >= max_windows):
             return spans
         start += step
-
-
-# --- export (torch only here) --------------------------------------------------------------
-
-def export_onnx(module: Any, example_inputs: Mapping[str, Any], output_names: Sequence[str], path: Path,
-                opset: int = 17, output_axes: Mapping[str, Mapping[int, str]] | None = None) -> None:
-    """Export a torch module to ONNX with dynamic batch and sequence axes on every input.
-
-    ``example_inputs`` maps input names to example ``[batch, seq]`` tensors in the order the
-    module's ``forward`` takes them; outputs get a dynamic batch axis (axis 0), the further
-    dynamic axes ``output_axes`` names (e.g. a per-token output's sequence axis) and any others
-    as traced. Uses the TorchScript exporter (no onnxscript dependency), in eval mode with
-    gradients off, so dropout is never exported.
-    """
-    import torch
-
-    module.eval()
-    dynamic_axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in example_inputs}
-    dynamic_axes.update({name: {0: "batch", **(output_axes or {}).get(name, {})} for name in output_names})
-    with torch.no_grad():
-        torch.onnx.export(
-            module, tuple(example_inputs.values()), str(path), dynamo=False,
-            input_names=list(example_inputs), output_names=list(output_names),
-            dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True,
-        )

@@ -3,7 +3,7 @@
 A scorer takes a batch of texts and returns a struct of arrays: one numpy array per signal, each
 with one entry per document (float arrays for scores, object arrays of ``str`` for categorical
 signals such as a language code). Decisions are not made here: a stage turns signals into
-keep/reject with :class:`selectd.rules.Rule` thresholds, so a filter's defaults (datatrove's
+keep/reject with :class:`selectd.thresholds.Rule` thresholds, so a filter's defaults (datatrove's
 thresholds for the rule scorers) and a user's overrides go through the same code.
 
 Each scorer declares the preprocessing its model was trained with (``preprocess``), and the
@@ -49,7 +49,7 @@ class Scorer(ABC):
     def default_rules(self) -> list[dict[str, Any]]:
         """Keep/reject thresholds used when the stage's config gives no ``rules``.
 
-        Each entry has the fields of :class:`selectd.rules.Rule` (``signal``, ``min``, ``max``,
+        Each entry has the fields of :class:`selectd.thresholds.Rule` (``signal``, ``min``, ``max``,
         ``in``, ``reason``), with ``signal`` named without the stage prefix.
         """
         return []

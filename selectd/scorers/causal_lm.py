@@ -17,31 +17,15 @@ CoLoR scales depend on the model, so thresholds or streaming top-1/τ selection 
 """
 from __future__ import annotations
 
-import math
 from typing import Literal, Sequence
 
 import numpy as np
 from pydantic import Field
 
-from selectd.models.causal_lm.model import DEFAULT_MAX_TOKENS_PER_RUN, DEFAULT_WINDOW, CausalLM, DocumentLogProbs
+from selectd.models.causal_lm.model import (DEFAULT_MAX_TOKENS_PER_RUN, DEFAULT_MIN_K_RATIO, DEFAULT_WINDOW, CausalLM,
+                                            DocumentLogProbs, mean_cross_entropy, min_k_prob)
 from selectd.models.manifest import MANIFEST_NAME, ModelLoadError
 from selectd.scorers.base import Scorer, ScorerOptions, Signals, register
-
-DEFAULT_MIN_K_RATIO = 0.2
-
-
-def mean_cross_entropy(logprobs: np.ndarray) -> float:
-    """Mean next-token cross-entropy in nats (NaN when nothing was predicted)."""
-    return float(-logprobs.mean()) if len(logprobs) else math.nan
-
-
-def min_k_prob(logprobs: np.ndarray, ratio: float) -> float:
-    """Min-K% Prob: −mean of the floor(n · ratio) (at least one) lowest token log-probabilities."""
-    if not len(logprobs):
-        return math.nan
-    k = max(1, int(len(logprobs) * ratio))
-    return float(-np.sort(logprobs)[:k].mean())
-
 
 def _counts(result: DocumentLogProbs) -> Signals:
     return {"tokens": np.array([len(lp) for lp in result.logprobs], dtype=np.float64),

@@ -2,7 +2,8 @@
 
 Accepted and rejected outputs are written exactly as they would be produced to Kafka. A
 dead-lettered line is not JSON we can extend, so it becomes an object with the decision and the
-original line as text.
+original line as text. Attribute records go to their own file when one is given, else nowhere
+(and are not counted as delivered).
 """
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import BinaryIO, Sequence
 
 import orjson
 
-from selectd.router import Output
+from selectd.metrics import Metrics
+from selectd.records import Output
+from selectd.sinks.base import Sink
 
 
 def dead_letter_line(out: Output) -> bytes:
@@ -22,17 +25,22 @@ def dead_letter_line(out: Output) -> bytes:
     })
 
 
-class JsonlSink:
-    def __init__(self, main: BinaryIO, attributes: BinaryIO | None = None):
+class JsonlSink(Sink):
+    def __init__(self, metrics: Metrics, main: BinaryIO, attributes: BinaryIO | None = None):
+        super().__init__(metrics)
         self.main = main
         self.attributes = attributes
 
-    def write(self, outputs: Sequence[Output]) -> None:
+    def send(self, outputs: Sequence[Output]) -> list[Output]:
+        written = []
         for out in outputs:
             if out.outcome == "attributes":
-                if self.attributes is not None:
-                    self.attributes.write(out.value + b"\n")
+                if self.attributes is None:
+                    continue
+                self.attributes.write(out.value + b"\n")
             elif out.outcome == "dlq":
                 self.main.write(dead_letter_line(out) + b"\n")
             else:
                 self.main.write(out.value + b"\n")
+            written.append(out)
+        return written

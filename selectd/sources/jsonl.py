@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from selectd.parse import Record
+from selectd.records import Record
 
 
 def read_batches(path: Path, batch_size: int) -> Iterator[list[Record]]:

@@ -1,6 +1,6 @@
 """An exported causal language model on ONNX Runtime: per-token log-probabilities, windowed (no torch).
 
-The model directory (written by :mod:`selectd.models.causal_lm.export`) holds ``model.onnx``,
+The model directory (written by :mod:`selectd.tools.causal_lm.export`) holds ``model.onnx``,
 ``tokenizer.json`` and ``manifest.json``. The graph takes ``input_ids`` (int64, ``[batch, n]``)
 and returns ``token_logprobs`` (float32, ``[batch, n - 1]``): ``log p(x_t | x_<t)`` for
 t = 1 … n−1, reduced inside the graph, so the ``[batch, n, vocabulary]`` logits never reach the
@@ -12,12 +12,14 @@ special-token template, e.g. Llama's BOS) is cut into windows of at most ``windo
 stride of ``window − 1``: each window starts with the previous window's last token as context, so
 every token after the document's first is predicted exactly once. Document scores are then
 token-weighted means over all its predicted tokens (a window of 2 tokens weighs 1, a full one
-``window − 1``).
+``window − 1``): :func:`mean_cross_entropy` and :func:`min_k_prob`, shared by the scorers and
+``selectd verify causal-lm``.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -47,6 +49,8 @@ DEFAULT_MAX_TOKENS_PER_RUN = 2048
 PAD_ID = 0
 #: log-probabilities are <= 0; allow float rounding above it
 _LOGPROB_SLACK = 1e-4
+#: Min-K% Prob: share of a document's lowest-probability tokens averaged (the scorer's default)
+DEFAULT_MIN_K_RATIO = 0.2
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,19 @@ class DocumentLogProbs:
 
     logprobs: list[np.ndarray]  # float64, one entry per predicted token (n_tokens - 1, or 0)
     windows: np.ndarray  # windows run per document
+
+
+def mean_cross_entropy(logprobs: np.ndarray) -> float:
+    """Mean next-token cross-entropy in nats (NaN when nothing was predicted)."""
+    return float(-logprobs.mean()) if len(logprobs) else math.nan
+
+
+def min_k_prob(logprobs: np.ndarray, ratio: float) -> float:
+    """Min-K% Prob: −mean of the floor(n · ratio) (at least one) lowest token log-probabilities."""
+    if not len(logprobs):
+        return math.nan
+    k = max(1, int(len(logprobs) * ratio))
+    return float(-np.sort(logprobs)[:k].mean())
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

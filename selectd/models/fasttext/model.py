@@ -1,24 +1,20 @@
-"""Export a fastText model to a model directory, and run an exported one.
+"""Run an exported fastText model directory (``selectd.tools.fasttext.export`` writes one).
 
 A fastText model directory holds ``table.bin`` (the input rows, or ``W · Oᵀ`` when folded, as raw
-float32: the host sums each document's rows, see graph.py), ``model.onnx`` (the output layer from
-the mean row), ``vocab.txt`` (the vocabulary as raw bytes, one word a line:
+float32: the host sums each document's rows, see ``selectd/tools/fasttext/graph.py``), ``model.onnx``
+(the output layer from the mean row), ``vocab.txt`` (the vocabulary as raw bytes, one word a line:
 words never contain a newline), ``pruneidx.txt`` for pruned .ftz models (``bucket row`` a line),
 and ``manifest.json`` (args, labels, preprocessing profile, sha256 of each file).
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from selectd import preprocess
-from selectd.models.fasttext.binary import FastTextModel, read_model
 from selectd.models.fasttext.features import make_featurizer
-from selectd.models.fasttext.graph import HIDDEN_INPUT
-from selectd.models.manifest import Manifest, ModelLoadError, load_manifest, sha256_file, write_manifest
+from selectd.models.manifest import Manifest, ModelLoadError, load_manifest
 from selectd.models.runtime import ExecutionProvider, make_session
 
 MANIFEST_KIND = "fasttext"
@@ -28,43 +24,8 @@ VOCAB_NAME = "vocab.txt"
 PRUNEIDX_NAME = "pruneidx.txt"
 #: how fastText files spell labels in the manifest (bytes that are not UTF-8 survive the round trip)
 LABEL_ENCODING = ("utf-8", "surrogateescape")
-
-
-def should_fold(model: FastTextModel) -> bool:
-    """Fold W·Oᵀ when the output layer uses fewer rows than the model has dimensions."""
-    used_rows = len(model.labels) - 1 if model.args.loss == "hs" else len(model.labels)
-    return used_rows < model.args.dim
-
-
-def export_model(source: Path | str, out_dir: Path | str, profile: str = "identity") -> Manifest:
-    """Parse a fastText .bin/.ftz and write an exported model directory."""
-    preprocess.profile(profile)  # unknown profile names fail before any work
-    source = Path(source)
-    out_dir = Path(out_dir)
-    model = read_model(source)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if (out_dir / "manifest.json").exists() or (out_dir / ONNX_NAME).exists():
-        raise FileExistsError(f"{out_dir}: already holds an exported model; choose an empty directory")
-    from selectd.models.fasttext.graph import build_graph, write_table  # onnx is an export-time dependency
-
-    fold = should_fold(model)
-    table_rows, _ = write_table(model, fold, out_dir / TABLE_NAME)
-    (out_dir / ONNX_NAME).write_bytes(build_graph(model, fold).SerializeToString())
-    (out_dir / VOCAB_NAME).write_bytes(b"\n".join(model.words))
-    if model.pruneidx_size >= 0:
-        (out_dir / PRUNEIDX_NAME).write_text("".join(f"{b} {r}\n" for b, r in sorted(model.pruneidx.items())))
-    metadata: dict[str, Any] = {
-        "args": dataclasses.asdict(model.args),
-        "labels": [label.decode(*LABEL_ENCODING) for label in model.labels],
-        "nwords": model.nwords,
-        "pruneidx_size": model.pruneidx_size,
-        "profile": profile,
-        "folded": fold,
-        "table_rows": table_rows,
-        "source": {"name": source.name, "sha256": sha256_file(source), "version": model.version,
-                   "quantized": model.quantized},
-    }
-    return write_manifest(out_dir, MANIFEST_KIND, metadata)
+#: the graph's one input: float32 [batch, width], each document's mean table row
+HIDDEN_INPUT = "hidden"
 
 
 def _read_vocabulary(manifest: Manifest, nwords: int) -> list[bytes]:

@@ -1,6 +1,6 @@
 """An exported Hugging Face sequence classifier, run on ONNX Runtime (no torch).
 
-The model directory (written by :mod:`selectd.models.transformer.export`) holds ``model.onnx``
+The model directory (written by :mod:`selectd.tools.transformer.export`) holds ``model.onnx``
 (and ``model.int8.onnx`` when quantized), ``tokenizer.json`` and ``manifest.json``. The graph
 takes ``input_ids`` and ``attention_mask`` (int64, ``[batch, sequence]``) and returns ``logits``:
 ``[batch, labels]`` for the multilabel and multiclass tasks, ``[batch, heads, classes]`` for

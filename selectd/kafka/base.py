@@ -1,0 +1,165 @@
+"""The client-neutral half of the Kafka package: what the commit protocol needs of a consumer, and
+the produce-failure policy every producer client shares.
+
+Partitions are ``(topic, partition)`` pairs and offsets plain ints; a client's own types and
+errors never reach the commit loop: a source raises :class:`BrokerError` (or :class:`CommitFailed`),
+a sink :class:`selectd.sinks.base.DeliveryError`.
+
+Produce-failure policy (:class:`ProducerSink`, so nothing is dropped silently):
+1. a failed send is retried ``delivery.produce_retries`` times with backoff;
+2. an output that still fails with an error that retrying cannot fix (message too large, topic
+   missing or not authorised) is dead-lettered: the ORIGINAL input bytes go to the DLQ with
+   reason ``produce_failed`` and the error in a header;
+3. anything else still failing (broker down, DLQ itself failing) raises ``DeliveryError``:
+   the commit protocol then does not commit the batch and retries it after a backoff.
+A dead letter larger than the producer's ``max_request_size`` (a huge input, or an output made too
+large by one) would fail forever and block its partition: it is sent cut to fit
+(:func:`selectd.records.dead_letter`). Every failure is counted in ``selectd_produce_failures_total``.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import abstractmethod
+from typing import Protocol, Sequence
+
+from selectd.config import Config
+from selectd.metrics import Metrics
+from selectd.records import Output, Record, dead_letter
+from selectd.sinks.base import DeliveryError, Sink
+
+log = logging.getLogger("selectd.sink")
+
+#: a partition of a topic: (topic, partition)
+Partition = tuple[str, int]
+
+
+class BrokerError(Exception):
+    """A broker operation of the source failed (unreachable, timed out, refused)."""
+
+
+class CommitFailed(BrokerError):
+    """The broker refused or never answered the offset commit of a delivered batch."""
+
+
+class Source(Protocol):
+    """A consumer in a group, as the commit protocol uses it. Every method runs on the loop's
+    thread; those that talk to the broker raise :class:`BrokerError`."""
+
+    def poll_batch(self, stop: threading.Event) -> list[Record]:
+        """Up to ``batch.max_docs`` records / ``batch.max_bytes`` bytes, waiting at most
+        ``batch.linger_ms`` once the first record arrived; an empty list when idle or stopping."""
+
+    def keep_alive(self) -> None:
+        """Stay in the group while a batch takes long: poll with every partition paused."""
+
+    def resume(self) -> None:
+        """Undo :meth:`keep_alive`'s pause."""
+
+    def rewind(self, records: list[Record]) -> None:
+        """Seek every owned partition of ``records`` back to its first record, to read them again."""
+
+    def commit(self, offsets: dict[Partition, int]) -> None:
+        """Commit the next offset to read per partition; raises :class:`CommitFailed`."""
+
+    def owned(self) -> set[Partition]:
+        """The partitions assigned to this member now (a rebalance may shrink it at any time)."""
+
+    @property
+    def joined(self) -> bool:
+        """An assignment (possibly empty) arrived: this member is in the group."""
+
+    def update_lag(self, committed: dict[Partition, int]) -> None:
+        """Refresh the lag gauges of the owned partitions (``committed``: offsets this member committed)."""
+
+    def reconfigure(self, config: Config) -> None:
+        """Use a reloaded config's batch limits ([kafka] settings need a restart)."""
+
+    def close(self) -> None:
+        """Leave the group at once, committing nothing."""
+
+
+class ProducerSink(Sink):
+    """A Kafka sink: send a batch's outputs, wait until the broker acknowledged every one, apply the
+    failure policy (module docstring). A client provides the producer: :meth:`_send_all`,
+    :meth:`_is_permanent`, :meth:`_is_too_large`, :meth:`_discard_producer`, :meth:`close`."""
+
+    def __init__(self, config: Config, metrics: Metrics):
+        super().__init__(metrics)
+        self.config = config
+
+    @abstractmethod
+    def _send_all(self, outputs: Sequence[Output]) -> list[tuple[Output, Exception]]:
+        """Send ``outputs`` and wait up to ``kafka.delivery_timeout_ms`` for their acknowledgements;
+        the outputs that failed, with their errors. Raises ``DeliveryError`` when the producer itself
+        fails (no producer, flush failing)."""
+
+    @abstractmethod
+    def _is_permanent(self, error: Exception) -> bool:
+        """Another attempt will not fix ``error``: dead-letter the output instead of retrying."""
+
+    @abstractmethod
+    def _is_too_large(self, error: Exception) -> bool:
+        """``error`` says the record is over the producer's size limit."""
+
+    @abstractmethod
+    def _discard_producer(self) -> None:
+        """Drop the producer after a failed batch; the next send opens a fresh one (an idempotent
+        producer that hit a fatal error fails every later send)."""
+
+    def send(self, outputs: Sequence[Output]) -> list[Output]:
+        try:
+            return self._deliver(outputs)
+        except DeliveryError:
+            self._discard_producer()
+            raise
+
+    def _send_counted(self, outputs: Sequence[Output]) -> list[tuple[Output, Exception]]:
+        failed = self._send_all(outputs)
+        for out, exc in failed:
+            self.metrics.produce_failures.labels(out.topic, type(exc).__name__).inc()
+        return failed
+
+    def _deliver(self, outputs: Sequence[Output]) -> list[Output]:
+        policy = self.config.delivery
+        failed = self._send_counted(outputs)
+        for attempt in range(policy.produce_retries):
+            if not failed:
+                break
+            retriable = [(out, exc) for out, exc in failed if not self._is_permanent(exc)]
+            if not retriable:
+                break
+            time.sleep(policy.retry_backoff_s * (2 ** attempt))
+            self.metrics.produce_retries.inc(len(retriable))
+            permanent = [(out, exc) for out, exc in failed if self._is_permanent(exc)]
+            failed = permanent + self._send_counted([out for out, _ in retriable])
+        letters = self._dead_letter_undeliverable(failed) if failed else []
+        undelivered = {id(out) for out, _ in failed}
+        return [out for out in outputs if id(out) not in undelivered] + letters
+
+    def _dead_letter_undeliverable(self, failed: list[tuple[Output, Exception]]) -> list[Output]:
+        # A dead letter that failed for its size is sent again cut to fit; any other DLQ failure is transient.
+        transient = [(out, exc) for out, exc in failed if not self._is_permanent(exc)
+                     or (out.outcome == "dlq" and not self._is_too_large(exc))]
+        if transient:
+            out, exc = transient[0]
+            raise DeliveryError(f"{len(transient)} outputs undelivered after retries, e.g. to {out.topic!r}: {exc!r}")
+        dlq = self.config.topics.dlq
+        limit = self.config.kafka.max_request_size
+        letters = []
+        for out, exc in failed:
+            source = f"{out.record.topic}:{out.record.partition}:{out.record.offset}"
+            if out.outcome == "dlq":  # failed for its size: the same letter, cut to fit
+                log.warning("dead letter too large; sending it truncated",
+                            extra={"bytes": len(out.value or b""), "source": source})
+                letters.append(dead_letter(out.record, out.topic, out.reason, out.detail, doc_id=out.doc_id,
+                                           max_bytes=limit))
+                continue
+            log.warning("output dead-lettered", extra={"topic": out.topic, "error": repr(exc)[:300], "source": source})
+            letters.append(dead_letter(out.record, dlq, "produce_failed", repr(exc)[:1000], intended_topic=out.topic,
+                                       doc_id=out.doc_id, max_bytes=limit))
+        still = self._send_counted(letters)
+        if still:
+            raise DeliveryError(f"dead-lettering {len(still)} undeliverable outputs failed: {still[0][1]!r}")
+        return letters

@@ -1,0 +1,48 @@
+"""Export a fastText .bin/.ftz to a model directory (the layout :mod:`selectd.models.fasttext.model` reads)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from selectd import preprocess
+from selectd.models.fasttext.binary import FastTextModel, read_model
+from selectd.models.fasttext.model import (LABEL_ENCODING, MANIFEST_KIND, ONNX_NAME, PRUNEIDX_NAME, TABLE_NAME,
+                                           VOCAB_NAME)
+from selectd.models.manifest import Manifest, sha256_file, write_manifest
+from selectd.tools.fasttext.graph import build_graph, write_table
+
+
+def should_fold(model: FastTextModel) -> bool:
+    """Fold W·Oᵀ when the output layer uses fewer rows than the model has dimensions."""
+    used_rows = len(model.labels) - 1 if model.args.loss == "hs" else len(model.labels)
+    return used_rows < model.args.dim
+
+
+def export_model(source: Path | str, out_dir: Path | str, profile: str = "identity") -> Manifest:
+    """Parse a fastText .bin/.ftz and write an exported model directory."""
+    preprocess.profile(profile)  # unknown profile names fail before any work
+    source = Path(source)
+    out_dir = Path(out_dir)
+    model = read_model(source)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if (out_dir / "manifest.json").exists() or (out_dir / ONNX_NAME).exists():
+        raise FileExistsError(f"{out_dir}: already holds an exported model; choose an empty directory")
+    fold = should_fold(model)
+    table_rows, _ = write_table(model, fold, out_dir / TABLE_NAME)
+    (out_dir / ONNX_NAME).write_bytes(build_graph(model, fold).SerializeToString())
+    (out_dir / VOCAB_NAME).write_bytes(b"\n".join(model.words))
+    if model.pruneidx_size >= 0:
+        (out_dir / PRUNEIDX_NAME).write_text("".join(f"{b} {r}\n" for b, r in sorted(model.pruneidx.items())))
+    metadata: dict[str, Any] = {
+        "args": dataclasses.asdict(model.args),
+        "labels": [label.decode(*LABEL_ENCODING) for label in model.labels],
+        "nwords": model.nwords,
+        "pruneidx_size": model.pruneidx_size,
+        "profile": profile,
+        "folded": fold,
+        "table_rows": table_rows,
+        "source": {"name": source.name, "sha256": sha256_file(source), "version": model.version,
+                   "quantized": model.quantized},
+    }
+    return write_manifest(out_dir, MANIFEST_KIND, metadata)
