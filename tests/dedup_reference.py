@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from selectd.dedup.corpus import build_corpus
+from selectd.tools.dedup_corpus import build_corpus
 from selectd.dedup.minhash import MinhashOptions
 
 

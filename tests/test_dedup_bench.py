@@ -2,7 +2,7 @@
 and consistency, on a small sample; speed figures come from the benchmark itself)."""
 import pytest
 
-from selectd.dedup import bench
+from selectd.tools import dedup_bench as bench
 
 
 def test_measure_reports_signatures_stage_and_every_store(dedup_corpus):

@@ -16,7 +16,7 @@ import pytest
 from selectd.dedup.bloom import BloomStore, key_rate_for_documents
 from selectd.dedup.keys import KeyBatch, MinhashKeys
 from selectd.dedup.minhash import MinhashOptions
-from selectd.dedup.redis_server import RedisServer, free_port
+from selectd.tools.redis_server import RedisServer, free_port
 from selectd.dedup.redis_store import RedisStore
 from selectd.dedup.stage import StoreConfig, open_store
 from selectd.dedup.local import LocalStore

@@ -1,6 +1,7 @@
-"""Dedup measurements (the body of ``selectd bench dedup``): MinHash signatures against datatrove
-on the same texts in the same run, the stage's cost per document, and each store's size per
-million documents, latency and round trips per batch.
+"""``selectd bench dedup``: MinHash signatures vs datatrove's, the dedup stage's cost, the stores'.
+
+Same texts, same run: signatures against datatrove's, the stage's cost per document, and each
+store's size per million documents, latency and round trips per batch.
 
 - Signatures: CPU seconds of this process on one core. datatrove's side is exactly what
   ``MinhashDedupSignature.run`` does per document (``get_shingles`` + ``get_signature``) without
@@ -18,12 +19,9 @@ million documents, latency and round trips per batch.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -32,27 +30,15 @@ import numpy as np
 from selectd.dedup.bloom import BloomStore, key_rate_for_documents
 from selectd.dedup.keys import KeyBatch, MinhashKeys
 from selectd.dedup.minhash import MinhashOptions, MinhashSigner
-from selectd.dedup.redis_server import RedisServer
+from selectd.tools.benchmark import emit, one_core, read_texts
+from selectd.tools.dedup_corpus import build_corpus
+from selectd.tools.redis_server import RedisServer
 from selectd.dedup.redis_store import RedisStore
 from selectd.dedup.stage import Deduplicator
 from selectd.dedup.local import LocalStore
 from selectd.dedup.store import DedupStore
 
 BANDS = 14
-
-
-@contextmanager
-def one_core() -> Iterator[int | None]:
-    """Run on a single core, so the comparison is per core whatever the machine; restore after."""
-    if not hasattr(os, "sched_setaffinity"):
-        yield None
-        return
-    cores = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(cores)})
-    try:
-        yield min(cores)
-    finally:
-        os.sched_setaffinity(0, cores)
 
 
 def _cpu(run: Callable[[], Any]) -> tuple[float, Any]:
@@ -252,22 +238,25 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m selectd.dedup.bench``: until ``selectd bench dedup`` calls :func:`measure`."""
-    from selectd.dedup.corpus import build_corpus
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--docs", type=int, default=2500, help="corpus documents (selectd.dedup.corpus)")
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--texts", type=Path, help="JSONL file with a 'text' field per line (default: the "
+                        "near-duplicate corpus of selectd.tools.dedup_corpus, built from this machine's files)")
+    parser.add_argument("--docs", type=int, default=2500, help="texts to use (the corpus size, or the first N of --texts)")
+    parser.add_argument("--warm-texts", type=int, default=None,
+                        help="texts that only warm the word cache (default: the first third)")
     parser.add_argument("--store-docs", type=int, default=200_000, help="synthetic documents per store")
     parser.add_argument("--stores", nargs="*", default=["local", "redis", "bloom"], choices=["local", "redis", "bloom"])
     parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    texts = [doc["text"] for doc in build_corpus(max_docs=args.docs)]
-    report = measure(texts, batch_size=args.batch_size, store_docs=args.store_docs, stores=args.stores)
-    print(json.dumps(report, indent=1) if args.json else format_report(report))
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def bench(args: argparse.Namespace) -> int:
+    try:
+        texts = (read_texts(args.texts, args.docs) if args.texts
+                 else [doc["text"] for doc in build_corpus(max_docs=args.docs)])
+        report = measure(texts, args.warm_texts, args.batch_size, args.store_docs, args.stores)
+    except (ValueError, OSError) as exc:
+        print(f"selectd bench dedup: {exc}")
+        return 2
+    emit(report, args.json, format_report(report).splitlines())
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
