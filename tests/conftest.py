@@ -13,6 +13,7 @@ from loadtest import harness
 from loadtest.harness import DaemonProcess, TopicNames
 from selectd.demo.broker import TansuBroker
 from selectd.kafka import admin
+from selectd.records import Document, Record
 
 # the dedup oracles' session fixtures: the near-duplicate corpus, datatrove's MinHash pipeline run on it
 from dedup_reference import datatrove_minhash, dedup_corpus  # noqa: F401
@@ -92,6 +93,16 @@ def documents(n: int, prefix: str = "doc", text: str | None = None) -> list[tupl
     base = text or GOOD_TEXT
     return [(f"{prefix}-{i}".encode(), orjson.dumps({"id": f"{prefix}-{i}", "text": base, "n": i, "meta": {"src": "test"}}))
             for i in range(n)]
+
+
+def text_documents(texts: list[str], fields: list[dict] | None = None) -> list[Document]:
+    """Documents of bare texts (ids "0", "1", ...; more fields per document if given), as parsing
+    makes them, for cascades run without records."""
+    out = []
+    for i, text in enumerate(texts):
+        obj = {"id": str(i), "text": text, **(fields[i] if fields else {})}
+        out.append(Document(Record("texts", 0, i, None, orjson.dumps(obj)), obj["id"], text, obj))
+    return out
 
 
 @pytest.fixture

@@ -164,7 +164,7 @@ def test_store_open_errors(tmp_path, redis_server):
         with pytest.raises(StoreOpenError, match="another process holds it"):
             LocalStore(tmp_path / "held")
     port = free_port()
-    with pytest.raises(StoreOpenError, match=f"cannot open the dedup store at redis \\('127.0.0.1', {port}\\)"):
+    with pytest.raises(StoreOpenError, match=f"cannot open the dedup store: redis \\('127.0.0.1', {port}\\)"):
         RedisStore(f"redis://127.0.0.1:{port}/0", timeout_s=1)
     with pytest.raises(StoreOpenError, match="scheme"):
         RedisStore("http://localhost/")

@@ -141,7 +141,7 @@ def test_transient_produce_failure_raises_and_the_batch_is_not_committed(broker,
         loop.complete(loop.submit(records))
     assert source.commits == [], "an undelivered batch is never committed"
     loop.stop.set()  # the backoff after the error returns at once
-    loop._on_broker_error(records, DeliveryError("x"))
+    loop._on_batch_failed(records, DeliveryError("x"))
     assert source.rewound == records, "the batch is read again"
     assert metrics.broker_up._value.get() == 0 and metrics.ready._value.get() == 0
     assert metrics.produce_failures.labels(topics.accepted, "NotLeaderForPartitionError")._value.get() == 3 * 3

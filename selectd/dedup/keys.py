@@ -71,6 +71,10 @@ class ExactDedupOptions(BaseModel):
     def _some_key(self) -> "ExactDedupOptions":
         if not self.text and not self.fields:
             raise ValueError("exact_dedup needs a key: text = true and/or fields = [...]")
+        # each key names a signal, duplicate_<key>, beside duplicate_of
+        labels = (["text"] if self.text else []) + self.fields
+        if clash := sorted({name for name in labels if labels.count(name) > 1 or name == "of"}):
+            raise ValueError(f"fields {clash}: a key is named once, and not 'of' (nor 'text' with text = true)")
         return self
 
     def normalize(self, text: str) -> str:

@@ -199,7 +199,7 @@ class RedisStore(DedupStore):
             self.client.close()
             if isinstance(exc, StoreOpenError):
                 raise
-            raise StoreOpenError(f"cannot open the dedup store at redis {self.client.address}: {exc}") from exc
+            raise StoreOpenError(f"cannot open the dedup store: {exc}") from exc
 
     def _server_version(self) -> tuple[int, ...]:
         info = self.client.call("INFO", "server").decode()

@@ -3,10 +3,13 @@
 ``exact_dedup`` and ``minhash_dedup`` differ only in their keys (keys.py); the decision is the
 store's (store.py): a document is a duplicate when one of its keys was claimed by a document with
 another id, earlier in the stream or earlier in the batch. :func:`open_store` builds the store of
-a ``[dedup]`` section (:class:`StoreConfig`).
+a ``[dedup]`` section (:class:`StoreConfig`); :data:`shared_stores` keeps one open store per
+config in the process, shared by every stage that uses it.
 """
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -14,20 +17,10 @@ from typing import Any, Literal, Mapping, Sequence
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from selectd.dedup.bloom import BloomStore
-from selectd.dedup.keys import ExactDedupOptions, ExactKeys, MinhashKeys
-from selectd.dedup.minhash import MinhashOptions
+from selectd.dedup.keys import ExactKeys, MinhashKeys
 from selectd.dedup.redis_store import RedisStore
 from selectd.dedup.local import LocalStore
-from selectd.dedup.store import DedupStore
-
-#: stage type -> (its options model, its key derivation)
-STAGE_TYPES = {"exact_dedup": (ExactDedupOptions, ExactKeys), "minhash_dedup": (MinhashOptions, MinhashKeys)}
-
-
-def key_deriver(stage_type: str, options: Mapping[str, Any]) -> ExactKeys | MinhashKeys:
-    """The key derivation of a dedup stage type from its options table (validated here)."""
-    options_model, keys = STAGE_TYPES[stage_type]
-    return keys(options_model.model_validate(options))
+from selectd.dedup.store import DedupStore, StoreOpenError
 
 
 @dataclass(frozen=True)
@@ -44,6 +37,8 @@ class Deduplicator:
     def __init__(self, keys: ExactKeys | MinhashKeys, store: DedupStore):
         self.keys = keys
         self.store = store
+        #: wall seconds of the last store claim (the stage reports it as the store's latency)
+        self.claim_seconds = 0.0
 
     def find(self, ids: Sequence[str], texts: Sequence[str],
              fields: Sequence[Mapping[str, Any]] | None = None) -> list[Duplicate | None]:
@@ -51,7 +46,11 @@ class Deduplicator:
         keys of every document are claimed before this returns (raises ``StoreError`` when not,
         with nothing decided)."""
         batch = self.keys.derive(texts, fields if fields is not None else [{}] * len(texts))
-        matches = self.store.claim(batch, ids)
+        began = time.perf_counter()
+        try:
+            matches = self.store.claim(batch, ids)
+        finally:
+            self.claim_seconds = time.perf_counter() - began
         return [None if match is None else
                 Duplicate(match.owner, batch.labels[batch.slots[batch.offsets[d] + match.key]])
                 for d, match in enumerate(matches)]
@@ -86,9 +85,42 @@ class StoreConfig(BaseModel):
 
 
 def open_store(config: StoreConfig) -> DedupStore:
-    """Open the configured store; ``StoreOpenError`` (naming what failed) when it cannot be used."""
-    if config.store == "redis":
-        return RedisStore(config.url, config.prefix, config.bucket_bits, config.timeout_s)
-    if config.store == "bloom":
-        return BloomStore(config.path, config.capacity, config.false_positive_rate, config.journal_docs)
-    return LocalStore(config.path)
+    """Open the configured store; ``StoreOpenError`` naming the ``[dedup]`` key and what failed
+    when it cannot be used."""
+    try:
+        if config.store == "redis":
+            return RedisStore(config.url, config.prefix, config.bucket_bits, config.timeout_s)
+        if config.store == "bloom":
+            return BloomStore(config.path, config.capacity, config.false_positive_rate, config.journal_docs)
+        return LocalStore(config.path)
+    except StoreOpenError as exc:
+        key = "dedup.url" if config.store == "redis" else "dedup.path"
+        raise StoreOpenError(f"{key}: {exc}") from exc
+
+
+class SharedStores:
+    """The stores open in this process, one per config, each shared by the stages that use it:
+    an ``exact_dedup`` and a ``minhash_dedup`` stage of one cascade, and the running cascade and
+    the one a reload builds beside it (a local store's directory admits one opener). A store
+    closes when its last stage releases it."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._open: dict[StoreConfig, tuple[DedupStore, int]] = {}
+
+    def acquire(self, config: StoreConfig) -> DedupStore:
+        with self._lock:
+            store, users = self._open.get(config) or (open_store(config), 0)
+            self._open[config] = (store, users + 1)
+            return store
+
+    def release(self, config: StoreConfig) -> None:
+        with self._lock:
+            store, users = self._open.pop(config)
+            if users > 1:
+                self._open[config] = (store, users - 1)
+            else:
+                store.close()
+
+
+shared_stores = SharedStores()

@@ -23,12 +23,13 @@ from typing import Sequence
 import numpy as np
 
 from selectd.dedup.keys import KeyBatch
+from selectd.records import RetriableBatchError
 
 #: the owner of a key seen before that the store has no id for (Bloom, outside its journal)
 UNKNOWN_OWNER = None
 
 
-class StoreError(Exception):
+class StoreError(RetriableBatchError):
     """The store did not answer (unreachable, disk full, locked, ...). The batch's documents were
     not decided; retry the batch later."""
 
