@@ -15,8 +15,8 @@ from selectd.demo.broker import TansuBroker
 from selectd.kafka import admin
 from selectd.records import Document, Record
 
-# the dedup oracles' session fixtures: the near-duplicate corpus, datatrove's MinHash pipeline run on it
-from dedup_reference import datatrove_minhash, dedup_corpus  # noqa: F401
+# the dedup tests' session fixtures: the near-duplicate corpus, datatrove's MinHash pipeline run on it, a redis-server
+from dedup_reference import datatrove_minhash, dedup_corpus, redis_server  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 _names = itertools.count()
@@ -95,14 +95,16 @@ def documents(n: int, prefix: str = "doc", text: str | None = None) -> list[tupl
             for i in range(n)]
 
 
-def text_documents(texts: list[str], fields: list[dict] | None = None) -> list[Document]:
-    """Documents of bare texts (ids "0", "1", ...; more fields per document if given), as parsing
-    makes them, for cascades run without records."""
-    out = []
-    for i, text in enumerate(texts):
-        obj = {"id": str(i), "text": text, **(fields[i] if fields else {})}
-        out.append(Document(Record("texts", 0, i, None, orjson.dumps(obj)), obj["id"], text, obj))
-    return out
+def as_documents(objects: list[dict]) -> list[Document]:
+    """Documents as parsing makes them of JSON objects with an "id" and a "text", for cascades run
+    without records."""
+    return [Document(Record("texts", 0, i, None, orjson.dumps(obj)), obj["id"], obj["text"], obj)
+            for i, obj in enumerate(objects)]
+
+
+def text_documents(texts: list[str]) -> list[Document]:
+    """Documents of bare texts, with ids "0", "1", ..."""
+    return as_documents([{"id": str(i), "text": text} for i, text in enumerate(texts)])
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Oracles for the dedup tests: the near-duplicate corpus and datatrove's full MinHash pipeline
-run on it once per session (fixtures imported by conftest.py).
+run on it once per session, and a redis-server (fixtures imported by conftest.py).
 
 datatrove's four steps run with ``LocalPipelineExecutor`` (one task, in this process) on the
 corpus in stream order: ``MinhashDedupSignature`` -> ``MinhashDedupBuckets`` ->
@@ -87,6 +87,15 @@ def _read_pairs(folder: Path) -> list[tuple[int, int]]:
         data = path.read_bytes()
         pairs += [(d1, d2) for _, d1, _, d2 in struct.iter_unpack("<4I", data)]
     return pairs
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """One private redis-server for the session; tests keep to their own key prefixes."""
+    from selectd.tools.redis_server import RedisServer
+
+    with RedisServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

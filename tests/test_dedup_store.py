@@ -32,12 +32,6 @@ def batch(*docs: list[int]) -> KeyBatch:
                     np.zeros(len(keys), dtype=np.uint8), ("k",))
 
 
-@pytest.fixture(scope="module")
-def redis_server():
-    with RedisServer() as server:
-        yield server
-
-
 @pytest.fixture(params=["local", "redis", "bloom"])
 def open_test_store(request, tmp_path, redis_server):
     """A function (re)opening one fresh store of each kind at the same place."""
