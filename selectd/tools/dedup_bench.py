@@ -8,7 +8,7 @@ store's size per million documents, latency and round trips per batch.
   its file writes; ours is :meth:`MinhashSigner.signatures` per batch, each implementation, after
   the word cache has seen the warm-up texts (a daemon that has been running a while). Both are
   warmed first (datatrove's first call loads spaCy), and the outputs are compared.
-- Stage: keys + claim against a fresh embedded store, CPU and wall time per document.
+- Stage: the ``minhash_dedup`` stage with a fresh embedded store, CPU and wall time per document.
 - Stores: ``store_docs`` synthetic documents of 14 random keys (MinHash's band count, all new: the
   largest a store grows per document) and 16-character ids, in batches; memory and disk (local
   stores: their own accounting and file sizes; Redis: ``used_memory`` growth of a private
@@ -28,15 +28,19 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from selectd.dedup.bloom import BloomStore, key_rate_for_documents
-from selectd.dedup.keys import KeyBatch, MinhashKeys
+from selectd.dedup.keys import KeyBatch
 from selectd.dedup.minhash import MinhashOptions, MinhashSigner
 from selectd.tools.benchmark import emit, one_core, read_texts
 from selectd.tools.dedup_corpus import build_corpus
 from selectd.tools.redis_server import RedisServer
 from selectd.dedup.redis_store import RedisStore
-from selectd.dedup.stage import Deduplicator
+from selectd.cascade import Stage
+from selectd.config import StageConfig
 from selectd.dedup.local import LocalStore
+from selectd.dedup.stage import StoreConfig
 from selectd.dedup.store import DedupStore
+from selectd.records import Document, Record
+from selectd.scorers.base import StageContext
 
 BANDS = 14
 
@@ -92,18 +96,24 @@ def measure_signatures(warm_texts: Sequence[str], texts: Sequence[str], batch_si
 
 
 def measure_stage(warm_texts: Sequence[str], texts: Sequence[str], batch_size: int = 1000) -> dict[str, Any]:
-    """``minhash_dedup`` with the embedded store: keys + claim per batch, per document."""
-    with tempfile.TemporaryDirectory() as directory, LocalStore(directory) as store:
-        deduplicator = Deduplicator(MinhashKeys(MinhashOptions()), store)
-        for batch in _batches(warm_texts, batch_size):
-            deduplicator.keys.derive(batch)  # warms the word cache only: nothing stored
-        wall = time.perf_counter()
-        cpu, verdicts = _cpu(lambda: [v for i, batch in enumerate(_batches(texts, batch_size))
-                                      for v in deduplicator.find([f"{i}-{j}" for j in range(len(batch))], batch)])
-        wall = time.perf_counter() - wall
-        return {"texts": len(texts), "cpu_us_per_doc": 1e6 * cpu / len(texts), "wall_us_per_doc": 1e6 * wall / len(texts),
-                "duplicates": sum(v is not None for v in verdicts), "round_trips_per_batch": store.round_trips / len(
-                    _batches(texts, batch_size))}
+    """The ``minhash_dedup`` stage as the cascade runs it (keys, one claim against a fresh embedded
+    store, signals and the default rule's decision), per batch; CPU and wall time per document."""
+    documents = [Document(Record("bench", 0, i, None, None), f"doc-{i}", text, {}) for i, text in enumerate(texts)]
+    with tempfile.TemporaryDirectory() as directory:
+        stage = Stage.from_config(StageConfig(name="near", type="minhash_dedup"),
+                                  StageContext(StoreConfig(path=Path(directory))))
+        try:
+            for batch in _batches(warm_texts, batch_size):
+                stage.scorer.keys.derive(batch)  # warms the word cache only: nothing stored
+            wall = time.perf_counter()
+            cpu, reasons = _cpu(lambda: [r for batch in _batches(documents, batch_size) for r in stage.decide(batch)[1]])
+            wall = time.perf_counter() - wall
+            round_trips = stage.scorer.deduplicator.store.round_trips
+        finally:
+            stage.scorer.close()
+    return {"texts": len(texts), "cpu_us_per_doc": 1e6 * cpu / len(texts), "wall_us_per_doc": 1e6 * wall / len(texts),
+            "duplicates": sum(r is not None for r in reasons),
+            "round_trips_per_batch": round_trips / len(_batches(texts, batch_size))}
 
 
 def synthetic_batches(n_docs: int, batch_size: int, seed: int = 0) -> Iterator[tuple[KeyBatch, list[str]]]:
