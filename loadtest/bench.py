@@ -107,9 +107,11 @@ def stage_costs(config: Path, values: list[bytes], workdir: Path, warmup: int = 
     from selectd.config import load_config
     from selectd.parse import parse_record
     from selectd.records import Record
+    from selectd.scorers.base import StageContext
 
     path, _ = daemon_config(workdir / "stages.toml", "127.0.0.1:9", "stages", config)
-    cascade = Cascade.from_config(load_config(path).stages)
+    loaded = load_config(path)
+    cascade = Cascade.from_config(loaded.stages, StageContext(loaded.dedup))
     cascade.warmup()
     parsed = [parse_record(Record("bench", 0, offset, None, value), 1 << 30, 1 << 30)
               for offset, value in enumerate(values[:warmup + docs])]

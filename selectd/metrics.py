@@ -48,7 +48,7 @@ class Metrics:
         self.commit_failures = Counter("selectd_commit_failures_total", "Offset commits that failed", registry=r)
         self.last_processed = Gauge("selectd_last_processed_timestamp_seconds", "Unix time the last batch was committed", registry=r)
         self.broker_up = Gauge("selectd_broker_up", "1 while the last broker operation succeeded", registry=r)
-        self.ready = Gauge("selectd_ready", "1 when joined to the group with models loaded", registry=r)
+        self.ready = Gauge("selectd_ready", "1 when joined to the group with models loaded, and no batch failing (broker, dedup store)", registry=r)
         self.model_reloads = Counter("selectd_model_reloads_total", "Config/model reloads, by result", ["result"], registry=r)
         # dedup stages (selectd.scorers.dedup) and their store
         self.duplicates = Counter("selectd_duplicates_total", "Documents a dedup stage found duplicates, by stage and "

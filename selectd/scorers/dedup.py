@@ -27,7 +27,7 @@ from __future__ import annotations
 import collections
 import time
 from abc import abstractmethod
-from typing import Any, ClassVar, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
