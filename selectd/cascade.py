@@ -13,8 +13,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from selectd.config import ConfigError, StageConfig
+from selectd.records import Document
 from selectd.thresholds import Rule, first_failures
-from selectd.scorers.base import Scorer, scorer_class
+from selectd.scorers.base import Scorer, StageContext, scorer_class
 from selectd.selection import Selector
 
 
@@ -26,9 +27,10 @@ class Stage:
     selector: Selector | None = None
 
     @classmethod
-    def from_config(cls, config: StageConfig) -> "Stage":
+    def from_config(cls, config: StageConfig, context: StageContext = StageContext()) -> "Stage":
         scorer_type = scorer_class(config.type)
         scorer = scorer_type(config.name, scorer_type.Options.model_validate(config.options))
+        scorer.attach(context)
         rules = config.rules if config.rules is not None else [Rule.model_validate(r) for r in scorer.default_rules()]
         return cls(config.name, scorer, rules, Selector(config.select) if config.select else None)
 
@@ -39,13 +41,13 @@ class Stage:
             raise ConfigError(f"stage {self.name!r}: rules name unknown signals {sorted(missing)}; "
                              f"the scorer emits {sorted(emitted)}")
 
-    def decide(self, texts: Sequence[str]) -> tuple[dict[str, np.ndarray], list[str | None]]:
-        signals = self.scorer.run(texts)
-        reasons = first_failures(self.rules, signals, len(texts))
+    def decide(self, documents: Sequence[Document]) -> tuple[dict[str, np.ndarray], list[str | None]]:
+        signals = self.scorer.run_documents(documents)
+        reasons = first_failures(self.rules, signals, len(documents))
         if self.selector:
             alive = np.array([r is None for r in reasons], dtype=bool)
             if alive.any():
-                lengths = np.fromiter((len(texts[i]) for i in np.flatnonzero(alive)), dtype=np.float64)
+                lengths = np.fromiter((len(documents[i].text) for i in np.flatnonzero(alive)), dtype=np.float64)
                 kept = self.selector.keep(signals[self.selector.config.signal][alive], lengths)
                 for i, keep in zip(np.flatnonzero(alive), kept):
                     if not keep:
@@ -65,8 +67,6 @@ class Verdict:
         return self.stage is None
 
 
-WARMUP_TEXT = "A short English sentence, used to warm up each scorer and list the signals it emits."
-
 StageTimer = Callable[[str, float, int], None]
 
 
@@ -75,8 +75,8 @@ class Cascade:
         self.stages = stages
 
     @classmethod
-    def from_config(cls, configs: Sequence[StageConfig]) -> "Cascade":
-        return cls([Stage.from_config(c) for c in configs if c.enabled])
+    def from_config(cls, configs: Sequence[StageConfig], context: StageContext = StageContext()) -> "Cascade":
+        return cls([Stage.from_config(c, context) for c in configs if c.enabled])
 
     def versions(self) -> dict[str, dict[str, str]]:
         return {s.name: v for s in self.stages if (v := s.scorer.versions())}
@@ -85,23 +85,23 @@ class Cascade:
         """Warm every scorer up and check its rules against the signals it really emits."""
         for stage in self.stages:
             stage.scorer.warmup()
-            stage.check_signals(set(stage.scorer.run([WARMUP_TEXT])))
+            stage.check_signals(stage.scorer.emitted_signals())
 
     def close(self) -> None:
         for stage in self.stages:
             stage.scorer.close()
 
-    def run(self, texts: Sequence[str], on_stage: StageTimer | None = None,
+    def run(self, documents: Sequence[Document], on_stage: StageTimer | None = None,
             clock: Callable[[], float] = time.perf_counter) -> list[Verdict]:
         """``on_stage(name, seconds, documents)`` after each stage, timed by ``clock`` (wall time for
         the metrics; the load test's per-stage table passes a CPU clock)."""
-        verdicts = [Verdict() for _ in texts]
-        alive = list(range(len(texts)))
+        verdicts = [Verdict() for _ in documents]
+        alive = list(range(len(documents)))
         for stage in self.stages:
             if not alive:
                 break
             began = clock()
-            signals, reasons = stage.decide([texts[i] for i in alive])
+            signals, reasons = stage.decide([documents[i] for i in alive])
             if on_stage:
                 on_stage(stage.name, clock() - began, len(alive))
             # tolist() turns numpy scalars into Python ones, which orjson writes directly.

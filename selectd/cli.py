@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from selectd.config import ConfigError
+    from selectd.dedup.store import StoreError, StoreOpenError
     from selectd.models.manifest import ModelLoadError
 
     try:
@@ -184,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as exc:
         print(f"selectd: cannot load model: {exc}", file=sys.stderr)
         return 2
+    except StoreOpenError as exc:
+        print(f"selectd: {exc}", file=sys.stderr)  # names the [dedup] key and what failed
+        return 2
+    except StoreError as exc:  # `score` has no commit loop to retry a batch: the run stops, its output incomplete
+        print(f"selectd: the dedup store failed: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

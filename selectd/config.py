@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
                       field_validator, model_validator)
 
+from selectd.dedup.stage import StoreConfig
 from selectd.thresholds import Rule
 
 
@@ -187,6 +188,7 @@ class Config(Section):
     delivery: DeliverySection = DeliverySection()
     logging: LoggingSection = LoggingSection()
     stages: list[StageConfig] = Field(default_factory=list)
+    dedup: StoreConfig = Field(default_factory=StoreConfig, description="the store of the exact_dedup / minhash_dedup stages")
     routes: list[RouteConfig] = Field(default_factory=list, description="first match wins; else topics.accepted")
     #: sha256 of the effective config (file plus overrides), for outputs and the info metric
     _digest: str = PrivateAttr(default="")

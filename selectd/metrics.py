@@ -48,8 +48,22 @@ class Metrics:
         self.commit_failures = Counter("selectd_commit_failures_total", "Offset commits that failed", registry=r)
         self.last_processed = Gauge("selectd_last_processed_timestamp_seconds", "Unix time the last batch was committed", registry=r)
         self.broker_up = Gauge("selectd_broker_up", "1 while the last broker operation succeeded", registry=r)
-        self.ready = Gauge("selectd_ready", "1 when joined to the group with models loaded", registry=r)
+        self.ready = Gauge("selectd_ready", "1 when joined to the group with models loaded, and no batch failing (broker, dedup store)", registry=r)
         self.model_reloads = Counter("selectd_model_reloads_total", "Config/model reloads, by result", ["result"], registry=r)
+        # dedup stages (selectd.scorers.dedup) and their store
+        self.duplicates = Counter("selectd_duplicates_total", "Documents a dedup stage found duplicates, by stage and "
+                                  "the key that matched (text, a field name, minhash)", ["stage", "key"], registry=r)
+        self.dedup_store_latency = Histogram("selectd_dedup_store_duration_seconds", "Time of a dedup stage's store "
+                                             "claim (one round trip per batch)", ["stage"], buckets=LATENCY_BUCKETS,
+                                             registry=r)
+        self.dedup_store_errors = Counter("selectd_dedup_store_errors_total", "Dedup store calls that failed (a failed "
+                                          "claim leaves its batch uncommitted, to be retried)", ["stage"], registry=r)
+        self.dedup_store_documents = Gauge("selectd_dedup_store_documents", "Documents in the dedup store (Redis: "
+                                           "every replica's)", registry=r)
+        self.dedup_store_keys = Gauge("selectd_dedup_store_keys", "Keys in the dedup store", registry=r)
+        self.dedup_store_bytes = Gauge("selectd_dedup_store_bytes", "Dedup store size by medium: memory (local stores: "
+                                       "this process's index or filter; Redis: the server's used_memory), disk "
+                                       "(local stores' files)", ["medium"], registry=r)
         self.build_info = Info("selectd_build", "Version of selectd", registry=r)
         self.config_info = Info("selectd_config", "Digest of the effective config and model versions", registry=r)
         self.build_info.info({"version": __version__})
@@ -76,6 +90,23 @@ class Metrics:
     def observe_stage(self, stage: str, seconds: float, documents: int) -> None:
         self.stage_latency.labels(stage).observe(seconds)
         self.stage_documents.labels(stage).inc(documents)
+
+    def declare_dedup_stage(self, stage: str, keys: Sequence[str]) -> None:
+        for key in keys:
+            self.duplicates.labels(stage, key)
+        self.dedup_store_latency.labels(stage)
+        self.dedup_store_errors.labels(stage)
+
+    def observe_dedup(self, stage: str, claim_seconds: float, duplicates_by_key: dict[str, int]) -> None:
+        self.dedup_store_latency.labels(stage).observe(claim_seconds)
+        for key, count in duplicates_by_key.items():
+            self.duplicates.labels(stage, key).inc(count)
+
+    def set_dedup_store_size(self, documents: int, keys: int, memory_bytes: int, disk_bytes: int) -> None:
+        self.dedup_store_documents.set(documents)
+        self.dedup_store_keys.set(keys)
+        self.dedup_store_bytes.labels("memory").set(memory_bytes)
+        self.dedup_store_bytes.labels("disk").set(disk_bytes)
 
     def mark_processed(self) -> None:
         self.last_processed.set(time.time())

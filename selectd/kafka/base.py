@@ -26,7 +26,7 @@ from typing import Protocol, Sequence
 
 from selectd.config import Config
 from selectd.metrics import Metrics
-from selectd.records import Output, Record, dead_letter
+from selectd.records import Output, Record, RetriableBatchError, dead_letter
 from selectd.sinks.base import DeliveryError, Sink
 
 log = logging.getLogger("selectd.sink")
@@ -35,7 +35,7 @@ log = logging.getLogger("selectd.sink")
 Partition = tuple[str, int]
 
 
-class BrokerError(Exception):
+class BrokerError(RetriableBatchError):
     """A broker operation of the source failed (unreachable, timed out, refused)."""
 
 

@@ -15,9 +15,11 @@ One batch in flight, the next one read meanwhile:
 Consequences:
 - A crash (even kill -9) at any point loses nothing: uncommitted input is read again by whoever
   owns the partition next. Duplicates are bounded by the one in-flight batch.
-- If delivery fails (broker down, DLQ failing), the batch is not committed: the consumer seeks
-  back to the batch start (the read-ahead batch is dropped with it) and retries after a capped
-  exponential backoff; the daemon never exits for that, it reports not-ready.
+- If a batch cannot be finished for now (:class:`~selectd.records.RetriableBatchError`: delivery
+  failed with the broker down or the DLQ failing, the commit failed, a dedup store was unreachable
+  or its disk full), it is not committed: the consumer seeks back to the batch start (the
+  read-ahead batch is dropped with it) and retries after a capped exponential backoff; the daemon
+  never exits for that, it reports not-ready until a batch commits again.
 - A rebalance during a batch (kafka-python 3.0 runs the listener on its network thread, where a
   blocking commit is impossible) only shrinks the owned set (``Source.owned``): outputs for revoked partitions are
   still delivered, their offsets are not committed, and the new owner re-reads them — duplicates,
@@ -51,7 +53,7 @@ from selectd.config import Config
 from selectd.kafka.base import BrokerError, CommitFailed, Partition, Source
 from selectd.metrics import Metrics
 from selectd.pipeline import Pipeline
-from selectd.records import Record
+from selectd.records import Record, RetriableBatchError
 from selectd.sinks.base import DeliveryError, Sink
 
 log = logging.getLogger("selectd.commit")
@@ -99,6 +101,7 @@ class CommitLoop:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="selectd-batch")
         self._backoff = 0.0
         self._broker_up = True
+        self._batches_ok = True  # False from a failed batch until one commits
         self._next_lag_update = 0.0
         self._next_progress = 0.0
         self._progress_mark: tuple[float, float] | None = None  # (monotonic time, documents in) of the last line
@@ -186,11 +189,16 @@ class CommitLoop:
         self._update_ready()
 
     def _update_ready(self) -> None:
-        # Models were loaded before the consumer existed; ready = in the group and broker reachable.
-        self.metrics.ready.set(1 if self._broker_up and self.source.joined else 0)
+        # Models were loaded before the consumer existed; ready = in the group, broker reachable and
+        # the last batch committed (not while a batch keeps failing, e.g. on a dedup store).
+        self.metrics.ready.set(1 if self._broker_up and self._batches_ok and self.source.joined else 0)
 
-    def _on_broker_error(self, records: list[Record], exc: Exception) -> None:
-        self._set_broker_up(False)
+    def _on_batch_failed(self, records: list[Record], exc: RetriableBatchError) -> None:
+        self._batches_ok = False
+        if isinstance(exc, (DeliveryError, BrokerError)):
+            self._set_broker_up(False)
+        else:
+            self._update_ready()
         cap = self.config.delivery.broker_backoff_max_s
         self._backoff = min(cap, max(0.5, self._backoff * 2))
         log.warning("batch not committed; will retry", extra={"error": repr(exc)[:500], "backoff_s": self._backoff,
@@ -278,9 +286,10 @@ class CommitLoop:
         read-ahead records are rewound, to be read again after the backoff."""
         try:
             self.complete(batch)
-        except (DeliveryError, BrokerError) as exc:
-            self._on_broker_error(batch.records + read_ahead, exc)
+        except RetriableBatchError as exc:
+            self._on_batch_failed(batch.records + read_ahead, exc)
             return False
         self._backoff = 0.0
+        self._batches_ok = True
         self._set_broker_up(True)
         return True

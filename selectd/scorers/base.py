@@ -6,19 +6,41 @@ signals such as a language code). Decisions are not made here: a stage turns sig
 keep/reject with :class:`selectd.thresholds.Rule` thresholds, so a filter's defaults (datatrove's
 thresholds for the rule scorers) and a user's overrides go through the same code.
 
-Each scorer declares the preprocessing its model was trained with (``preprocess``), and the
-cascade always calls :meth:`Scorer.run`, which applies it: a model is never fed text prepared
-differently from its training data.
+The cascade hands a stage a batch of documents (:meth:`Scorer.run_documents`). A text scorer
+sees only their texts: each scorer declares the preprocessing its model was trained with
+(``preprocess``), and :meth:`Scorer.run` applies it, so a model is never fed text prepared
+differently from its training data. A scorer that needs more of a document (the dedup stages:
+its id and fields) overrides ``run_documents``.
+
+What a stage may use besides its own options (the ``[dedup]`` store, the daemon's metrics) comes
+in a :class:`StageContext` through :meth:`Scorer.attach`, once, before warm-up.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from selectd.dedup.stage import StoreConfig
+from selectd.metrics import Metrics
+from selectd.records import Document
+
 Signals = dict[str, np.ndarray]
+
+#: the text a scorer is run on to list the signals it emits (the cascade checks rules against them)
+SIGNALS_PROBE_TEXT = "A short English sentence, used to warm up each scorer and list the signals it emits."
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What the process shares with its stages: the ``[dedup]`` store's config and the metrics
+    (None offline in tests and benchmarks)."""
+
+    dedup: StoreConfig = field(default_factory=StoreConfig)
+    metrics: Metrics | None = None
 
 
 class ScorerOptions(BaseModel):
@@ -58,15 +80,28 @@ class Scorer(ABC):
         """Identifiers of the model files this scorer runs (e.g. sha256), for the output record."""
         return {}
 
+    def attach(self, context: StageContext) -> None:
+        """Take what this scorer needs of the process's shared resources; called once, before
+        :meth:`warmup` (most scorers need none)."""
+
     def warmup(self) -> None:
         """Run once after load so the first real batch does not pay for lazy initialisation."""
         self.run(["warm up the scorer with a short sentence of text."])
+
+    def emitted_signals(self) -> set[str]:
+        """The names of the signals this scorer emits: by default those of a run on one text."""
+        return set(self.run([SIGNALS_PROBE_TEXT]))
 
     def close(self) -> None:
         """Release resources (sessions, threads)."""
 
     # --- what the cascade calls -------------------------------------------------------------
+    def run_documents(self, documents: Sequence[Document]) -> Signals:
+        """Signals of a batch of documents, one entry per document: a text scorer's of their texts."""
+        return self.run([doc.text for doc in documents])
+
     def run(self, texts: Sequence[str]) -> Signals:
+        """Signals of a batch of texts, each prepared by :meth:`preprocess` first."""
         prepared = [self.preprocess(t) for t in texts]
         signals = self.score(prepared)
         for key, values in signals.items():
