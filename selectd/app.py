@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 from selectd.config import Config
+from selectd.kafka.clients import open_sink, open_source
 from selectd.kafka.commit import CommitLoop
-from selectd.kafka.sink import KafkaSink
-from selectd.kafka.source import KafkaSource
 from selectd.metrics import OUTCOMES, Metrics
 from selectd.pipeline import Pipeline
 from selectd.server import start_http_server
@@ -82,9 +81,9 @@ def run_daemon(config: Config, reload_config: Callable[[], Config] | None = None
         # Models load and warm up before the consumer joins, so a joined member is ready to work.
         pipeline = Pipeline.from_config(config, metrics)
         _publish_config_info(metrics, pipeline)
-        sink = KafkaSink(config, metrics)
+        sink = open_sink(config, metrics)
         stack.callback(sink.close)
-        source = KafkaSource(config, metrics)
+        source = open_source(config, metrics)
         stack.callback(source.close)
         build_pipeline = (lambda: _reloaded_pipeline(reload_config, metrics)) if reload_config else None
         loop = CommitLoop(config, pipeline, source, sink, metrics, build_pipeline)

@@ -46,6 +46,7 @@ def cmd_score(args) -> int:
 
 def cmd_check_config(args) -> int:
     from selectd.config import ConfigError, load_config
+    from selectd.kafka.clients import check_client
     from selectd.scorers.base import scorer_class, scorer_kinds
 
     if args.list_scorers:
@@ -58,6 +59,7 @@ def cmd_check_config(args) -> int:
         return 2
     try:
         config = load_config(args.file, args.overrides)
+        check_client(config)
     except ConfigError as exc:
         print(f"{args.file}: invalid config", file=sys.stderr)
         for line in str(exc).splitlines():

@@ -64,7 +64,27 @@ def _split_commas(value: Any) -> Any:
     return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
 
+#: the Kafka clients the daemon runs on: kafka-python (pure Python, the default) and confluent-kafka
+#: (librdkafka, the extra ``selectd[confluent]``)
+KafkaClient = Literal["kafka-python", "confluent-kafka"]
+
+#: [kafka] values one client refuses although the other takes them: the largest each client accepts
+#: (librdkafka's documented ranges: socket.timeout.ms, linger.ms, message.max.bytes, ...; kafka-python
+#: wants request_timeout_ms below its connections_max_idle_ms of 540 s). Checked by
+#: :func:`kafka_problems`, so check-config names the key rather than the client failing at start.
+CLIENT_MAXIMA: dict[str, dict[str, int]] = {
+    "kafka-python": {"request_timeout_ms": 539_999},
+    "confluent-kafka": {"request_timeout_ms": 300_000, "session_timeout_ms": 3_600_000,
+                        "heartbeat_interval_ms": 3_600_000, "max_poll_interval_ms": 86_400_000,
+                        "fetch_max_bytes": 2_147_483_135, "max_partition_fetch_bytes": 1_000_000_000,
+                        "linger_ms": 900_000, "max_request_size": 1_000_000_000,
+                        "producer_batch_size": 2_147_483_647, "delivery_timeout_ms": 2_147_483_647},
+}
+
+
 class KafkaSection(Section):
+    client: KafkaClient = Field(
+        default="kafka-python", description="confluent-kafka (librdkafka) needs pip install 'selectd[confluent]'")
     bootstrap_servers: Annotated[list[str], BeforeValidator(_split_commas)] = Field(
         min_length=1, description="host:port of brokers: a list, or one comma-separated string")
     group_id: str = Field(min_length=1)
@@ -82,8 +102,10 @@ class KafkaSection(Section):
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     linger_ms: int = Field(default=5, ge=0)
     max_request_size: int = Field(default=1_048_576, ge=1024, description="producer limit per message")
-    producer_batch_size: int = Field(default=262_144, ge=1024)
+    producer_batch_size: int = Field(default=1_000_000, ge=1024,
+                                     description="producer bytes per partition batch, at most max_request_size")
     delivery_timeout_ms: int = Field(default=120_000, ge=1000)
+    enable_idempotence: bool = Field(default=True, description="no duplicates from the producer's own retries")
     # security
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -104,6 +126,28 @@ class KafkaSection(Section):
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
         return self
+
+
+def kafka_problems(kafka: KafkaSection) -> list[str]:
+    """[kafka] values that contradict each other, or that the chosen client refuses although the other
+    takes them (:data:`CLIENT_MAXIMA`; librdkafka also wants ``max_poll_interval_ms`` at least
+    ``session_timeout_ms``): one line per key, naming it."""
+    problems = []
+    if kafka.producer_batch_size > kafka.max_request_size:
+        problems.append(f"kafka.producer_batch_size: {kafka.producer_batch_size} is over kafka.max_request_size "
+                        f"({kafka.max_request_size}): a batch goes out in one request")
+    chosen = f'kafka.client = "{kafka.client}"'
+    for key, most in CLIENT_MAXIMA[kafka.client].items():
+        value = getattr(kafka, key)
+        if value > most:
+            others = "; ".join(f"{client} takes up to {maxima[key]}" if key in maxima else f"{client} takes it"
+                               for client, maxima in CLIENT_MAXIMA.items() if client != kafka.client)
+            problems.append(f"kafka.{key}: {value} is over {most}, the most {chosen} takes ({others})")
+    if kafka.client == "confluent-kafka" and kafka.max_poll_interval_ms < kafka.session_timeout_ms:
+        problems.append(f"kafka.max_poll_interval_ms: {kafka.max_poll_interval_ms} is below kafka.session_timeout_ms "
+                        f"({kafka.session_timeout_ms}); {chosen} (librdkafka) needs it at least as long "
+                        f"(kafka-python takes it)")
+    return problems
 
 
 class TopicsSection(Section):
@@ -299,10 +343,10 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(explain(exc)) from None
-    # Each scorer validates its own options table; errors keep the full key path.
     from selectd.scorers.base import scorer_class
 
-    problems = []
+    problems = kafka_problems(config.kafka)
+    # Each scorer validates its own options table; errors keep the full key path.
     for index, stage in enumerate(config.stages):
         try:
             scorer_class(stage.type).Options.model_validate(stage.options)

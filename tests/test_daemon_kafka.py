@@ -39,10 +39,10 @@ def _mixed_input(n_good: int, n_low: int) -> list[tuple[bytes, bytes | None]]:
     return documents(n_good, "good") + documents(n_low, "low", LOW_QUALITY) + [(k, v) for k, v, _ in BAD_MESSAGES]
 
 
-def test_round_trip_every_id_exactly_once(broker, daemons, tmp_path):
+def test_round_trip_every_id_exactly_once(broker, daemons, tmp_path, kafka_client):
     topics = Topics(partitions=3)
     create_topics(broker, topics)
-    config = write_config(tmp_path / "c.toml", broker, topics, RULE_STAGES, SMALL_TEXT_LIMIT)
+    config = write_config(tmp_path / "c.toml", broker, topics, RULE_STAGES, SMALL_TEXT_LIMIT, client=kafka_client)
     messages = _mixed_input(300, 50)
     produce(broker, topics.input, messages)
     daemon = daemons(config, tmp_path / "d.log")

@@ -1,0 +1,106 @@
+"""confluent-kafka (librdkafka) sink: the produce-failure policy of :class:`selectd.kafka.base.ProducerSink`
+over librdkafka's producer, and what kind of failure each of its errors is.
+
+librdkafka batches, compresses, retries and (with ``enable_idempotence``) numbers the records in its
+own threads, outside the GIL. ``produce()`` only queues: a record over ``message.max.bytes`` fails
+there at once, every other outcome arrives as a delivery report served inside ``flush()``. With
+``delivery.report.only.error`` only failures call back into Python: a batch costs one ``produce()``
+per output and one ``flush()``, and an output without a failure report once the flush returned with
+nothing left in the queue was acknowledged. ``message.timeout.ms`` (``kafka.delivery_timeout_ms``)
+bounds how long a record may wait, so the flush returns with every report served.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from selectd.config import Config
+from selectd.kafka.base import PROTOCOL_ERROR_KINDS, ProducerSink
+from selectd.kafka.settings import librdkafka_producer
+from selectd.metrics import Metrics
+from selectd.records import Output
+from selectd.sinks.base import DeliveryError
+
+#: librdkafka's own (negative) error codes by failure kind (selectd.kafka.base.FAILURE_KINDS)
+LOCAL_ERROR_KINDS = {
+    KafkaError._MSG_TIMED_OUT: "timed_out",
+    KafkaError._TIMED_OUT: "timed_out",
+    KafkaError._PURGE_QUEUE: "timed_out",     # purged after the flush outlived the delivery timeout
+    KafkaError._PURGE_INFLIGHT: "timed_out",
+    KafkaError._UNKNOWN_TOPIC: "unknown_topic",
+    KafkaError._UNKNOWN_PARTITION: "unknown_topic",
+    KafkaError._TRANSPORT: "unavailable",
+    KafkaError._ALL_BROKERS_DOWN: "unavailable",
+    KafkaError._RESOLVE: "unavailable",
+    KafkaError._FATAL: "producer_failed",
+    KafkaError._FENCED: "producer_failed",
+}
+
+#: seconds a flush may take beyond the delivery timeout (the failure reports' own round trip), and
+#: what is left for the reports of a purge after that
+FLUSH_MARGIN_S = 5.0
+
+
+def _report_failure(failures: dict[int, KafkaError], index: int, error: KafkaError | None, _message) -> None:
+    if error is not None:  # delivery.report.only.error: only failures are reported
+        failures[index] = error
+
+
+class ConfluentSink(ProducerSink):
+    """``new_producer``: builds the producer from its librdkafka settings (confluent-kafka's ``Producer``
+    is a C type whose methods cannot be replaced on an instance: tests inject faults with a subclass)."""
+
+    def __init__(self, config: Config, metrics: Metrics, new_producer: Callable[[dict[str, Any]], Producer] = Producer):
+        super().__init__(config, metrics)
+        self._new_producer = new_producer
+        self.producer: Producer | None = self._open()
+
+    def _open(self) -> Producer:
+        return self._new_producer({**librdkafka_producer(self.config.kafka), "delivery.report.only.error": True})
+
+    def _send_all(self, outputs: Sequence[Output]) -> list[tuple[Output, Exception]]:
+        if self.producer is None:
+            self.producer = self._open()
+        producer = self.producer
+        produce = producer.produce
+        failures: dict[int, KafkaError] = {}
+        report = functools.partial(_report_failure, failures)
+        for index, out in enumerate(outputs):
+            while True:
+                try:
+                    produce(out.topic, out.value, out.key, headers=out.headers, on_delivery=functools.partial(report, index))
+                    break
+                except BufferError:  # the local queue is full: serve reports until there is room
+                    producer.poll(0.05)
+                except KafkaException as exc:  # e.g. over message.max.bytes: nothing was queued
+                    failures[index] = exc.args[0]
+                    break
+        timeout_s = self.config.kafka.delivery_timeout_ms / 1000 + FLUSH_MARGIN_S
+        if producer.flush(timeout_s):
+            producer.purge(in_queue=True, in_flight=True)  # what is left is reported failed (_PURGE_*)
+            if producer.flush(FLUSH_MARGIN_S):
+                raise DeliveryError("producer failed: records neither acknowledged nor failed after the delivery timeout")
+        fatal = [error for error in failures.values() if error.fatal()]
+        if fatal:  # an idempotent producer's fatal error fails every later send: a fresh producer is needed
+            raise DeliveryError(f"producer failed: {fatal[0].str()}")
+        return [(outputs[index], KafkaException(error)) for index, error in sorted(failures.items())]
+
+    def _failure_kind(self, error: Exception) -> str:
+        code = error.args[0].code() if isinstance(error, KafkaException) and error.args else None
+        if code is None:
+            return "other"
+        if code >= 0:
+            return PROTOCOL_ERROR_KINDS.get(code, "other")
+        return LOCAL_ERROR_KINDS.get(code, "other")
+
+    def _discard_producer(self) -> None:
+        if self.producer is not None:
+            self.producer.purge(in_queue=True, in_flight=True)
+            self.producer.flush(0)
+            self.producer = None
+
+    def close(self, timeout_s: float = 10) -> None:
+        if self.producer is not None:
+            self.producer.flush(timeout_s)
