@@ -69,16 +69,16 @@ def _split_commas(value: Any) -> Any:
 KafkaClient = Literal["kafka-python", "confluent-kafka"]
 
 #: [kafka] values one client refuses although the other takes them: the largest each client accepts
-#: (librdkafka's documented ranges: socket.timeout.ms, linger.ms, message.max.bytes, ...; kafka-python
-#: wants request_timeout_ms below its connections_max_idle_ms of 540 s). Checked by
-#: :func:`kafka_problems`, so check-config names the key rather than the client failing at start.
+#: (librdkafka's ranges of socket.timeout.ms, session.timeout.ms, max.poll.interval.ms, fetch.max.bytes,
+#: max.partition.fetch.bytes, linger.ms, message.max.bytes, message.timeout.ms; kafka-python wants
+#: request_timeout_ms below its connections_max_idle_ms of 540 s). Checked by :func:`kafka_problems`,
+#: so check-config names the key rather than the client failing at start.
 CLIENT_MAXIMA: dict[str, dict[str, int]] = {
     "kafka-python": {"request_timeout_ms": 539_999},
     "confluent-kafka": {"request_timeout_ms": 300_000, "session_timeout_ms": 3_600_000,
-                        "heartbeat_interval_ms": 3_600_000, "max_poll_interval_ms": 86_400_000,
-                        "fetch_max_bytes": 2_147_483_135, "max_partition_fetch_bytes": 1_000_000_000,
-                        "linger_ms": 900_000, "max_request_size": 1_000_000_000,
-                        "producer_batch_size": 2_147_483_647, "delivery_timeout_ms": 2_147_483_647},
+                        "max_poll_interval_ms": 86_400_000, "fetch_max_bytes": 2_147_483_135,
+                        "max_partition_fetch_bytes": 1_000_000_000, "linger_ms": 900_000,
+                        "max_request_size": 1_000_000_000, "delivery_timeout_ms": 2_147_483_647},
 }
 
 
@@ -130,8 +130,7 @@ class KafkaSection(Section):
 
 def kafka_problems(kafka: KafkaSection) -> list[str]:
     """[kafka] values that contradict each other, or that the chosen client refuses although the other
-    takes them (:data:`CLIENT_MAXIMA`; librdkafka also wants ``max_poll_interval_ms`` at least
-    ``session_timeout_ms``): one line per key, naming it."""
+    takes them (:data:`CLIENT_MAXIMA`, :data:`CLIENT_RULES`): one line per key, naming it."""
     problems = []
     if kafka.producer_batch_size > kafka.max_request_size:
         problems.append(f"kafka.producer_batch_size: {kafka.producer_batch_size} is over kafka.max_request_size "
@@ -143,11 +142,21 @@ def kafka_problems(kafka: KafkaSection) -> list[str]:
             others = "; ".join(f"{client} takes up to {maxima[key]}" if key in maxima else f"{client} takes it"
                                for client, maxima in CLIENT_MAXIMA.items() if client != kafka.client)
             problems.append(f"kafka.{key}: {value} is over {most}, the most {chosen} takes ({others})")
-    if kafka.client == "confluent-kafka" and kafka.max_poll_interval_ms < kafka.session_timeout_ms:
-        problems.append(f"kafka.max_poll_interval_ms: {kafka.max_poll_interval_ms} is below kafka.session_timeout_ms "
-                        f"({kafka.session_timeout_ms}); {chosen} (librdkafka) needs it at least as long "
-                        f"(kafka-python takes it)")
+    for client, key, holds, needs in CLIENT_RULES:
+        if client == kafka.client and not holds(kafka):
+            problems.append(f"kafka.{key}: {getattr(kafka, key)} {needs} with {chosen}")
     return problems
+
+
+#: (client, key, check, what it needs): how one client wants [kafka] keys to relate where the other
+#: does not mind (the clients refuse to start otherwise)
+CLIENT_RULES = [
+    ("kafka-python", "delivery_timeout_ms", lambda k: k.delivery_timeout_ms > k.linger_ms + k.request_timeout_ms,
+     "must exceed kafka.linger_ms + kafka.request_timeout_ms"),
+    ("confluent-kafka", "delivery_timeout_ms", lambda k: k.delivery_timeout_ms > k.linger_ms, "must exceed kafka.linger_ms"),
+    ("confluent-kafka", "max_poll_interval_ms", lambda k: k.max_poll_interval_ms >= k.session_timeout_ms,
+     "must be at least kafka.session_timeout_ms"),
+]
 
 
 class TopicsSection(Section):

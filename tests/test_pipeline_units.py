@@ -213,9 +213,14 @@ class _ScriptedProducerSink(ProducerSink):
         self.attempts.append([out.topic for out in outputs])
         return [(out, self.errors[out.topic]) for out in outputs if out.topic in self.errors]
 
+    class Broken(Exception):
+        pass
+
     def _failure_kind(self, error):
         if isinstance(error, self.TooLarge):
             return "too_large"
+        if isinstance(error, self.Broken):
+            return "producer_failed"
         return "unknown_topic" if isinstance(error, self.Permanent) else "unavailable"
 
     def _discard_producer(self):
@@ -254,3 +259,13 @@ def test_producer_sink_raises_one_delivery_error_and_counts_nothing_when_retries
     assert sink.attempts == [["acc", "rej"], ["acc"], ["acc"]] and sink.discarded == 1
     assert metrics.totals("selectd_documents_out_total", ("topic", "outcome")) == {}
     assert metrics.produce_retries._value.get() == 2
+
+
+def test_producer_sink_fails_the_batch_at_once_when_the_producer_itself_failed():
+    metrics = Metrics()
+    sink = _ScriptedProducerSink(_sink_config(), metrics, {"acc": _ScriptedProducerSink.Broken("fenced")})
+    with pytest.raises(DeliveryError, match="producer failed"):
+        sink.deliver(_outputs("rej", "acc"))
+    assert sink.attempts == [["rej", "acc"]] and sink.discarded == 1, "no retry through the failed producer"
+    assert metrics.totals("selectd_produce_failures_total", ("topic", "error")) == {"acc/producer_failed": 1}
+    assert metrics.totals("selectd_documents_out_total", ("topic", "outcome")) == {}

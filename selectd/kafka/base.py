@@ -10,7 +10,8 @@ Produce-failure policy (:class:`ProducerSink`, so nothing is dropped silently):
 2. an output that still fails with an error that retrying cannot fix (message too large, topic
    missing or not authorised) is dead-lettered: the ORIGINAL input bytes go to the DLQ with
    reason ``produce_failed`` and the error in a header;
-3. anything else still failing (broker down, DLQ itself failing) raises ``DeliveryError``:
+3. anything else still failing (broker down, DLQ itself failing), and at once a failure of the
+   producer itself (kind ``producer_failed``), raises ``DeliveryError``:
    the commit protocol then does not commit the batch and retries it after a backoff.
 A dead letter larger than the producer's ``max_request_size`` (a huge input, or an output made too
 large by one) would fail forever and block its partition: it is sent cut to fit
@@ -162,9 +163,17 @@ class ProducerSink(Sink):
             raise
 
     def _send_counted(self, outputs: Sequence[Output]) -> list[tuple[Output, Exception]]:
+        """:meth:`_send_all`, each failure counted by kind; a failure of the producer itself raises
+        ``DeliveryError`` at once (retries through the same producer would fail alike)."""
         failed = self._send_all(outputs)
+        broken = None
         for out, exc in failed:
-            self.metrics.produce_failures.labels(out.topic, self._failure_kind(exc)).inc()
+            kind = self._failure_kind(exc)
+            self.metrics.produce_failures.labels(out.topic, kind).inc()
+            if kind == "producer_failed":
+                broken = exc
+        if broken is not None:
+            raise DeliveryError(f"producer failed: {broken!r}")
         return failed
 
     def _deliver(self, outputs: Sequence[Output]) -> list[Output]:

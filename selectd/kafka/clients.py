@@ -5,7 +5,7 @@ imported only when it is the one chosen, so an install without the extra never l
 """
 from __future__ import annotations
 
-import importlib.util
+import importlib
 
 from selectd.config import Config, ConfigError, KafkaSection
 from selectd.kafka.base import ProducerSink, Source
@@ -17,9 +17,11 @@ PACKAGES = {"kafka-python": ("kafka", "pip install selectd"),
 
 
 def client_problems(kafka: KafkaSection) -> list[str]:
-    """The chosen client's package is not installed: one line naming ``kafka.client`` and the install."""
+    """The chosen client's package cannot be imported: one line naming ``kafka.client`` and the install."""
     module, install = PACKAGES[kafka.client]
-    if importlib.util.find_spec(module) is None:
+    try:
+        importlib.import_module(module)
+    except ImportError:
         return [f'kafka.client: "{kafka.client}" needs the {kafka.client} package, which is not installed ({install})']
     return []
 

@@ -7,7 +7,8 @@ there at once, every other outcome arrives as a delivery report served inside ``
 ``delivery.report.only.error`` only failures call back into Python: a batch costs one ``produce()``
 per output and one ``flush()``, and an output without a failure report once the flush returned with
 nothing left in the queue was acknowledged. ``message.timeout.ms`` (``kafka.delivery_timeout_ms``)
-bounds how long a record may wait, so the flush returns with every report served.
+bounds how long a record may wait, so the flush returns with every report served; a record that
+timed out fails the batch, as kafka-python's flush timing out does (:data:`NOT_ACKNOWLEDGED`).
 """
 from __future__ import annotations
 
@@ -25,11 +26,8 @@ from selectd.sinks.base import DeliveryError
 
 #: librdkafka's own (negative) error codes by failure kind (selectd.kafka.base.FAILURE_KINDS)
 LOCAL_ERROR_KINDS = {
-    KafkaError._MSG_TIMED_OUT: "timed_out",
     KafkaError._TIMED_OUT: "timed_out",
-    KafkaError._PURGE_QUEUE: "timed_out",     # purged after the flush outlived the delivery timeout
-    KafkaError._PURGE_INFLIGHT: "timed_out",
-    KafkaError._UNKNOWN_TOPIC: "unknown_topic",
+    KafkaError._UNKNOWN_TOPIC: "unknown_topic",  # a missing topic, auto-creation off (after its metadata wait)
     KafkaError._UNKNOWN_PARTITION: "unknown_topic",
     KafkaError._TRANSPORT: "unavailable",
     KafkaError._ALL_BROKERS_DOWN: "unavailable",
@@ -37,6 +35,13 @@ LOCAL_ERROR_KINDS = {
     KafkaError._FATAL: "producer_failed",
     KafkaError._FENCED: "producer_failed",
 }
+
+#: a record not acknowledged within kafka.delivery_timeout_ms (or purged when the flush outlived it):
+#: as kafka-python's flush timing out, the batch fails with the producer (DeliveryError: not
+#: committed, retried after a backoff with a fresh producer), nothing is dead-lettered for it. (An
+#: idempotent librdkafka producer whose broker lost its state, e.g. after a restart, retries until
+#: this timeout; a fresh producer gets a new producer id.)
+NOT_ACKNOWLEDGED = {KafkaError._MSG_TIMED_OUT, KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 
 #: seconds a flush may take beyond the delivery timeout (the failure reports' own round trip), and
 #: what is left for the reports of a purge after that
@@ -82,15 +87,17 @@ class ConfluentSink(ProducerSink):
             producer.purge(in_queue=True, in_flight=True)  # what is left is reported failed (_PURGE_*)
             if producer.flush(FLUSH_MARGIN_S):
                 raise DeliveryError("producer failed: records neither acknowledged nor failed after the delivery timeout")
-        fatal = [error for error in failures.values() if error.fatal()]
-        if fatal:  # an idempotent producer's fatal error fails every later send: a fresh producer is needed
-            raise DeliveryError(f"producer failed: {fatal[0].str()}")
+        timed_out = sum(1 for error in failures.values() if error.code() in NOT_ACKNOWLEDGED)
+        if timed_out:
+            raise DeliveryError(f"producer failed: {timed_out} records not acknowledged within kafka.delivery_timeout_ms")
         return [(outputs[index], KafkaException(error)) for index, error in sorted(failures.items())]
 
     def _failure_kind(self, error: Exception) -> str:
-        code = error.args[0].code() if isinstance(error, KafkaException) and error.args else None
-        if code is None:
+        if not (isinstance(error, KafkaException) and error.args and isinstance(error.args[0], KafkaError)):
             return "other"
+        if error.args[0].fatal():  # e.g. an idempotent producer's sequence lost: every later send fails too
+            return "producer_failed"
+        code = error.args[0].code()
         if code >= 0:
             return PROTOCOL_ERROR_KINDS.get(code, "other")
         return LOCAL_ERROR_KINDS.get(code, "other")

@@ -211,6 +211,9 @@ class ConfluentSource:
                 self.metrics.consumer_lag.remove(*labels)
                 self._lag_series.discard(labels)
         if not owned:
+            # Nothing to measure, but whether the broker answers still counts: a member whose session
+            # lapsed while the broker was away holds no partitions until it rejoins.
+            self.consumer.list_topics(self.config.kafka.input_topics[0], timeout=QUERY_TIMEOUT_S)
             return
         ends: dict[Partition, tuple[int, int]] = {}
         for key in owned:

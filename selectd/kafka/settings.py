@@ -39,6 +39,8 @@ partition whichever client produced it.
 from __future__ import annotations
 
 import logging
+import re
+import time
 from typing import Any
 
 from selectd.config import Config, KafkaSection
@@ -98,7 +100,29 @@ def producer_kwargs(kafka: KafkaSection) -> dict[str, Any]:
     }
 
 
+class RepeatFilter(logging.Filter):
+    """Lets a line through at most once per ``interval_s`` for each kind of line (its level, message
+    and error with the digits left out: ports, timings, counters). librdkafka reconnects to a broker
+    that is down every 100 ms or so at first and logs each try, twice (its log and ``error_cb``):
+    without this a broker down for an hour would write millions of lines."""
+
+    def __init__(self, interval_s: float = 30.0, clock=time.monotonic):
+        super().__init__()
+        self.interval_s, self.clock = interval_s, clock
+        self._last: dict[tuple, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.levelno, _DIGITS.sub("", record.getMessage()), _DIGITS.sub("", str(getattr(record, "error", ""))))
+        now = self.clock()
+        if now - self._last.get(key, float("-inf")) < self.interval_s:
+            return False
+        self._last[key] = now
+        return True
+
+
+_DIGITS = re.compile(r"\d+")
 librdkafka_log = logging.getLogger("selectd.librdkafka")
+librdkafka_log.addFilter(RepeatFilter())
 
 
 def log_client_error(error) -> None:

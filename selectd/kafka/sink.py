@@ -145,9 +145,15 @@ class KafkaSink(ProducerSink):
         return "other"
 
     def _discard_producer(self) -> None:
-        if self.producer is not None:
-            self.producer.close(timeout=0)
-            self.producer = None
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=0)
+            except kafka_errors.KafkaTimeoutError:
+                # close() flushes first: records still queued (the batch's flush timed out) make it time
+                # out. Its sender expires them within delivery_timeout_ms; the producer is closed when
+                # it is collected (KafkaProducer.__del__).
+                pass
 
     def close(self, timeout_s: float = 10) -> None:
         if self.producer is not None:
