@@ -13,7 +13,7 @@ import random
 import threading
 
 import pytest
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, Message, Producer
 from kafka import errors as kafka_errors
 from kafka.partitioner.default import DefaultPartitioner
 from kafka.partitioner.default import murmur2 as reference_murmur2
@@ -106,10 +106,14 @@ def _failing_sink(client: str, config, metrics: Metrics, topics: set[str], case:
         return sink
 
     class FailingProducer(Producer):  # a C type: its methods are replaced in a subclass, not on an instance
-        def produce(self, topic, *args, on_delivery=None, **kwargs):
-            if topic in topics:
-                return on_delivery(KafkaError(error), None)
-            return super().produce(topic, *args, on_delivery=on_delivery, **kwargs)
+        def __init__(self, settings):
+            super().__init__(settings)
+            self.report = settings["on_delivery"]
+
+        def produce(self, topic, value=None, key=None, **kwargs):
+            if topic in topics:  # reported as librdkafka does, with the record
+                return self.report(KafkaError(error), Message(topic=topic, value=value, key=key))
+            return super().produce(topic, value, key, **kwargs)
 
     return ConfluentSink(config, metrics, new_producer=FailingProducer)
 
@@ -195,8 +199,12 @@ def test_a_send_not_acknowledged_in_time_fails_the_batch_and_its_retry_gets_a_fr
         sink.producer.flush = flush_timing_out
     else:
         class TimingOutProducer(Producer):
-            def produce(self, topic, *args, on_delivery=None, **kwargs):
-                on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT), None)
+            def __init__(self, settings):
+                super().__init__(settings)
+                self.report = settings["on_delivery"]
+
+            def produce(self, topic, value=None, key=None, **kwargs):
+                self.report(KafkaError(KafkaError._MSG_TIMED_OUT), Message(topic=topic, value=value, key=key))
 
         sink = ConfluentSink(config, metrics, new_producer=TimingOutProducer)
         sink._new_producer = Producer  # the retry's fresh producer is a working one

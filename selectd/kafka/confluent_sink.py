@@ -4,18 +4,20 @@ over librdkafka's producer, and what kind of failure each of its errors is.
 librdkafka batches, compresses, retries and (with ``enable_idempotence``) numbers the records in its
 own threads, outside the GIL. ``produce()`` only queues: a record over ``message.max.bytes`` fails
 there at once, every other outcome arrives as a delivery report served inside ``flush()``. With
-``delivery.report.only.error`` only failures call back into Python: a batch costs one ``produce()``
-per output and one ``flush()``, and an output without a failure report once the flush returned with
-nothing left in the queue was acknowledged. ``message.timeout.ms`` (``kafka.delivery_timeout_ms``)
-bounds how long a record may wait, so the flush returns with every report served; a record that
-timed out fails the batch, as kafka-python's flush timing out does (:data:`NOT_ACKNOWLEDGED`).
+``delivery.report.only.error`` only failures call back into Python, through the one callback of the
+producer: a batch costs one ``produce()`` per output (no per-record callback object) and one
+``flush()``, and an output without a failure report once the flush returned with nothing left in the
+queue was acknowledged. A failure report names the record's topic and value, which identify the
+output (outputs of one batch to one topic with the same bytes are all taken as failed: at worst one
+is sent twice). ``message.timeout.ms`` (``kafka.delivery_timeout_ms``) bounds how long a record may
+wait, so the flush returns with every report served; a record that timed out fails the batch, as
+kafka-python's flush timing out does (:data:`NOT_ACKNOWLEDGED`).
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Sequence
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from selectd.config import Config
 from selectd.kafka.base import PROTOCOL_ERROR_KINDS, ProducerSink
@@ -48,11 +50,6 @@ NOT_ACKNOWLEDGED = {KafkaError._MSG_TIMED_OUT, KafkaError._PURGE_QUEUE, KafkaErr
 FLUSH_MARGIN_S = 5.0
 
 
-def _report_failure(failures: dict[int, KafkaError], index: int, error: KafkaError | None, _message) -> None:
-    if error is not None:  # delivery.report.only.error: only failures are reported
-        failures[index] = error
-
-
 class ConfluentSink(ProducerSink):
     """``new_producer``: builds the producer from its librdkafka settings (confluent-kafka's ``Producer``
     is a C type whose methods cannot be replaced on an instance: tests inject faults with a subclass)."""
@@ -60,37 +57,59 @@ class ConfluentSink(ProducerSink):
     def __init__(self, config: Config, metrics: Metrics, new_producer: Callable[[dict[str, Any]], Producer] = Producer):
         super().__init__(config, metrics)
         self._new_producer = new_producer
+        self._reported: list[tuple[KafkaError, Message]] = []  # failure reports of the batch being sent
         self.producer: Producer | None = self._open()
 
     def _open(self) -> Producer:
-        return self._new_producer({**librdkafka_producer(self.config.kafka), "delivery.report.only.error": True})
+        return self._new_producer({**librdkafka_producer(self.config.kafka), "delivery.report.only.error": True,
+                                   "on_delivery": self._on_failure})
+
+    def _on_failure(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:  # delivery.report.only.error: only failures are reported
+            self._reported.append((error, message))
 
     def _send_all(self, outputs: Sequence[Output]) -> list[tuple[Output, Exception]]:
         if self.producer is None:
             self.producer = self._open()
         producer = self.producer
         produce = producer.produce
-        failures: dict[int, KafkaError] = {}
-        report = functools.partial(_report_failure, failures)
+        self._reported = []
+        refused: dict[int, KafkaError] = {}  # raised by produce(): nothing was queued
         for index, out in enumerate(outputs):
             while True:
                 try:
-                    produce(out.topic, out.value, out.key, headers=out.headers, on_delivery=functools.partial(report, index))
+                    produce(out.topic, out.value, out.key, headers=out.headers)
                     break
                 except BufferError:  # the local queue is full: serve reports until there is room
                     producer.poll(0.05)
-                except KafkaException as exc:  # e.g. over message.max.bytes: nothing was queued
-                    failures[index] = exc.args[0]
+                except KafkaException as exc:  # e.g. over message.max.bytes
+                    refused[index] = exc.args[0]
                     break
         timeout_s = self.config.kafka.delivery_timeout_ms / 1000 + FLUSH_MARGIN_S
         if producer.flush(timeout_s):
             producer.purge(in_queue=True, in_flight=True)  # what is left is reported failed (_PURGE_*)
             if producer.flush(FLUSH_MARGIN_S):
                 raise DeliveryError("producer failed: records neither acknowledged nor failed after the delivery timeout")
+        failures = {**refused, **self._failed_outputs(outputs)}
         timed_out = sum(1 for error in failures.values() if error.code() in NOT_ACKNOWLEDGED)
         if timed_out:
             raise DeliveryError(f"producer failed: {timed_out} records not acknowledged within kafka.delivery_timeout_ms")
         return [(outputs[index], KafkaException(error)) for index, error in sorted(failures.items())]
+
+    def _failed_outputs(self, outputs: Sequence[Output]) -> dict[int, KafkaError]:
+        """The outputs the failure reports name (by topic and value), with their errors."""
+        if not self._reported:
+            return {}
+        by_record: dict[tuple[str, bytes | None], list[int]] = {}
+        for index, out in enumerate(outputs):
+            by_record.setdefault((out.topic, out.value), []).append(index)
+        failed: dict[int, KafkaError] = {}
+        for error, message in self._reported:
+            indices = by_record.get((message.topic(), message.value()))
+            if indices is None:  # cannot happen: every report is of a record of this batch
+                raise DeliveryError(f"producer failed: a failure report of no output of the batch: {error.str()}")
+            failed.update((index, error) for index in indices)
+        return failed
 
     def _failure_kind(self, error: Exception) -> str:
         if not (isinstance(error, KafkaException) and error.args and isinstance(error.args[0], KafkaError)):
