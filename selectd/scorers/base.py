@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict
 
 Signals = dict[str, np.ndarray]
 
+SAMPLE_TEXT = "warm up the scorer with a short sentence of text."
+
 
 class ScorerOptions(BaseModel):
     """Base for each scorer's own options table (``[stages.options]``); unknown keys are errors."""
@@ -58,9 +60,24 @@ class Scorer(ABC):
         """Identifiers of the model files this scorer runs (e.g. sha256), for the output record."""
         return {}
 
+    def missing_signals_hint(self, missing: set[str]) -> str | None:
+        """What to change when a stage's rules name ``missing`` signals this scorer does not emit but
+        could (another profile, another option); None when there is nothing to suggest."""
+        return None
+
+    @classmethod
+    def signals_help(cls) -> str:
+        """The signals a stage of this kind emits, for ``check-config --list-scorers``: those of a
+        scorer built with default options. Scorers whose signals depend on their model override it."""
+        scorer = cls("list", cls.Options())
+        try:
+            return ", ".join(sorted(scorer.run([SAMPLE_TEXT])))
+        finally:
+            scorer.close()
+
     def warmup(self) -> None:
         """Run once after load so the first real batch does not pay for lazy initialisation."""
-        self.run(["warm up the scorer with a short sentence of text."])
+        self.run([SAMPLE_TEXT])
 
     def close(self) -> None:
         """Release resources (sessions, threads)."""
