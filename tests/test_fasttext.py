@@ -443,6 +443,33 @@ def test_lid_scorer_emits_language_and_probability(exported):
     assert scorer.versions()["profile"] == "lid"
 
 
+def test_export_tells_a_language_id_model_by_its_labels(tmp_path, native_models):
+    from selectd.tools.fasttext.export import detect_profile
+
+    assert export_model(LID_PATH, tmp_path / "lid").metadata["profile"] == "lid", "lid.176 without --profile"
+    assert detect_profile(read_model(native_models["softmax_bigram"])) == "identity", "hq / cc are not languages"
+    assert export_model(LID_PATH, tmp_path / "as-told", "identity").metadata["profile"] == "identity", "--profile wins"
+
+
+def test_a_language_rule_on_an_identity_export_names_the_profile_it_needs(tmp_path):
+    from selectd.cascade import Cascade
+    from selectd.config import ConfigError, StageConfig
+
+    directory = export_model(LID_PATH, tmp_path / "lid", "identity").directory
+    stage = StageConfig(name="lid", type="fasttext",
+                        options={"model_dir": str(directory), "languages": ["en"], "min_language_prob": 0.5})
+    cascade = Cascade.from_config([stage])
+    with pytest.raises(ConfigError) as error:
+        cascade.warmup()
+    lines = str(error.value).splitlines()
+    assert len(lines) == 2 and all(line.startswith("stages[0].options: a default rule names") for line in lines)
+    assert "set options.profile = \"lid\", or export the model again with --profile lid" in lines[0]
+    assert "… (176 in all)" in lines[0], "176 label signals are summed up, not listed"
+    cascade.close()
+    fixed = StageConfig(name="lid", type="fasttext", options={**stage.options, "profile": "lid"})
+    assert Cascade.from_config([fixed]).warmup()["lid"] == {"language", "language_prob"}
+
+
 def test_dclm_scorer_hq_prob_matches_dclm_semantics(exported, native_models, corpus_texts):
     scorer = _scorer("dclm", model_dir=str(exported["softmax_bigram"]), threshold=0.018112)
     texts = corpus_texts[:300]
@@ -499,28 +526,20 @@ def test_cli_export_verify_and_bench(tmp_path, native_models, parity_texts, caps
     assert "missing.bin: no such file" in capsys.readouterr().err
 
 
-# --- models/ build scripts ---------------------------------------------------------------------
+# --- the demo models (selectd.tools.fasttext.demo_models) ---------------------------------------
 
-def _script(name: str):
-    import importlib.util
+def test_demo_models_build_lid_quality_and_toxicity_models(tmp_path, sample_corpus):
+    from selectd.tools.fasttext import demo_models
 
-    path = Path(__file__).resolve().parent.parent / "models" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_models_scripts_build_lid_quality_and_toxicity_models(tmp_path, sample_corpus):
-    lid = _script("build_lid").build(tmp_path / "lid")
+    lid = demo_models.build_lid(tmp_path / "lid")
     assert _scorer("lid", model_dir=str(lid)).run(["Das ist ein Satz."])["language"][0] == "de"
-    quality = _script("build_quality_fasttext").build(tmp_path / "quality", corpus=sample_corpus)
+    quality = demo_models.build(tmp_path / "quality", corpus=sample_corpus)
     scorer = _scorer("quality", model_dir=str(quality), threshold=0.5)
     real = "Return the number of items in a container. " * 20
     spam = "cheap cheap buy now best price click here " * 30
     signals = scorer.run([real, spam])
     assert scorer.profile_name == "dclm" and signals["hq_prob"][0] > signals["hq_prob"][1]
-    toxicity = _script("build_quality_fasttext").build(tmp_path / "toxicity", corpus=sample_corpus, task_name="toxicity")
+    toxicity = demo_models.build(tmp_path / "toxicity", corpus=sample_corpus, task_name="toxicity")
     scorer = _scorer("toxicity", model_dir=str(toxicity), labels=["toxic"])
     insulted = "Return the number of items in a container, you idiot. What a moron. " * 5
     signals = scorer.run([real, insulted])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,30 @@ def should_fold(model: FastTextModel) -> bool:
     return used_rows < model.args.dim
 
 
-def export_model(source: Path | str, out_dir: Path | str, profile: str = "identity") -> Manifest:
-    """Parse a fastText .bin/.ftz and write an exported model directory."""
-    preprocess.profile(profile)  # unknown profile names fail before any work
+#: a language-ID label: an ISO 639 code, with a script for GlotLID / NLLB-style models (``eng_Latn``)
+LANGUAGE_LABEL = re.compile(r"__label__[a-z]{2,3}(_[A-Z][a-z]{3})?")
+#: fewer labels than this are a classifier's classes even when they look like codes (``hq`` / ``cc``)
+MIN_LANGUAGE_LABELS = 10
+
+
+def detect_profile(model: FastTextModel) -> str:
+    """``lid`` for a language-ID model (every label a language code: lid.176, GlotLID, NLLB's), else
+    ``identity``: other classifiers' preprocessing cannot be told from the file."""
+    labels = [label.decode(*LABEL_ENCODING) for label in model.labels]
+    if len(labels) >= MIN_LANGUAGE_LABELS and all(LANGUAGE_LABEL.fullmatch(label) for label in labels):
+        return "lid"
+    return "identity"
+
+
+def export_model(source: Path | str, out_dir: Path | str, profile: str | None = None) -> Manifest:
+    """Parse a fastText .bin/.ftz and write an exported model directory. ``profile``: the
+    preprocessing the model was trained with; None picks it from the labels (:func:`detect_profile`)."""
+    if profile is not None:
+        preprocess.profile(profile)  # unknown profile names fail before any work
     source = Path(source)
     out_dir = Path(out_dir)
     model = read_model(source)
+    profile = profile or detect_profile(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / "manifest.json").exists() or (out_dir / ONNX_NAME).exists():
         raise FileExistsError(f"{out_dir}: already holds an exported model; choose an empty directory")
