@@ -172,6 +172,52 @@ def test_parity_with_native_fasttext(name, featurizer, exported, native_models, 
     assert report["max_abs_diff"] <= TOLERANCE, report
 
 
+def _long_real_documents(texts: list[str], count: int = 8, size: int = 520_000) -> list[str]:
+    """``count`` documents of ``size`` bytes of distinct corpus texts each (33k+ words): real pages
+    end to end, no repetition a cache could shortcut."""
+    documents, start = [], 0
+    for _ in range(count):
+        parts, length = [], 0
+        while length < size:
+            parts.append(texts[start % len(texts)])
+            length += len(parts[-1].encode()) + 1
+            start += 1
+        documents.append("\n".join(parts))
+    return documents
+
+
+@pytest.fixture(scope="session")
+def dclm_shaped(tmp_path_factory, sample_corpus) -> tuple[Path, Path]:
+    """(native .bin, exported directory) of a DCLM-shaped quality model, dim 100 with word bigrams,
+    trained on the whole sample corpus (200k buckets instead of 2M, to train in seconds)."""
+    folder = tmp_path_factory.mktemp("dclm-shaped")
+    training = folder / "quality.txt"
+    with open(training, "w") as out:
+        for line in open(sample_corpus, "rb"):
+            record = orjson.loads(line)
+            out.write(f"__label__{'hq' if record['kind'] == 'real' else 'cc'} {' '.join(record['text'].split())}\n")
+    binary = _train(folder / "dclm.bin", input=str(training), dim=100, wordNgrams=2, bucket=200_000, epoch=5, lr=0.1,
+                    thread=1, verbose=0)
+    return binary, export_model(binary, folder / "exported", "identity").directory
+
+
+def test_long_real_documents_match_native_fasttext(dclm_shaped, corpus_texts, monkeypatch):
+    """520 KB documents (33k+ words, 50k+ ids) of real text on a dim-100 word-bigram model: native
+    fastText's float32 sum of W's rows has drifted 1e-5+ from the exact sum that the folded table
+    computes by then, so long documents are summed its way (FastTextOnnx._native_logits)."""
+    from selectd.models.fasttext import model as model_module
+
+    binary, directory = dclm_shaped
+    documents = _long_real_documents(corpus_texts)
+    report = cli.compare_with_native(directory, binary, documents)
+    assert report["top1_mismatches"] == [] and report["max_abs_diff"] <= 1e-6, report
+    ids, counts = FastTextOnnx(directory).featurizer.featurize([" ".join(d.split()) for d in documents])
+    assert counts.min() > 50_000 > model_module.FOLDED_MAX_IDS
+    # the folded table alone (the exact sum) is what drifted from native, past verify's tolerance
+    monkeypatch.setattr(model_module, "FOLDED_MAX_IDS", 1 << 40)
+    assert cli.compare_with_native(directory, binary, documents)["max_abs_diff"] > TOLERANCE
+
+
 def test_model_shapes_cover_what_they_claim(native_models):
     """The fixtures really are the shapes the parity test is about."""
     lid = read_model(native_models["lid176"])
@@ -371,7 +417,7 @@ def test_cuda_provider_is_a_clear_error_when_absent(exported):
             FastTextOnnx(exported["hs"], provider="cuda")
 
 
-def test_table_is_a_raw_row_file_and_wo_folded(exported):
+def test_table_is_a_raw_row_file_and_wo_folded(exported, native_models):
     import onnx
 
     for name in ("softmax_bigram", "lid176"):
@@ -383,9 +429,27 @@ def test_table_is_a_raw_row_file_and_wo_folded(exported):
     manifest = json.loads((exported["softmax_bigram"] / "manifest.json").read_text())
     assert manifest["metadata"]["folded"] is True  # 2 labels < dim 16: each id adds 2 floats
     assert FastTextOnnx(exported["softmax_bigram"]).table.shape[1] == 2
-    assert set(manifest["files"]) == {"model.onnx", "table.bin", "vocab.txt"}
+    # W and the output rows stay beside the fold, for long documents (summed as fastText sums them)
+    assert set(manifest["files"]) == {"model.onnx", "table.bin", "vocab.txt", "input.bin", "output.bin"}
+    native = read_model(native_models["softmax_bigram"])
+    np.testing.assert_array_equal(np.fromfile(exported["softmax_bigram"] / "input.bin", dtype="<f4"),
+                                  native.input_matrix.ravel())
+    np.testing.assert_array_equal(FastTextOnnx(exported["softmax_bigram"]).output_rows, native.output_matrix)
     lid_manifest = json.loads((exported["lid176"] / "manifest.json").read_text())
     assert lid_manifest["metadata"]["folded"] is False and "pruneidx.txt" in lid_manifest["files"]
+    assert "input.bin" not in lid_manifest["files"], "an unfolded table is W already"
+
+
+def test_a_folded_export_without_w_fails_at_load_with_the_fix(tmp_path, native_models):
+    from selectd.models.manifest import write_manifest
+
+    directory = export_model(native_models["softmax_bigram"], tmp_path / "old").directory
+    manifest = json.loads((directory / "manifest.json").read_text())
+    (directory / "input.bin").unlink()
+    (directory / "output.bin").unlink()
+    write_manifest(directory, manifest["kind"], manifest["metadata"])
+    with pytest.raises(ModelLoadError, match="no input.bin: exported by an older selectd.*export the .bin/.ftz again"):
+        FastTextOnnx(directory)
 
 
 def test_graph_of_an_older_export_fails_at_load_with_the_fix(tmp_path, native_models):

@@ -6,12 +6,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from selectd import preprocess
 from selectd.models.fasttext.binary import FastTextModel, read_model
-from selectd.models.fasttext.model import (LABEL_ENCODING, MANIFEST_KIND, ONNX_NAME, PRUNEIDX_NAME, TABLE_NAME,
-                                           VOCAB_NAME)
+from selectd.models.fasttext.model import (INPUT_NAME, LABEL_ENCODING, MANIFEST_KIND, ONNX_NAME, OUTPUT_NAME,
+                                           PRUNEIDX_NAME, TABLE_NAME, VOCAB_NAME)
 from selectd.models.manifest import Manifest, sha256_file, write_manifest
-from selectd.tools.fasttext.graph import build_graph, write_table
+from selectd.tools.fasttext.graph import build_graph, output_rows, write_table
 
 
 def should_fold(model: FastTextModel) -> bool:
@@ -49,6 +51,9 @@ def export_model(source: Path | str, out_dir: Path | str, profile: str | None = 
         raise FileExistsError(f"{out_dir}: already holds an exported model; choose an empty directory")
     fold = should_fold(model)
     table_rows, _ = write_table(model, fold, out_dir / TABLE_NAME)
+    if fold:  # long documents are summed as fastText sums them: W's rows in float32, then O (model.py)
+        write_table(model, False, out_dir / INPUT_NAME)
+        (out_dir / OUTPUT_NAME).write_bytes(np.ascontiguousarray(output_rows(model), dtype="<f4").tobytes())
     (out_dir / ONNX_NAME).write_bytes(build_graph(model, fold).SerializeToString())
     (out_dir / VOCAB_NAME).write_bytes(b"\n".join(model.words))
     if model.pruneidx_size >= 0:
