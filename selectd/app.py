@@ -130,8 +130,7 @@ class _Signals:
     """SIGTERM / SIGINT stop connecting, or drain the commit loop once it runs; a second one exits at
     once. SIGHUP asks the loop for a reload (one asked for before it runs is done when it starts)."""
 
-    def __init__(self, drain_timeout_s: float) -> None:
-        self.drain_timeout_s = drain_timeout_s
+    def __init__(self) -> None:
         self.stop = threading.Event()
         self.reload = threading.Event()
         self.loop: CommitLoop | None = None
@@ -147,11 +146,13 @@ class _Signals:
         if self.stop.is_set():
             log.error("second signal: exiting at once without draining", extra={"signal": signum})
             os._exit(exits.SECOND_SIGNAL)
-        log.info("draining" if self.loop else "stopping", extra={
-            "signal": signal.Signals(signum).name, "drain_timeout_s": self.drain_timeout_s})
         self.stop.set()
         if self.loop:
+            log.info("draining", extra={"signal": signal.Signals(signum).name,
+                                        "drain_timeout_s": self.loop.config.delivery.drain_timeout_s})
             self.loop.request_stop()
+        else:
+            log.info("stopping before the consumer started", extra={"signal": signal.Signals(signum).name})
 
     def on_reload(self, _signum, _frame) -> None:
         self.reload.set()
@@ -168,7 +169,7 @@ class _Signals:
 def run_daemon(config: Config, reload_config: Callable[[], Config] | None = None) -> int:
     """The daemon. Returns the process exit code (:mod:`selectd.exits`). ``reload_config`` re-reads
     the config on SIGHUP. Raises :class:`ConfigError` before connecting when the config cannot run."""
-    signals = _Signals(config.delivery.drain_timeout_s).install()
+    signals = _Signals().install()
     metrics = new_metrics(config)
     with ExitStack() as stack:
         if config.metrics.enabled:
