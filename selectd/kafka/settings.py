@@ -11,8 +11,8 @@ from selectd.kafka.base import BrokerError
 
 
 def opening(make):
-    """``make()`` a kafka-python client; the errors a later attempt may not have (brokers unreachable,
-    bootstrap timed out: kafka-python's retriable ones) as :class:`BrokerError`."""
+    """``make()`` a kafka-python client. kafka-python's retriable errors (brokers unreachable, bootstrap
+    timed out), which another attempt may not meet, become :class:`BrokerError`; others propagate."""
     try:
         return make()
     except KafkaError as exc:
