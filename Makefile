@@ -7,8 +7,10 @@ STAMP := $(VENV)/.installed-$(PYPROJECT_HASH)
 # `make demo` installs only what the demo needs (selectd[demo]: no torch, transformers, spaCy, datatrove)
 DEMO_VENV := .venv-demo
 DEMO_STAMP := $(DEMO_VENV)/.installed-$(PYPROJECT_HASH)
-# the other supported interpreters, for the smoke job (.ci/smoke)
+# the other supported interpreters, for the smoke job (.ci/smoke), and the one that runs the demo
+# from a fresh selectd[demo] install
 SMOKE_PYTHONS ?= 3.12 3.13
+SMOKE_DEMO_PYTHON ?= 3.13
 
 .PHONY: demo test install smoke promtool kubectl prometheusrule
 
@@ -48,9 +50,9 @@ demo: $(DEMO_STAMP)
 	$(DEMO_VENV)/bin/selectd demo --workdir artifacts/demo
 
 # Python 3.12 and 3.13: the daemon alone (no extras) installed into a venv of each, scoring a small
-# gzip input with rule stages from outside the checkout.
+# gzip input with rule stages from outside the checkout; and selectd[demo] running the demo there.
 smoke:
-	.ci/smoke $(SMOKE_PYTHONS)
+	.ci/smoke $(if $(SMOKE_DEMO_PYTHON),--demo $(SMOKE_DEMO_PYTHON)) $(SMOKE_PYTHONS)
 
 test: $(STAMP) promtool kubectl smoke
 	$(BIN)/python -m pytest -q -ra

@@ -45,13 +45,15 @@ def test_python_3_11_to_3_13_are_supported():
     assert all(f"3.{minor}.0" in supported for minor in (11, 12, 13))
 
 
-def test_the_smoke_job_runs_on_3_12_and_3_13_as_part_of_make_test():
+def test_the_smoke_job_runs_on_3_12_and_3_13_and_the_demo_as_part_of_make_test():
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^SMOKE_PYTHONS \?= 3\.12 3\.13$", makefile, re.M)
     assert re.search(r"^test: .*\bsmoke\b", makefile, re.M), "make test (what CI runs) runs the smoke job"
     assert "make test" in (REPO / ".ci" / "run").read_text()
     smoke = (REPO / ".ci" / "smoke").read_text()
-    assert '/bin/pip" install "$repo"' in smoke and '/bin/selectd" score' in smoke, "installs the package alone, scores"
+    assert '/bin/pip" install "$target"' in smoke and '/bin/selectd" score' in smoke, "installs the package alone, scores"
+    assert re.search(r"^SMOKE_DEMO_PYTHON \?= 3\.1[23]$", makefile, re.M) and '"$repo[demo]"' in smoke
+    assert '/bin/selectd" demo' in smoke and "import torch" in smoke, "and the demo from selectd[demo], without torch"
 
 
 def test_the_daemon_alone_installs_no_export_test_or_demo_stack():
