@@ -18,6 +18,8 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from selectd.signal_kinds import SignalKind
+
 Signals = dict[str, np.ndarray]
 
 
@@ -53,6 +55,12 @@ class Scorer(ABC):
         ``in``, ``reason``), with ``signal`` named without the stage prefix.
         """
         return []
+
+    def signal_kinds(self) -> dict[str, SignalKind]:
+        """The kind of each signal :meth:`score` emits (probability, count, perplexity...): it picks
+        the buckets of the signal's score histogram and drift bins. A signal left out is a category
+        when its values are strings, else a generic :attr:`SignalKind.SCORE`."""
+        return {}
 
     def versions(self) -> dict[str, str]:
         """Identifiers of the model files this scorer runs (e.g. sha256), for the output record."""
