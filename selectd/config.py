@@ -158,6 +158,7 @@ class StageConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="stage name; prefixes its signals")
     type: str = Field(description="scorer kind, see `selectd check-config --list-scorers`")
     enabled: bool = True
+    shadow: bool = Field(default=False, description="score and report what the stage would decide, never act on it")
     options: dict[str, Any] = Field(default_factory=dict, description="the scorer's own options")
     rules: list[Rule] | None = Field(default=None, description="replaces the scorer's default rules")
     select: SelectionConfig | None = None
@@ -169,6 +170,15 @@ class StageConfig(Section):
 
         scorer_class(kind)  # raises with the list of known types
         return kind
+
+
+class DriftSection(Section):
+    """Score drift: each numeric signal's live distribution against a reference, as a PSI gauge."""
+    reference: Path | None = Field(default=None, description="a profile written by `selectd score --profile`; "
+                                   "unset: the first reference_docs documents each stage scores after start")
+    reference_docs: int = Field(default=5000, ge=100, description="documents in the reference when no file is given")
+    window_docs: int = Field(default=2000, ge=100, description="documents in the live window compared with the reference")
+    bound: float = Field(default=0.25, gt=0, description="PSI above this fires SelectdScoreDrift (exported as a gauge)")
 
 
 class RouteConfig(Section):
@@ -187,6 +197,7 @@ class Config(Section):
     delivery: DeliverySection = DeliverySection()
     logging: LoggingSection = LoggingSection()
     stages: list[StageConfig] = Field(default_factory=list)
+    drift: DriftSection | None = Field(default=None, description="off when the table is absent")
     routes: list[RouteConfig] = Field(default_factory=list, description="first match wins; else topics.accepted")
     #: sha256 of the effective config (file plus overrides), for outputs and the info metric
     _digest: str = PrivateAttr(default="")
@@ -207,13 +218,14 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _route_signals_exist(self) -> "Config":
-        stage_names = {s.name for s in self.stages if s.enabled}
+        # a shadow stage never routes: its signals are not in the verdict routes read
+        stage_names = {s.name for s in self.stages if s.enabled and not s.shadow}
         for route in self.routes:
             for rule in route.when:
                 stage = rule.signal.split(".", 1)[0]
                 if "." not in rule.signal or stage not in stage_names:
-                    raise ValueError(f"route {route.name!r}: signal {rule.signal!r} must be "
-                                     f"'<stage>.<signal>' of an enabled stage ({', '.join(sorted(stage_names)) or 'none'})")
+                    raise ValueError(f"route {route.name!r}: signal {rule.signal!r} must be '<stage>.<signal>' "
+                                     f"of an enabled, live stage ({', '.join(sorted(stage_names)) or 'none'})")
         return self
 
 
