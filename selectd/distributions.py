@@ -19,8 +19,9 @@ over the histogram's buckets (+Inf included) plus one bin for NaN values, where 
 ``ref_i`` are the bins' shares after adding 0.5 to every bin's count (so an empty bin stays
 finite). The reference is a profile file (``selectd score --profile``: the histograms of a sample
 run) or the first ``reference_docs`` documents the stage scores after start; the live window is
-the most recent batches holding at least ``window_docs`` documents (a batch leaves once the newer
-ones alone hold that many). ``selectd_signal_drift`` is exported once both are full, next to
+the most recently bucketed values holding at least ``window_docs`` documents (it moves by the
+bucketed chunk: a batch, or small batches gathered; a chunk leaves once the newer ones alone hold
+that many). ``selectd_signal_drift`` is exported once both are full, next to
 ``selectd_signal_drift_bound``, the configured bound the alert compares it with. Under 0.1 is
 usually read as stable and above 0.25 as a shift; two samples of one distribution over B occupied
 bins give about (B - 1) * (1/reference + 1/window) by chance.
