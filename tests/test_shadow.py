@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client import generate_latest
 
-from conftest import Topics, collect, create_topics, produce, write_config
+from conftest import Topics, assert_kinds_declared, collect, create_topics, produce, write_config
 from selectd.app import new_metrics, score_file
 from selectd.cascade import Cascade, Stage
 from selectd.cli import main as cli_main
@@ -103,9 +103,8 @@ def test_routes_may_not_read_a_shadow_stage():
 def test_rule_scorers_declare_the_kind_of_every_signal(scorer_type):
     scorer = scorer_type("s", scorer_type.Options())
     signals = scorer.run(["A line of text.\n\nAnother paragraph, with a few more words in it..."])
-    kinds = scorer.signal_kinds()
-    assert set(signals) == set(kinds)
-    assert all(kinds[name] is not SignalKind.CATEGORY and values.dtype == np.float64 for name, values in signals.items())
+    assert_kinds_declared(scorer, signals)
+    assert set(signals) == set(scorer.signal_kinds())
 
 
 def _families(registry) -> dict[str, list]:
