@@ -61,14 +61,14 @@ def compare_files(live: Config, candidate: Config, in_path: Path, batch_size: in
                   names: tuple[str, str] = ("live", "candidate")) -> dict[str, Any]:
     """The decision table of two configs over ``in_path`` (see :func:`table_lines` for the text form)."""
     pipelines = [Pipeline.from_config(live), Pipeline.from_config(candidate)]
-    ids: list[str | None] = []
+    ids: list[str | None] = []  # None for a line that is not a document
     decisions: tuple[list[Decision], list[Decision]] = ([], [])
     try:
         for records in read_batches(in_path, batch_size or live.batch.max_docs):
             for pipeline, decided in zip(pipelines, decisions):
                 primary = [out for out in pipeline.process(records) if out.outcome != "attributes"]
                 decided.extend(Decision.of(out) for out in primary)
-            ids.extend(out.doc_id for out in primary)
+            ids.extend(out.doc_id for out in primary)  # the same documents under either config
     finally:
         for pipeline in pipelines:
             pipeline.close()

@@ -173,7 +173,8 @@ class StageConfig(Section):
 
 
 class DriftSection(Section):
-    """Score drift: each numeric signal's live distribution against a reference, as a PSI gauge."""
+    """Score drift: each numeric signal's live distribution against a reference, as a PSI gauge.
+    Read at start: a SIGHUP reload keeps the running settings and references."""
     reference: Path | None = Field(default=None, description="a profile written by `selectd score --profile`; "
                                    "unset: the first reference_docs documents each stage scores after start")
     reference_docs: int = Field(default=5000, ge=100, description="documents in the reference when no file is given")
