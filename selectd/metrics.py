@@ -1,8 +1,10 @@
 """Prometheus metrics, one registry per daemon, names per ../notes conventions.
 
 ``selectd_`` prefix, base units as suffixes, counters end in ``_total``, labels of low cardinality
-only (topic, partition, stage, reason, outcome). Known label sets are initialised to zero at start
-so dashboards and alerts see series before the first event.
+only (topic, partition, stage, reason, outcome; signal, fixed by the stages' scorers). Known label
+sets are initialised to zero at start so dashboards and alerts see series before the first event.
+The score histograms and drift gauges come from :class:`selectd.distributions.SignalDistributions`,
+a collector on the same registry.
 """
 from __future__ import annotations
 
