@@ -7,11 +7,14 @@ import os
 import signal
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from selectd.config import Config
+import orjson
+
+from selectd.config import Config, ConfigError
+from selectd.distributions import DriftSettings
 from selectd.kafka.commit import CommitLoop
 from selectd.kafka.sink import KafkaSink
 from selectd.kafka.source import KafkaSource
@@ -37,7 +40,30 @@ def new_metrics(config: Config) -> Metrics:
     for route in config.routes:
         metrics.documents_out.labels(route.topic, "accepted")
     metrics.declare_stages([s.name for s in config.stages if s.enabled])
+    if config.drift:
+        drift = config.drift
+        profile = _read_profile(drift.reference) if drift.reference else None
+        try:
+            metrics.distributions.enable_drift(DriftSettings(drift.reference_docs, drift.window_docs, drift.bound), profile)
+        except ValueError as exc:
+            raise ConfigError(f"drift.reference: {drift.reference}: {exc}") from None
     return metrics
+
+
+def _read_profile(path: Path) -> dict[str, Any]:
+    try:
+        return orjson.loads(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"drift.reference: {path}: {exc.strerror}") from None
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"drift.reference: {path}: not JSON: {exc}") from None
+
+
+def _build_pipeline(config: Config, metrics: Metrics) -> Pipeline:
+    pipeline = Pipeline.from_config(config, metrics)
+    if pipeline.drift_problems:
+        log.warning("signals without a drift reference", extra={"signals": pipeline.drift_problems})
+    return pipeline
 
 
 @dataclass
@@ -48,13 +74,16 @@ class Summary:
     rejections: dict[str, float]
     dead_letters: dict[str, float]
     seconds: float
+    #: "stage/shadow decision/live decision" -> documents
+    shadow: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_metrics(cls, metrics: Metrics, seconds: float) -> "Summary":
         return cls(sum(metrics.totals("selectd_documents_in_total", ("topic",)).values()),
                    metrics.totals("selectd_documents_out_total", ("outcome",)),
                    metrics.totals("selectd_rejections_total", ("stage", "reason")),
-                   metrics.totals("selectd_dead_letters_total", ("reason",)), seconds)
+                   metrics.totals("selectd_dead_letters_total", ("reason",)), seconds,
+                   metrics.totals("selectd_shadow_decisions_total", ("stage", "shadow", "live")))
 
     def lines(self) -> list[str]:
         rate = self.documents_in / self.seconds if self.seconds else 0.0
@@ -65,6 +94,12 @@ class Summary:
             if table:
                 out.append(f"  {title}:")
                 out.extend(f"    {k}: {int(v)}" for k, v in sorted(table.items(), key=lambda kv: -kv[1]))
+        for stage in sorted({key.split("/")[0] for key in self.shadow}):
+            parts = []
+            for would in ("reject", "accept"):
+                live = {decision: int(self.shadow.get(f"{stage}/{would}ed/{decision}", 0)) for decision in ("accepted", "rejected")}
+                parts.append(f"would {would} {sum(live.values())} (live accepted {live['accepted']}, rejected {live['rejected']})")
+            out.append(f"  shadow stage {stage}: " + "; ".join(parts))
         return out
 
 
@@ -80,7 +115,7 @@ def run_daemon(config: Config, reload_config: Callable[[], Config] | None = None
             metrics_url = f"http://{host}:{port}/metrics"
             log.info("metrics listening", extra={"url": metrics_url})
         # Models load and warm up before the consumer joins, so a joined member is ready to work.
-        pipeline = Pipeline.from_config(config, metrics)
+        pipeline = _build_pipeline(config, metrics)
         _publish_config_info(metrics, pipeline)
         sink = KafkaSink(config, metrics)
         stack.callback(sink.close)
@@ -105,7 +140,7 @@ def _publish_config_info(metrics: Metrics, pipeline: Pipeline) -> None:
 def _reloaded_pipeline(reload_config: Callable[[], Config], metrics: Metrics) -> Pipeline:
     config = reload_config()
     metrics.declare_stages([s.name for s in config.stages if s.enabled])
-    pipeline = Pipeline.from_config(config, metrics)
+    pipeline = _build_pipeline(config, metrics)
     _publish_config_info(metrics, pipeline)
     return pipeline
 
@@ -128,10 +163,11 @@ def _install_signal_handlers(loop: CommitLoop) -> None:
 
 
 def score_file(config: Config, in_path: Path, out_path: Path, attributes_path: Path | None = None,
-               batch_size: int | None = None) -> Summary:
-    """The same pipeline over a JSONL file: every input line yields exactly one output line."""
+               batch_size: int | None = None, profile_path: Path | None = None) -> Summary:
+    """The same pipeline over a JSONL file: every input line yields exactly one output line.
+    ``profile_path``: also write the score distributions there, a drift reference for ``[drift]``."""
     metrics = new_metrics(config)
-    pipeline = Pipeline.from_config(config, metrics)
+    pipeline = _build_pipeline(config, metrics)
     began = time.perf_counter()
     try:
         with ExitStack() as stack:
@@ -143,4 +179,6 @@ def score_file(config: Config, in_path: Path, out_path: Path, attributes_path: P
                 sink.deliver(pipeline.process(records))
     finally:
         pipeline.close()
+    if profile_path:
+        profile_path.write_bytes(orjson.dumps(metrics.distributions.profile(config.digest), option=orjson.OPT_INDENT_2))
     return Summary.from_metrics(metrics, time.perf_counter() - began)

@@ -3,6 +3,10 @@
 A stage = a scorer + its rules (+ optional streaming selection). A document rejected by a stage
 is not scored by later stages, so cheap rules in front keep expensive models from seeing
 documents that are already out.
+
+A shadow stage (``shadow = true``) scores the documents that reach it and decides as a live stage
+would, but its decision is only recorded (:attr:`Verdict.shadow`): every document it sees goes on
+to the next stage, and its signals stay out of :attr:`Verdict.scores`, which routes read.
 """
 from __future__ import annotations
 
@@ -15,8 +19,9 @@ import numpy as np
 from selectd.config import ConfigError, StageConfig
 from selectd.records import Document
 from selectd.thresholds import Rule, first_failures
-from selectd.scorers.base import Scorer, StageContext, scorer_class
+from selectd.scorers.base import Scorer, Signals, StageContext, scorer_class
 from selectd.selection import Selector
+from selectd.signal_kinds import SignalKind, kind_of
 
 
 @dataclass
@@ -25,6 +30,9 @@ class Stage:
     scorer: Scorer
     rules: list[Rule]
     selector: Selector | None = None
+    shadow: bool = False
+    #: the kind of each signal the scorer emits, filled in by :meth:`Cascade.warmup`
+    kinds: dict[str, SignalKind] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: StageConfig, context: StageContext = StageContext()) -> "Stage":
@@ -32,7 +40,7 @@ class Stage:
         scorer = scorer_type(config.name, scorer_type.Options.model_validate(config.options))
         scorer.attach(context)
         rules = config.rules if config.rules is not None else [Rule.model_validate(r) for r in scorer.default_rules()]
-        return cls(config.name, scorer, rules, Selector(config.select) if config.select else None)
+        return cls(config.name, scorer, rules, Selector(config.select) if config.select else None, config.shadow)
 
     def check_signals(self, emitted: set[str]) -> None:
         """Rules and selection must name signals the scorer emits (checked at load, not per document)."""
@@ -56,11 +64,23 @@ class Stage:
 
 
 @dataclass
+class ShadowVerdict:
+    """What a shadow stage would have decided about one document."""
+    scores: dict[str, Any]     # signal -> value
+    reason: str | None = None  # the rejection it would have made, None when it would accept
+
+    @property
+    def accepted(self) -> bool:
+        return self.reason is None
+
+
+@dataclass
 class Verdict:
     """What the cascade concluded about one document."""
-    scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> signal -> value
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # live stage -> signal -> value
     stage: str | None = None   # rejecting stage, None when accepted
     reason: str | None = None
+    shadow: dict[str, ShadowVerdict] = field(default_factory=dict)  # shadow stages that scored it
 
     @property
     def accepted(self) -> bool:
@@ -68,6 +88,8 @@ class Verdict:
 
 
 StageTimer = Callable[[str, float, int], None]
+#: ``on_signals(stage, signals)``: a stage's signal arrays over the documents it scored
+SignalObserver = Callable[[str, Signals], None]
 
 
 class Cascade:
@@ -82,19 +104,24 @@ class Cascade:
         return {s.name: v for s in self.stages if (v := s.scorer.versions())}
 
     def warmup(self) -> None:
-        """Warm every scorer up and check its rules against the signals it really emits."""
+        """Warm every scorer up, check its rules against the signals it really emits and learn
+        their kinds."""
         for stage in self.stages:
             stage.scorer.warmup()
-            stage.check_signals(stage.scorer.emitted_signals())
+            probe = stage.scorer.probe_signals()
+            stage.check_signals(set(probe))
+            declared = stage.scorer.signal_kinds()
+            stage.kinds = {signal: kind_of(declared, signal, values) for signal, values in probe.items()}
 
     def close(self) -> None:
         for stage in self.stages:
             stage.scorer.close()
 
     def run(self, documents: Sequence[Document], on_stage: StageTimer | None = None,
-            clock: Callable[[], float] = time.perf_counter) -> list[Verdict]:
+            clock: Callable[[], float] = time.perf_counter, on_signals: SignalObserver | None = None) -> list[Verdict]:
         """``on_stage(name, seconds, documents)`` after each stage, timed by ``clock`` (wall time for
-        the metrics; the load test's per-stage table passes a CPU clock)."""
+        the metrics; the load test's per-stage table passes a CPU clock); ``on_signals(name,
+        signals)`` with the stage's signal arrays (the score histograms)."""
         verdicts = [Verdict() for _ in documents]
         alive = list(range(len(documents)))
         for stage in self.stages:
@@ -104,8 +131,15 @@ class Cascade:
             signals, reasons = stage.decide([documents[i] for i in alive])
             if on_stage:
                 on_stage(stage.name, clock() - began, len(alive))
+            if on_signals:
+                on_signals(stage.name, signals)
             # tolist() turns numpy scalars into Python ones, which orjson writes directly.
             columns = {name: np.asarray(values).tolist() for name, values in signals.items()}
+            if stage.shadow:
+                for position, doc_index in enumerate(alive):
+                    verdicts[doc_index].shadow[stage.name] = ShadowVerdict(
+                        {name: col[position] for name, col in columns.items()}, reasons[position])
+                continue  # it never rejects: the same documents reach the next stage
             survivors = []
             for position, doc_index in enumerate(alive):
                 verdict = verdicts[doc_index]

@@ -38,9 +38,29 @@ def cmd_score(args) -> int:
     if not args.input.is_file():
         print(f"selectd score: {args.input}: no such file", file=sys.stderr)
         return 2
-    summary = score_file(config, args.input, args.output, args.attributes, args.batch_size)
+    summary = score_file(config, args.input, args.output, args.attributes, args.batch_size, args.profile)
     for line in summary.lines():
         print(line, file=sys.stderr)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    import orjson
+
+    from selectd.compare import compare_files, table_lines
+    from selectd.config import load_config
+
+    if not args.input.is_file():
+        print(f"selectd compare: {args.input}: no such file", file=sys.stderr)
+        return 2
+    live, candidate = load_config(args.config), load_config(args.candidate)
+    result = compare_files(live, candidate, args.input, args.batch_size, (str(args.config), str(args.candidate)))
+    if args.output:
+        args.output.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        print("\n".join(table_lines(result, args.show)))
     return 0
 
 
@@ -137,7 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="output JSONL, one line per input line")
     p.add_argument("--attributes", type=Path, help="also write Dolma-style attribute records here")
     p.add_argument("--batch-size", type=int, help="documents per batch (default: batch.max_docs)")
+    p.add_argument("--profile", type=Path, metavar="OUT.json",
+                   help="also write the score distributions, a drift reference for [drift] reference")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("compare", help="the decisions of a candidate config against the live one, over a JSONL file")
+    p.add_argument("--config", "-c", required=True, type=Path, help="the live config")
+    p.add_argument("--candidate", required=True, type=Path, help="the candidate config")
+    p.add_argument("input", type=Path, help="input JSONL (one message value per line)")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
+    p.add_argument("-o", "--output", type=Path, help="also write the comparison as JSON here")
+    p.add_argument("--show", type=int, default=20, help="documents that change side listed in the table (default 20)")
+    p.add_argument("--batch-size", type=int, help="documents per batch (default: the live config's batch.max_docs)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("check-config", help="validate a config; errors name the key path")
     p.add_argument("file", type=Path, nargs="?")

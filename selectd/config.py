@@ -159,6 +159,7 @@ class StageConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="stage name; prefixes its signals")
     type: str = Field(description="scorer kind, see `selectd check-config --list-scorers`")
     enabled: bool = True
+    shadow: bool = Field(default=False, description="score and report what the stage would decide, never act on it")
     options: dict[str, Any] = Field(default_factory=dict, description="the scorer's own options")
     rules: list[Rule] | None = Field(default=None, description="replaces the scorer's default rules")
     select: SelectionConfig | None = None
@@ -170,6 +171,16 @@ class StageConfig(Section):
 
         scorer_class(kind)  # raises with the list of known types
         return kind
+
+
+class DriftSection(Section):
+    """Score drift: each numeric signal's live distribution against a reference, as a PSI gauge.
+    Read at start: a SIGHUP reload keeps the running settings and references."""
+    reference: Path | None = Field(default=None, description="a profile written by `selectd score --profile`; "
+                                   "unset: the first reference_docs documents each stage scores after start")
+    reference_docs: int = Field(default=5000, ge=100, description="documents in the reference when no file is given")
+    window_docs: int = Field(default=2000, ge=100, description="documents in the live window compared with the reference")
+    bound: float = Field(default=0.25, gt=0, description="PSI above this fires SelectdScoreDrift (exported as a gauge)")
 
 
 class RouteConfig(Section):
@@ -189,6 +200,7 @@ class Config(Section):
     logging: LoggingSection = LoggingSection()
     stages: list[StageConfig] = Field(default_factory=list)
     dedup: StoreConfig = Field(default_factory=StoreConfig, description="the store of the exact_dedup / minhash_dedup stages")
+    drift: DriftSection | None = Field(default=None, description="off when the table is absent")
     routes: list[RouteConfig] = Field(default_factory=list, description="first match wins; else topics.accepted")
     #: sha256 of the effective config (file plus overrides), for outputs and the info metric
     _digest: str = PrivateAttr(default="")
@@ -209,13 +221,14 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _route_signals_exist(self) -> "Config":
-        stage_names = {s.name for s in self.stages if s.enabled}
+        # a shadow stage never routes: its signals are not in the verdict routes read
+        stage_names = {s.name for s in self.stages if s.enabled and not s.shadow}
         for route in self.routes:
             for rule in route.when:
                 stage = rule.signal.split(".", 1)[0]
                 if "." not in rule.signal or stage not in stage_names:
-                    raise ValueError(f"route {route.name!r}: signal {rule.signal!r} must be "
-                                     f"'<stage>.<signal>' of an enabled stage ({', '.join(sorted(stage_names)) or 'none'})")
+                    raise ValueError(f"route {route.name!r}: signal {rule.signal!r} must be '<stage>.<signal>' "
+                                     f"of an enabled, live stage ({', '.join(sorted(stage_names)) or 'none'})")
         return self
 
 
@@ -304,10 +317,14 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
     problems = []
     for index, stage in enumerate(config.stages):
+        scorer_type = scorer_class(stage.type)
         try:
-            scorer_class(stage.type).Options.model_validate(stage.options)
+            scorer_type.Options.model_validate(stage.options)
         except ValidationError as exc:
             problems.append(explain(exc, ("stages", index, "options")))
+        if stage.shadow and scorer_type.shadow_refused:
+            problems.append(f"stages[{index}].shadow: a {stage.type} stage cannot be a shadow stage: "
+                            f"{scorer_type.shadow_refused}")
     if problems:
         raise ConfigError("\n".join(problems))
     config._digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -107,6 +107,16 @@ def text_documents(texts: list[str]) -> list[Document]:
     return as_documents([{"id": str(i), "text": text} for i, text in enumerate(texts)])
 
 
+def assert_kinds_declared(scorer, signals: dict) -> None:
+    """The scorer declares a kind for every signal it emitted: a category exactly for string values."""
+    from selectd.signal_kinds import SignalKind
+
+    kinds = scorer.signal_kinds()
+    assert set(signals) <= set(kinds), f"undeclared signals: {set(signals) - set(kinds)}"
+    for name, values in signals.items():
+        assert (kinds[name] is SignalKind.CATEGORY) == (values.dtype == object), name
+
+
 @pytest.fixture
 def daemons():
     """Start ``selectd run`` child processes; every one still running at the end is killed."""

@@ -14,7 +14,7 @@ from selectd.kafka.base import ProducerSink
 from selectd.metrics import Metrics
 from selectd.parse import parse_record
 from selectd.records import RECORD_OVERHEAD_BYTES, Document, Invalid, Output, Record, dead_letter
-from selectd.router import Router, splice_object
+from selectd.router import Router, earlier_tiers, splice_object
 from selectd.thresholds import Rule
 from selectd.scorers.base import Scorer, ScorerOptions
 from selectd.selection import Selector, weighted_top_threshold
@@ -87,6 +87,23 @@ def test_splice_preserves_original_bytes():
     # a producer-supplied "selectd" field is replaced, not duplicated
     clash = b'{"id":"a","text":"t","selectd":1}'
     assert orjson.loads(splice_object(clash, orjson.loads(clash), "selectd", {"d": 2}))["selectd"] == {"d": 2}
+
+
+def test_an_earlier_tiers_selectd_object_moves_to_previous():
+    """Three tiers in a row: the producer's bytes stay, each tier's object is kept, oldest first."""
+    original = b'{"id": "a",  "text": "t", "x": 1.50}'
+    value = original
+    objects = []
+    for tier in range(3):
+        fields = orjson.loads(value)
+        decision = {"decision": "accepted", "tier": tier}
+        if "selectd" in fields:
+            decision["previous"] = earlier_tiers(fields["selectd"])
+        value = splice_object(value, fields, "selectd", decision)
+        assert value.startswith(original[:-1] + b',"selectd":'), "the producer's bytes, as written"
+        objects.append({"decision": "accepted", "tier": tier})
+    assert orjson.loads(value)["selectd"] == {**objects[2], "previous": objects[:2]}
+    assert earlier_tiers(7) == [7], "a producer's own selectd value is kept too"
 
 
 class LengthScorer(Scorer):
