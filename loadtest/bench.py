@@ -106,13 +106,18 @@ def stage_costs(config: Path, values: list[bytes], workdir: Path, warmup: int = 
     """Per stage of ``config``'s cascade: share of documents reaching it and CPU µs per document."""
     from selectd.cascade import Cascade
     from selectd.config import load_config
+    from selectd.parse import parse_record
+    from selectd.records import Record
+    from selectd.scorers.base import StageContext
 
     path, _ = daemon_config(workdir / "stages.toml", "127.0.0.1:9", "stages", config)
-    cascade = Cascade.from_config(load_config(path).stages)
+    loaded = load_config(path)
+    cascade = Cascade.from_config(loaded.stages, StageContext(loaded.dedup))
     cascade.warmup()
-    texts = [orjson.loads(value)["text"] for value in values[:warmup + docs]]
-    cascade.run(texts[:warmup])
-    measured = texts[warmup:]
+    parsed = [parse_record(Record("bench", 0, offset, None, value), 1 << 30, 1 << 30)
+              for offset, value in enumerate(values[:warmup + docs])]
+    cascade.run(parsed[:warmup])
+    measured = parsed[warmup:]
     if not measured:
         raise ValueError(f"stage_costs: {len(values)} documents leave none to measure after {warmup} warm-up")
     seconds: dict[str, float] = {stage.name: 0.0 for stage in cascade.stages}

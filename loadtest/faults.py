@@ -35,7 +35,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadtest.harness import DaemonProcess, OutputReader, Streamer, TopicNames, documents, metric, write_config
+from loadtest.harness import (RULE_STAGES, DaemonProcess, OutputReader, Streamer, TopicNames, documents, metric,
+                              write_config)
 from loadtest.poison import Limits, PoisonReport, check_outputs, generate, produce_corpus
 
 MB = 1024 * 1024
@@ -56,6 +57,8 @@ class KillReport:
     batch_max_docs: int
     seconds: float
     peak_rss_bytes: int
+    received: list[tuple[float, str, bytes | None, dict[str, bytes]]]  # the reader's (arrival, topic, key, headers)
+    kill_times: list[float]                                              # time.monotonic() of each kill
 
     def lines(self) -> list[str]:
         return [f"kill -9 cycles survived: {self.kills}, documents: {self.docs}, ids missing: {self.missing}",
@@ -65,14 +68,19 @@ class KillReport:
 
 
 def kill_cycles(bootstrap: str, workdir: Path, docs: int, kills: int, rate: float, seed: int = 0,
-                partitions: int = 4, max_docs: int = 200, nice: int = 0) -> KillReport:
+                partitions: int = 4, max_docs: int = 200, nice: int = 0,
+                messages: list[tuple[bytes, bytes]] | None = None, stages: str = RULE_STAGES,
+                extra: str = "") -> KillReport:
+    """``messages``: the input, keyed by document id (default: ``docs`` generated documents);
+    ``stages`` and ``extra``: the daemon config's [[stages]] and more tables (``write_config``)."""
+    messages = messages if messages is not None else documents(docs, "k")
+    docs = len(messages)
     rng = random.Random(seed)
     # where in the stream (documents routed) each kill comes
     kill_points = sorted(rng.sample(range(docs // 50, docs * 19 // 20), kills))
     names = TopicNames(partitions)
     names.create(bootstrap)
-    config = write_config(workdir / f"{names.tag}.toml", bootstrap, names, max_docs=max_docs)
-    messages = documents(docs, "k")
+    config = write_config(workdir / f"{names.tag}.toml", bootstrap, names, extra=extra, stages=stages, max_docs=max_docs)
     reader = OutputReader(bootstrap, list(names.outputs.values()))
     reader.start()
     streamer = Streamer(bootstrap, names.input, messages, rate)
@@ -118,7 +126,7 @@ def kill_cycles(bootstrap: str, workdir: Path, docs: int, kills: int, rate: floa
             per_crash[max(0, crash)] += 1
         seen.add(key)
     return KillReport(docs, kills, len(wanted - set(counts)), sum(c - 1 for c in counts.values()), per_crash,
-                      max_docs, time.monotonic() - began, peak_rss)
+                      max_docs, time.monotonic() - began, peak_rss, received, kill_times)
 
 
 # --- broker stop / start ----------------------------------------------------------------------------

@@ -9,12 +9,15 @@ import sys
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+import orjson
 
 from selectd import exits
 from selectd.config import Config, ConfigError
+from selectd.distributions import DriftSettings
 from selectd.kafka.base import BrokerError, Source, next_backoff
 from selectd.kafka.commit import CommitLoop
 from selectd.kafka.settings import codec_problems
@@ -46,7 +49,30 @@ def new_metrics(config: Config) -> Metrics:
     for route in config.routes:
         metrics.documents_out.labels(route.topic, "accepted")
     metrics.declare_stages([s.name for s in config.stages if s.enabled])
+    if config.drift:
+        drift = config.drift
+        profile = _read_profile(drift.reference) if drift.reference else None
+        try:
+            metrics.distributions.enable_drift(DriftSettings(drift.reference_docs, drift.window_docs, drift.bound), profile)
+        except ValueError as exc:
+            raise ConfigError(f"drift.reference: {drift.reference}: {exc}") from None
     return metrics
+
+
+def _read_profile(path: Path) -> dict[str, Any]:
+    try:
+        return orjson.loads(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"drift.reference: {path}: {exc.strerror}") from None
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"drift.reference: {path}: not JSON: {exc}") from None
+
+
+def _build_pipeline(config: Config, metrics: Metrics) -> Pipeline:
+    pipeline = Pipeline.from_config(config, metrics)
+    if pipeline.drift_problems:
+        log.warning("signals without a drift reference", extra={"signals": pipeline.drift_problems})
+    return pipeline
 
 
 @dataclass
@@ -57,13 +83,16 @@ class Summary:
     rejections: dict[str, float]
     dead_letters: dict[str, float]
     seconds: float
+    #: "stage/shadow decision/live decision" -> documents
+    shadow: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_metrics(cls, metrics: Metrics, seconds: float) -> "Summary":
         return cls(sum(metrics.totals("selectd_documents_in_total", ("topic",)).values()),
                    metrics.totals("selectd_documents_out_total", ("outcome",)),
                    metrics.totals("selectd_rejections_total", ("stage", "reason")),
-                   metrics.totals("selectd_dead_letters_total", ("reason",)), seconds)
+                   metrics.totals("selectd_dead_letters_total", ("reason",)), seconds,
+                   metrics.totals("selectd_shadow_decisions_total", ("stage", "shadow", "live")))
 
     def lines(self) -> list[str]:
         rate = self.documents_in / self.seconds if self.seconds else 0.0
@@ -74,6 +103,12 @@ class Summary:
             if table:
                 out.append(f"  {title}:")
                 out.extend(f"    {k}: {int(v)}" for k, v in sorted(table.items(), key=lambda kv: -kv[1]))
+        for stage in sorted({key.split("/")[0] for key in self.shadow}):
+            parts = []
+            for would in ("reject", "accept"):
+                live = {decision: int(self.shadow.get(f"{stage}/{would}ed/{decision}", 0)) for decision in ("accepted", "rejected")}
+                parts.append(f"would {would} {sum(live.values())} (live accepted {live['accepted']}, rejected {live['rejected']})")
+            out.append(f"  shadow stage {stage}: " + "; ".join(parts))
         return out
 
 
@@ -183,7 +218,7 @@ def run_daemon(config: Config, reload_config: Callable[[], Config] | None = None
         # Models load and warm up once, before connecting: a joined member is ready to work, and a
         # broker that is not up yet does not make them load again.
         began = time.perf_counter()
-        pipeline = Pipeline.from_config(config, metrics)
+        pipeline = _build_pipeline(config, metrics)
         loop: CommitLoop | None = None
         stack.callback(lambda: (loop.pipeline if loop else pipeline).close())  # the one running at exit (SIGHUP swaps it)
         log.info("models loaded", extra={"stages": [s.name for s in pipeline.cascade.stages],
@@ -214,22 +249,23 @@ def _publish_config_info(metrics: Metrics, pipeline: Pipeline) -> None:
 def _reloaded_pipeline(reload_config: Callable[[], Config], metrics: Metrics) -> Pipeline:
     config = reload_config()
     metrics.declare_stages([s.name for s in config.stages if s.enabled])
-    pipeline = Pipeline.from_config(config, metrics)
+    pipeline = _build_pipeline(config, metrics)
     _publish_config_info(metrics, pipeline)
     return pipeline
 
 
 def score_file(config: Config, source: str | Path, output: str | Path, attributes_path: Path | None = None,
-               batch_size: int | None = None) -> Summary:
+               batch_size: int | None = None, profile_path: Path | None = None) -> Summary:
     """The same pipeline over JSONL: every input line yields exactly one output line. ``source`` is a
     file (plain, gzip or zstandard) or ``-`` for stdin, ``output`` a file or ``-`` for stdout. With
     ``attributes_path`` the attribute records are made and written there, whether or not the
-    config names an attributes topic."""
+    config names an attributes topic. ``profile_path``: also write the score distributions there, a
+    drift reference for ``[drift]``."""
     if attributes_path is not None and not config.topics.attributes:
         # the router makes attribute records for the attributes topic; here the topic is a file
         config = config.model_copy(update={"topics": config.topics.model_copy(update={"attributes": "attributes"})})
     metrics = new_metrics(config)
-    pipeline = Pipeline.from_config(config, metrics)
+    pipeline = _build_pipeline(config, metrics)
     began = time.perf_counter()
     try:
         with ExitStack() as stack:
@@ -243,4 +279,6 @@ def score_file(config: Config, source: str | Path, output: str | Path, attribute
             main.flush()
     finally:
         pipeline.close()
+    if profile_path:
+        profile_path.write_bytes(orjson.dumps(metrics.distributions.profile(config.digest), option=orjson.OPT_INDENT_2))
     return Summary.from_metrics(metrics, time.perf_counter() - began)

@@ -44,13 +44,33 @@ def cmd_score(args) -> int:
     config = _load(args)
     setup_logging(config.logging.level, config.logging.format)
     try:
-        summary = score_file(config, args.input, args.output, args.attributes, args.batch_size)
+        summary = score_file(config, args.input, args.output, args.attributes, args.batch_size, args.profile)
     except InputError as exc:
         print(f"selectd score: {exc}", file=sys.stderr)
         return exits.CONFIG
     for line in summary.lines():
         print(line, file=sys.stderr)
     return exits.OK
+
+
+def cmd_compare(args) -> int:
+    import orjson
+
+    from selectd.compare import compare_files, table_lines
+    from selectd.config import load_config
+
+    if not args.input.is_file():
+        print(f"selectd compare: {args.input}: no such file", file=sys.stderr)
+        return 2
+    live, candidate = load_config(args.config), load_config(args.candidate)
+    result = compare_files(live, candidate, args.input, args.batch_size, (str(args.config), str(args.candidate)))
+    if args.output:
+        args.output.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        print("\n".join(table_lines(result, args.show)))
+    return 0
 
 
 def cmd_check_config(args) -> int:
@@ -178,7 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-key", help="field of the document id (default: input.id_key, \"id\")")
     p.add_argument("--text-key", help="field of the document text (default: input.text_key, \"text\")")
     p.add_argument("--batch-size", type=int, help="documents per batch (default: batch.max_docs)")
+    p.add_argument("--profile", type=Path, metavar="OUT.json",
+                   help="also write the score distributions, a drift reference for [drift] reference")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("compare", help="the decisions of a candidate config against the live one, over a JSONL file")
+    p.add_argument("--config", "-c", required=True, type=Path, help="the live config")
+    p.add_argument("--candidate", required=True, type=Path, help="the candidate config")
+    p.add_argument("input", type=Path, help="input JSONL (one message value per line)")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
+    p.add_argument("-o", "--output", type=Path, help="also write the comparison as JSON here")
+    p.add_argument("--show", type=int, default=20, help="documents that change side listed in the table (default 20)")
+    p.add_argument("--batch-size", type=int, help="documents per batch (default: the live config's batch.max_docs)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("check-config", help="build everything run builds short of connecting; errors name the "
                                             "key path", epilog=exits.help_text(),
@@ -218,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     """The process: a command's exit code (:mod:`selectd.exits`)."""
     args = build_parser().parse_args(argv)  # a wrong command line exits 2 here
     from selectd.config import ConfigError
+    from selectd.dedup.store import StoreError, StoreOpenError
     from selectd.models.manifest import ModelLoadError
 
     try:
@@ -228,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as exc:
         print(f"selectd: cannot load model: {exc}", file=sys.stderr)
         return exits.CONFIG
+    except StoreOpenError as exc:
+        print(f"selectd: {exc}", file=sys.stderr)  # names the [dedup] key and what failed
+        return exits.CONFIG
+    except StoreError as exc:  # `score` has no commit loop to retry a batch: the run stops, its output incomplete
+        print(f"selectd: the dedup store failed: {exc}", file=sys.stderr)
+        return exits.ERROR
     except Exception:  # a bug, or a failure no retry fixes: one log line (JSON once logging is set up)
         logging.getLogger("selectd").critical("unexpected error; exiting", exc_info=True,
                                               extra={"exit_code": exits.ERROR})

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, Sequence
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
                       field_validator, model_validator)
 
+from selectd.dedup.stage import StoreConfig
 from selectd.records import OUTPUT_ROOM_BYTES, RECORD_OVERHEAD_BYTES
 from selectd.thresholds import Rule
 
@@ -147,7 +148,7 @@ class MetricsSection(Section):
     port: int = Field(default=9108, ge=0, le=65535, description="0 picks a free port")
     lag_interval_s: float = Field(default=10.0, gt=0, description="how often consumer lag is refreshed")
     stall_timeout_s: float = Field(default=600.0, ge=0, description="/healthz fails when work has waited this long "
-                                   "with no batch committed while the broker is up (0: never)")
+                                   "with no batch committed or retried while the broker is up (0: never)")
 
 
 class LoggingSection(Section):
@@ -171,6 +172,7 @@ class StageConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="stage name; prefixes its signals")
     type: str = Field(description="scorer kind, see `selectd check-config --list-scorers`")
     enabled: bool = True
+    shadow: bool = Field(default=False, description="score and report what the stage would decide, never act on it")
     options: dict[str, Any] = Field(default_factory=dict, description="the scorer's own options")
     rules: list[Rule] | None = Field(default=None, description="replaces the scorer's default rules")
     select: SelectionConfig | None = None
@@ -182,6 +184,16 @@ class StageConfig(Section):
 
         scorer_class(kind)  # raises with the list of known types
         return kind
+
+
+class DriftSection(Section):
+    """Score drift: each numeric signal's live distribution against a reference, as a PSI gauge.
+    Read at start: a SIGHUP reload keeps the running settings and references."""
+    reference: Path | None = Field(default=None, description="a profile written by `selectd score --profile`; "
+                                   "unset: the first reference_docs documents each stage scores after start")
+    reference_docs: int = Field(default=5000, ge=100, description="documents in the reference when no file is given")
+    window_docs: int = Field(default=2000, ge=100, description="documents in the live window compared with the reference")
+    bound: float = Field(default=0.25, gt=0, description="PSI above this fires SelectdScoreDrift (exported as a gauge)")
 
 
 class RouteConfig(Section):
@@ -200,6 +212,8 @@ class Config(Section):
     delivery: DeliverySection = DeliverySection()
     logging: LoggingSection = LoggingSection()
     stages: list[StageConfig] = Field(default_factory=list)
+    dedup: StoreConfig = Field(default_factory=StoreConfig, description="the store of the exact_dedup / minhash_dedup stages")
+    drift: DriftSection | None = Field(default=None, description="off when the table is absent")
     routes: list[RouteConfig] = Field(default_factory=list, description="first match wins; else topics.accepted")
     #: sha256 of the effective config (file plus overrides), for outputs and the info metric
     _digest: str = PrivateAttr(default="")
@@ -232,13 +246,14 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _route_signals_exist(self) -> "Config":
-        stage_names = {s.name for s in self.stages if s.enabled}
+        # a shadow stage never routes: its signals are not in the verdict routes read
+        stage_names = {s.name for s in self.stages if s.enabled and not s.shadow}
         for route in self.routes:
             for rule in route.when:
                 stage = rule.signal.split(".", 1)[0]
                 if "." not in rule.signal or stage not in stage_names:
-                    raise ValueError(f"route {route.name!r}: signal {rule.signal!r} must be "
-                                     f"'<stage>.<signal>' of an enabled stage ({', '.join(sorted(stage_names)) or 'none'})")
+                    raise ValueError(f"route {route.name!r}: signal {rule.signal!r} must be '<stage>.<signal>' "
+                                     f"of an enabled, live stage ({', '.join(sorted(stage_names)) or 'none'})")
         return self
 
 
@@ -357,10 +372,14 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
     problems = []
     for index, stage in enumerate(config.stages):
+        scorer_type = scorer_class(stage.type)
         try:
-            scorer_class(stage.type).Options.model_validate(stage.options)
+            scorer_type.Options.model_validate(stage.options)
         except ValidationError as exc:
             problems.append(explain(exc, ("stages", index, "options")))
+        if stage.shadow and scorer_type.shadow_refused:
+            problems.append(f"stages[{index}].shadow: a {stage.type} stage cannot be a shadow stage: "
+                            f"{scorer_type.shadow_refused}")
     if problems:
         raise ConfigError("\n".join(problems))
     config._digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]

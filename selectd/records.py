@@ -3,8 +3,9 @@
 A :class:`Record` comes in (from Kafka, or a JSONL line), parsing turns it into a :class:`Document`
 or an :class:`Invalid`, routing turns those into :class:`Output` messages, and a sink delivers them.
 A dead letter carries the input's ORIGINAL bytes to ``topics.dlq`` with the reason, the document
-id (when one could be parsed) and the source in headers; :func:`dead_letter` builds every one of them, whether parsing rejected the input or a
-sink could not produce what the cascade made of it.
+id (when one could be parsed) and the source in headers; :func:`dead_letter` builds every one of
+them, whether parsing rejected the input or a sink could not produce what the cascade made of it.
+A step that cannot finish a batch for now raises a :class:`RetriableBatchError`.
 """
 from __future__ import annotations
 
@@ -21,6 +22,14 @@ DLQ_REASONS = (
 )
 
 Outcome = Literal["accepted", "rejected", "dlq", "attributes"]
+
+
+class RetriableBatchError(Exception):
+    """A batch could not be finished for a reason that may pass: a broker or sink unreachable, a
+    dedup store unreachable or its disk full. Nothing of the batch was decided for good: it is not
+    committed, and the commit loop reads it again after a backoff, reporting not-ready meanwhile.
+    Each step raises its own subclass (:class:`selectd.sinks.base.DeliveryError`,
+    :class:`selectd.kafka.base.BrokerError`, :class:`selectd.dedup.store.StoreError`)."""
 
 
 @dataclass(slots=True)

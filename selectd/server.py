@@ -1,9 +1,10 @@
 """HTTP endpoints: /metrics (Prometheus), /healthz (alive and not stuck), /readyz (joined, models loaded).
 
-/healthz fails (503) when work has waited ``stall_timeout_s`` with no batch committed while the
-broker is up: records fetched and not committed, or consumer lag, and a loop that does not get
-through them (a scorer hung, a deadlock). A broker that is down is not the daemon's fault and a
-restart would not help: /readyz reports that, /healthz stays 200.
+/healthz fails (503) when work has waited ``stall_timeout_s`` with no batch done (committed, or
+failed and given back to be retried) while the broker is up: records fetched and not committed,
+or consumer lag, and a loop that does not get through them (a scorer hung, a deadlock). A broker
+or a dedup store that is down is not the daemon's fault and a restart would not help: /readyz
+reports that, /healthz stays 200.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def health(metrics: Metrics, stall_timeout_s: float) -> tuple[bool, str]:
     stalled = metrics.progress.stalled_s()
     broker_up = metrics.broker_up._value.get() == 1
     if stall_timeout_s and broker_up and stalled > stall_timeout_s:
-        return False, f"stalled: work has waited {stalled:.0f} s with no batch committed (limit {stall_timeout_s:g} s)"
+        return False, f"stalled: work has waited {stalled:.0f} s with no batch done (limit {stall_timeout_s:g} s)"
     return True, "ok"
 
 

@@ -13,6 +13,10 @@ from loadtest import harness
 from loadtest.harness import DaemonProcess, TopicNames
 from selectd.demo.broker import TansuBroker
 from selectd.kafka import admin
+from selectd.records import Document, Record
+
+# the dedup tests' session fixtures: the near-duplicate corpus, datatrove's MinHash pipeline run on it, a redis-server
+from dedup_reference import datatrove_minhash, dedup_corpus, redis_server  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 _names = itertools.count()
@@ -101,6 +105,28 @@ def documents(n: int, prefix: str = "doc", text: str | None = None) -> list[tupl
     base = text or GOOD_TEXT
     return [(f"{prefix}-{i}".encode(), orjson.dumps({"id": f"{prefix}-{i}", "text": base, "n": i, "meta": {"src": "test"}}))
             for i in range(n)]
+
+
+def as_documents(objects: list[dict]) -> list[Document]:
+    """Documents as parsing makes them of JSON objects with an "id" and a "text", for cascades run
+    without records."""
+    return [Document(Record("texts", 0, i, None, orjson.dumps(obj)), obj["id"], obj["text"], obj)
+            for i, obj in enumerate(objects)]
+
+
+def text_documents(texts: list[str]) -> list[Document]:
+    """Documents of bare texts, with ids "0", "1", ..."""
+    return as_documents([{"id": str(i), "text": text} for i, text in enumerate(texts)])
+
+
+def assert_kinds_declared(scorer, signals: dict) -> None:
+    """The scorer declares a kind for every signal it emitted: a category exactly for string values."""
+    from selectd.signal_kinds import SignalKind
+
+    kinds = scorer.signal_kinds()
+    assert set(signals) <= set(kinds), f"undeclared signals: {set(signals) - set(kinds)}"
+    for name, values in signals.items():
+        assert (kinds[name] is SignalKind.CATEGORY) == (values.dtype == object), name
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import urllib.parse
 from pathlib import Path
 
 import yaml
@@ -25,7 +26,7 @@ def test_compose_file_matches_the_compose_spec(tmp_path):
 
 def test_compose_stack_is_wired_together():
     services = compose()["services"]
-    assert {"kafka", "topics", "selectd", "crawler", "prometheus", "grafana"} <= set(services)
+    assert {"kafka", "topics", "selectd", "crawler", "prometheus", "grafana", "redis"} <= set(services)
     kafka = services["kafka"]
     assert kafka["image"].startswith("apache/kafka:")
     assert set(kafka["environment"]["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}, "KRaft, one node"
@@ -37,6 +38,18 @@ def test_compose_stack_is_wired_together():
     assert int(selectd["stop_grace_period"].rstrip("s")) > config.delivery.drain_timeout_s, "SIGTERM drain fits"
     assert selectd["depends_on"]["topics"]["condition"] == "service_completed_successfully"
     assert selectd["build"]["target"] == "runtime", "the daemon's image, not the last stage of the Dockerfile"
+
+    # the dedup stages' store: the official Redis image, shared by every replica, durable, never evicting
+    redis = services["redis"]
+    assert redis["image"].startswith("redis:") and config.dedup.store == "redis"
+    assert {s.type for s in config.stages if s.enabled} >= {"exact_dedup", "minhash_dedup"}
+    url = urllib.parse.urlsplit(config.dedup.url)
+    assert (url.hostname, url.port or 6379) == ("redis", 6379), "the compose service name and Redis' port"
+    assert selectd["depends_on"]["redis"]["condition"] == "service_healthy" and "healthcheck" in redis
+    server = command_options(redis["command"])
+    assert server["--appendonly"] == "yes" and server["--appendfsync"] == "always", "claims on disk before the reply"
+    assert server["--maxmemory-policy"] == "noeviction", "a full Redis refuses writes instead of forgetting keys"
+    assert any(volume.split(":")[1] == "/data" for volume in redis["volumes"])
 
     created = dict(re.findall(r"^\s*create (\S+) (\d+)$", services["topics"]["command"][0], re.M))
     needed = {*config.kafka.input_topics, config.topics.accepted, config.topics.rejected, config.topics.dlq,

@@ -12,6 +12,7 @@ import copy
 import os
 import re
 import subprocess
+import urllib.parse
 from pathlib import Path
 
 import jsonschema
@@ -19,11 +20,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from deploy_helpers import DEPLOY, K8S, README, dockerfile_arg, documented, run_tool, stage_names
+from deploy_helpers import DEPLOY, K8S, README, command_options, dockerfile_arg, documented, run_tool, stage_names
 from selectd.config import Config, load_config
 
 K8S_VERSION = "1.31.0"
-OVERLAYS = ["cpu", "cpu-models", "gpu", "two-tier"]
+OVERLAYS = ["cpu", "cpu-models", "gpu", "two-tier", "cpu-dedup"]
 WITH_AUTH = "cpu+kafka-auth"  # the cpu overlay with components/kafka-auth, rendered from a temporary kustomization
 CONFIG_PATH = "/etc/selectd/selectd.toml"
 SECRET_VALUES = {"username": "selectd-user", "password": "s3cret", "ca.crt": "/etc/kafka-tls/ca.crt"}
@@ -178,7 +179,7 @@ def test_every_rendered_object_validates(rendered, crd_schemas):
                 raise AssertionError(f"{name}: {doc['kind']} {doc['metadata']['name']}: {exc}") from None
             kinds.add(doc["kind"])
     assert {"Deployment", "ConfigMap", "PodDisruptionBudget", "Job", "PersistentVolumeClaim", "ScaledObject",
-            "TriggerAuthentication", "PodMonitor", "PrometheusRule"} <= kinds
+            "TriggerAuthentication", "PodMonitor", "PrometheusRule", "StatefulSet", "Service"} <= kinds
     # Strict validation rejects what a cluster would: the checks are not no-ops.
     docs = rendered["gpu"]
     deployment = copy.deepcopy(daemons(docs)[0])
@@ -317,7 +318,10 @@ def test_prometheus_operator_scrapes_every_pod_once(rendered):
                      or any(key.startswith("prometheus.io/") for key in
                             d.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations", {}))]
         assert not annotated, f"{name}: prometheus.io annotations beside the PodMonitor scrape every series twice: {annotated}"
-        assert not of_kind(docs, "ServiceMonitor") and not of_kind(docs, "Service")
+        assert not of_kind(docs, "ServiceMonitor")
+        assert not [s for s in of_kind(docs, "Service") for d in daemons(docs)
+                    if s["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()], \
+            f"{name}: a Service in front of selectd pods (the PodMonitor scrapes them; nothing else connects to them)"
         (monitor,) = of_kind(docs, "PodMonitor")
         assert of_kind(docs, "PrometheusRule")
         for deployment in daemons(docs):
@@ -392,6 +396,30 @@ def test_kafka_auth_reaches_daemons_keda_and_the_topics_job(rendered, tmp_path, 
     # KEDA names the mechanism its own way; it must be the daemon's.
     assert trigger["metadata"]["sasl"] == config.kafka.sasl_mechanism.lower().replace("-", "_").replace("_sha_", "_sha")
     assert trigger["metadata"]["tls"] == "enable" and config.kafka.security_protocol.endswith("SSL")
+
+
+def test_dedup_overlay_points_every_replica_at_one_durable_redis(rendered, tmp_path, monkeypatch):
+    docs = rendered["cpu-dedup"]
+    (redis,) = of_kind(docs, "StatefulSet")
+    (service,) = of_kind(docs, "Service")
+    pod = redis["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["image"].startswith("redis:") and redis["spec"]["replicas"] == 1
+    server = command_options(container["args"])
+    assert server["--appendonly"] == "yes" and server["--appendfsync"] == "always", "claims on disk before the reply"
+    assert server["--maxmemory-policy"] == "noeviction", "a full Redis refuses writes instead of forgetting keys"
+    limit = container["resources"]["limits"]["memory"]
+    assert int(server["--maxmemory"].removesuffix("gb")) < int(limit.removesuffix("Gi")), "refuses writes before the OOM killer"
+    (claim,) = redis["spec"]["volumeClaimTemplates"]
+    assert {"name": claim["metadata"]["name"], "mountPath": server["--dir"]} in container["volumeMounts"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (port,) = service["spec"]["ports"]
+    assert port["targetPort"] in {p["name"] for p in container["ports"]}
+    for deployment in daemons(docs):
+        config, _ = daemon_config(docs, deployment, tmp_path, monkeypatch)
+        url = urllib.parse.urlsplit(config.dedup.url)
+        assert config.dedup.store == "redis" and (url.hostname, url.port) == (service["metadata"]["name"], port["port"])
+        assert {s.type for s in config.stages if s.enabled} >= {"exact_dedup", "minhash_dedup"}
 
 
 def test_the_runbook_applies_the_tested_overlays():

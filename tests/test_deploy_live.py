@@ -105,9 +105,10 @@ BAD_LINES = [b"{not json", b'{"id": "no-text"}', b'{"id": 7, "text": "id is a nu
 
 
 @pytest.fixture(scope="module")
-def live(broker, sample_corpus, tmp_path_factory):
-    """The compose selectd config running against Tansu on a read-only root filesystem, fed by the
-    compose crawler's command, scraped every second by a real Prometheus that loads the alert rules."""
+def live(broker, sample_corpus, redis_server, tmp_path_factory):
+    """The compose selectd config running against Tansu (and a redis-server for its dedup stages) on a
+    read-only root filesystem, fed by the compose crawler's command, scraped every second by a real
+    Prometheus that loads the alert rules."""
     workdir = tmp_path_factory.mktemp("deploy-live")
     topics = Topics(partitions=3)
     create_topics(broker, topics)
@@ -126,7 +127,8 @@ def live(broker, sample_corpus, tmp_path_factory):
                     "metrics.host=127.0.0.1", "metrics.port=0", "metrics.lag_interval_s=1",
                     # a group join waits about max_poll_interval_ms on Tansu: keep the test quick
                     "kafka.max_poll_interval_ms=5000", "kafka.session_timeout_ms=6000", "kafka.heartbeat_interval_ms=1000",
-                    "batch.max_docs=100", "batch.linger_ms=50", launcher=READ_ONLY_ROOT)
+                    "batch.max_docs=100", "batch.linger_ms=50",
+                    f"dedup.url={redis_server.url}", f"dedup.prefix={topics.tag}:", launcher=READ_ONLY_ROOT)
     prometheus = None
     try:
         metrics_url = daemon.metrics_url()

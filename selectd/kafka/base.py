@@ -33,7 +33,7 @@ from typing import Protocol, Sequence
 
 from selectd.config import Config
 from selectd.metrics import Metrics
-from selectd.records import Output, Record, dead_letter
+from selectd.records import Output, Record, RetriableBatchError, dead_letter
 from selectd.sinks.base import DeliveryError, Sink
 
 log = logging.getLogger("selectd.sink")
@@ -42,7 +42,7 @@ log = logging.getLogger("selectd.sink")
 Partition = tuple[str, int]
 
 
-class BrokerError(Exception):
+class BrokerError(RetriableBatchError):
     """A broker operation failed in a way a later attempt may not (unreachable, timed out): opening a
     client at start, or an operation of the source."""
 

@@ -15,9 +15,11 @@ One batch in flight, the next one read meanwhile:
 Consequences:
 - A crash (even kill -9) at any point loses nothing: uncommitted input is read again by whoever
   owns the partition next. Duplicates are bounded by the one in-flight batch.
-- If delivery fails (broker down, DLQ failing), the batch is not committed: the consumer seeks
-  back to the batch start (the read-ahead batch is dropped with it) and retries after a capped
-  exponential backoff; the daemon never exits for that, it reports not-ready.
+- If a batch cannot be finished for now (:class:`~selectd.records.RetriableBatchError`: delivery
+  failed with the broker down or the DLQ failing, the commit failed, a dedup store was unreachable
+  or its disk full), it is not committed: the consumer seeks back to the batch start (the
+  read-ahead batch is dropped with it) and retries after a capped exponential backoff; the daemon
+  never exits for that, it reports not-ready until a batch commits again.
 - A rebalance during a batch (kafka-python 3.0 runs the listener on its network thread, where a
   blocking commit is impossible) only shrinks the owned set (``Source.owned``): outputs for revoked partitions are
   still delivered, their offsets are not committed, and the new owner re-reads them — duplicates,
@@ -32,7 +34,7 @@ Consequences:
 
 Between batches the loop also refreshes the lag gauges (every ``metrics.lag_interval_s``),
 readiness, and what /healthz reads (:class:`selectd.metrics.Progress`: since when work has waited
-with no batch committed), and logs a progress line (every ``logging.progress_interval_s``: documents in, outputs
+with no batch done, committed or given up to be retried), and logs a progress line (every ``logging.progress_interval_s``: documents in, outputs
 by outcome, input rate since the previous line).
 
 The loop sees the source only through :class:`selectd.kafka.base.Source` (``(topic, partition)``
@@ -53,11 +55,10 @@ from selectd.config import Config
 from selectd.kafka.base import BrokerError, CommitFailed, Partition, Source, next_backoff
 from selectd.metrics import Metrics
 from selectd.pipeline import Pipeline
-from selectd.records import Record
+from selectd.records import Record, RetriableBatchError
 from selectd.sinks.base import DeliveryError, Sink
 
 log = logging.getLogger("selectd.commit")
-
 
 
 class DrainTimeout(Exception):
@@ -99,6 +100,7 @@ class CommitLoop:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="selectd-batch")
         self._backoff = 0.0
         self._broker_up = True
+        self._batches_ok = True  # False from a failed batch until one commits
         self._next_lag_update = 0.0
         self._lag = 0.0  # messages behind on the owned partitions, at the last refresh
         self._next_progress = 0.0
@@ -147,7 +149,7 @@ class CommitLoop:
                 raise
             self.metrics.commits.inc()
             self.committed.update(offsets)
-        self.metrics.progress.committed()
+        self.metrics.progress.batch_done()
         elapsed = time.perf_counter() - batch.started
         self.metrics.batch_size.observe(len(batch.records))
         self.metrics.batch_latency.observe(elapsed)
@@ -188,11 +190,17 @@ class CommitLoop:
         self._update_ready()
 
     def _update_ready(self) -> None:
-        # Models were loaded before the consumer existed; ready = in the group and broker reachable.
-        self.metrics.ready.set(1 if self._broker_up and self.source.joined else 0)
+        # Models were loaded before the consumer existed; ready = in the group, broker reachable and
+        # the last batch committed (not while a batch keeps failing, e.g. on a dedup store).
+        self.metrics.ready.set(1 if self._broker_up and self._batches_ok and self.source.joined else 0)
 
-    def _on_broker_error(self, records: list[Record], exc: Exception) -> None:
-        self._set_broker_up(False)
+    def _on_batch_failed(self, records: list[Record], exc: RetriableBatchError) -> None:
+        self._batches_ok = False
+        self.metrics.progress.batch_done()  # retrying an outside failure is not a stuck loop (/readyz says it)
+        if isinstance(exc, (DeliveryError, BrokerError)):
+            self._set_broker_up(False)
+        else:
+            self._update_ready()
         self._backoff = next_backoff(self._backoff, self.config.delivery.broker_backoff_max_s)
         log.warning("batch not committed; will retry", extra={"error": repr(exc)[:500], "backoff_s": self._backoff,
                                                               "documents": len(records)})
@@ -281,9 +289,10 @@ class CommitLoop:
         read-ahead records are rewound, to be read again after the backoff."""
         try:
             self.complete(batch)
-        except (DeliveryError, BrokerError) as exc:
-            self._on_broker_error(batch.records + read_ahead, exc)
+        except RetriableBatchError as exc:
+            self._on_batch_failed(batch.records + read_ahead, exc)
             return False
         self._backoff = 0.0
+        self._batches_ok = True
         self._set_broker_up(True)
         return True

@@ -6,21 +6,42 @@ signals such as a language code). Decisions are not made here: a stage turns sig
 keep/reject with :class:`selectd.thresholds.Rule` thresholds, so a filter's defaults (datatrove's
 thresholds for the rule scorers) and a user's overrides go through the same code.
 
-Each scorer declares the preprocessing its model was trained with (``preprocess``), and the
-cascade always calls :meth:`Scorer.run`, which applies it: a model is never fed text prepared
-differently from its training data.
+The cascade hands a stage a batch of documents (:meth:`Scorer.run_documents`). A text scorer
+sees only their texts: each scorer declares the preprocessing its model was trained with
+(``preprocess``), and :meth:`Scorer.run` applies it, so a model is never fed text prepared
+differently from its training data. A scorer that needs more of a document (the dedup stages:
+its id and fields) overrides ``run_documents``.
+
+What a stage may use besides its own options (the ``[dedup]`` store, the daemon's metrics) comes
+in a :class:`StageContext` through :meth:`Scorer.attach`, once, before warm-up.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from selectd.dedup.stage import StoreConfig
+from selectd.metrics import Metrics
+from selectd.records import Document
+from selectd.signal_kinds import SignalKind
+
 Signals = dict[str, np.ndarray]
 
-SAMPLE_TEXT = "warm up the scorer with a short sentence of text."
+#: the text a scorer is run on to list the signals it emits (the cascade checks rules against them)
+SIGNALS_PROBE_TEXT = "A short English sentence, used to warm up each scorer and list the signals it emits."
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What the process shares with its stages: the ``[dedup]`` store's config and the metrics
+    (None offline in tests and benchmarks)."""
+
+    dedup: StoreConfig = field(default_factory=StoreConfig)
+    metrics: Metrics | None = None
 
 
 class ScorerOptions(BaseModel):
@@ -34,6 +55,8 @@ class Scorer(ABC):
     kind: ClassVar[str]
     #: pydantic model of this scorer's ``options`` table
     Options: ClassVar[type[ScorerOptions]] = ScorerOptions
+    #: why this kind cannot run as a ``shadow = true`` stage (None: it can)
+    shadow_refused: ClassVar[str | None] = None
 
     def __init__(self, name: str, options: ScorerOptions):
         self.name = name
@@ -56,6 +79,12 @@ class Scorer(ABC):
         """
         return []
 
+    def signal_kinds(self) -> dict[str, SignalKind]:
+        """The kind of each signal :meth:`score` emits (probability, count, perplexity...): it picks
+        the buckets of the signal's score histogram and drift bins. A signal left out is a category
+        when its values are strings, else a generic :attr:`SignalKind.SCORE`."""
+        return {}
+
     def versions(self) -> dict[str, str]:
         """Identifiers of the model files this scorer runs (e.g. sha256), for the output record."""
         return {}
@@ -67,23 +96,37 @@ class Scorer(ABC):
 
     @classmethod
     def signals_help(cls) -> str:
-        """The signals a stage of this kind emits, for ``check-config --list-scorers``: those of a
-        scorer built with default options. Scorers whose signals depend on their model override it."""
+        """The signals a stage of this kind emits, for ``check-config --list-scorers``: those a scorer
+        built with default options probes. Scorers whose signals depend on their model override it."""
         scorer = cls("list", cls.Options())
         try:
-            return ", ".join(sorted(scorer.run([SAMPLE_TEXT])))
+            return ", ".join(sorted(scorer.probe_signals()))
         finally:
             scorer.close()
 
+    def attach(self, context: StageContext) -> None:
+        """Take what this scorer needs of the process's shared resources; called once, before
+        :meth:`warmup` (most scorers need none)."""
+
     def warmup(self) -> None:
         """Run once after load so the first real batch does not pay for lazy initialisation."""
-        self.run([SAMPLE_TEXT])
+        self.run(["warm up the scorer with a short sentence of text."])
+
+    def probe_signals(self) -> Signals:
+        """Signals of one probe text, from which the cascade learns what this scorer emits (names
+        for its rules, value types for undeclared kinds): by default a run on the text."""
+        return self.run([SIGNALS_PROBE_TEXT])
 
     def close(self) -> None:
         """Release resources (sessions, threads)."""
 
     # --- what the cascade calls -------------------------------------------------------------
+    def run_documents(self, documents: Sequence[Document]) -> Signals:
+        """Signals of a batch of documents, one entry per document: a text scorer's of their texts."""
+        return self.run([doc.text for doc in documents])
+
     def run(self, texts: Sequence[str]) -> Signals:
+        """Signals of a batch of texts, each prepared by :meth:`preprocess` first."""
         prepared = [self.preprocess(t) for t in texts]
         signals = self.score(prepared)
         for key, values in signals.items():

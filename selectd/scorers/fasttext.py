@@ -23,6 +23,7 @@ from pydantic import Field
 from selectd import preprocess
 from selectd.models.fasttext.model import FastTextOnnx
 from selectd.scorers.base import Scorer, ScorerOptions, Signals, register
+from selectd.signal_kinds import SignalKind
 
 LABEL_PREFIX = "__label__"
 #: signals that only a preprocessing profile gives, by profile
@@ -105,6 +106,11 @@ class FastTextScorer(Scorer):
             signals.setdefault(label_signal(self.model.labels[self.decision_column]),
                                probs[:, self.decision_column].astype(np.float64))
         return signals
+
+    def signal_kinds(self) -> dict[str, SignalKind]:
+        # every numeric signal is a probability; the language code is a category
+        return {"language": SignalKind.CATEGORY, "language_prob": SignalKind.PROBABILITY, "hq_prob": SignalKind.PROBABILITY,
+                **{label_signal(label): SignalKind.PROBABILITY for label in self.model.labels}}
 
     def default_rules(self) -> list[dict[str, Any]]:
         options: FastTextOptions = self.options

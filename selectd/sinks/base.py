@@ -10,10 +10,10 @@ from abc import ABC, abstractmethod
 from typing import Sequence
 
 from selectd.metrics import Metrics
-from selectd.records import Output
+from selectd.records import Output, RetriableBatchError
 
 
-class DeliveryError(Exception):
+class DeliveryError(RetriableBatchError):
     """Some outputs of the batch could not be delivered; the batch must not be committed."""
 
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import orjson
 
@@ -89,6 +91,21 @@ def read_texts(path: Path | str, limit: int | None = None, field: str = "text") 
     if not texts:
         raise ValueError(f"{path}: no lines with a non-empty string {field!r}")
     return texts
+
+
+@contextmanager
+def one_core() -> Iterator[int | None]:
+    """Run on a single core, so the comparison is per core whatever the machine; restore after."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield None
+        return
+    cores = os.sched_getaffinity(0)
+    core = min(cores)
+    os.sched_setaffinity(0, {core})
+    try:
+        yield core
+    finally:
+        os.sched_setaffinity(0, cores)
 
 
 def peak_rss_bytes() -> int:

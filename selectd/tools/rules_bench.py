@@ -19,16 +19,14 @@ reject per document; the report also gives how often the two decisions agree.
 from __future__ import annotations
 
 import argparse
-import os
 import time
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from selectd.thresholds import Rule, first_failures
 from selectd.scorers.base import scorer_class
 from selectd.text.vocabulary import reset_shared_tokenizer
-from selectd.tools.benchmark import (add_clock_argument, clock_function, clock_name, comparison, emit, read_texts,
-                                     time_batches)
+from selectd.tools.benchmark import (add_clock_argument, clock_function, clock_name, comparison, emit, one_core,
+                                     read_texts, time_batches)
 
 #: our scorer kind -> datatrove filter class name (in datatrove.pipeline.filters)
 REFERENCES = {
@@ -49,21 +47,6 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="texts used only to warm our word cache (default: the first half)")
     add_clock_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-
-
-@contextmanager
-def _one_core() -> Iterator[int | None]:
-    """Run on a single core, so the comparison is per core whatever the machine; restore after."""
-    if not hasattr(os, "sched_setaffinity"):
-        yield None
-        return
-    cores = os.sched_getaffinity(0)
-    core = min(cores)
-    os.sched_setaffinity(0, {core})
-    try:
-        yield core
-    finally:
-        os.sched_setaffinity(0, cores)
 
 
 class _Recorder:
@@ -148,7 +131,7 @@ def bench(args: argparse.Namespace) -> int:
     warm_texts, timed_texts = texts[:n_warm], texts[n_warm:]
     args.clock = clock_name(args)
     clock = clock_function(args.clock)
-    with _one_core() as core:
+    with one_core() as core:
         results = {kind: compare_filter(kind, warm_texts, timed_texts, args.batch_size, clock)
                    for kind in args.filters}
     report = {"texts": len(timed_texts), "warm_texts": n_warm, "batch_size": args.batch_size, "core": core,

@@ -13,6 +13,7 @@ import numpy as np
 
 from selectd.scorers.base import Signals, register
 from selectd.scorers.heuristics.common import RuleOptions, RuleScorer, rule
+from selectd.signal_kinds import SignalKind
 from selectd.text.vocabulary import WordTokenizer
 
 CITATION_REGEX = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
@@ -92,6 +93,11 @@ class C4Quality(RuleScorer):
             "curly_bracket": curly,
             "sentences": sentences,
         }
+
+    def signal_kinds(self) -> dict[str, SignalKind]:
+        # lorem_ipsum and curly_bracket are 0/1 flags
+        return {"lines": SignalKind.COUNT, "kept_lines": SignalKind.COUNT, "sentences": SignalKind.COUNT,
+                **dict.fromkeys(("kept_chars_ratio", "lorem_ipsum", "curly_bracket"), SignalKind.PROBABILITY)}
 
     def default_rules(self) -> list[dict[str, Any]]:
         o: C4QualityOptions = self.options

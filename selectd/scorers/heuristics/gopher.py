@@ -9,6 +9,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from selectd.scorers.base import Signals, register
+from selectd.signal_kinds import SignalKind
 from selectd.scorers.heuristics.common import RuleOptions, RuleScorer, duplicates, enabled, ratio, rule
 from selectd.text.vocabulary import TokenizedBatch
 
@@ -75,6 +76,12 @@ class GopherQuality(RuleScorer):
             "alpha_words_ratio": ratio(batch.per_doc_sum(vocab.has_alpha[ids]), words),
             "stop_words": _distinct_members(batch, self._stop_ids),
         }
+
+    def signal_kinds(self) -> dict[str, SignalKind]:
+        return {"words": SignalKind.COUNT, "non_symbol_words": SignalKind.COUNT, "stop_words": SignalKind.COUNT,
+                "mean_word_length": SignalKind.LENGTH,
+                **dict.fromkeys(("hash_word_ratio", "ellipsis_word_ratio", "bullet_lines_ratio",
+                                 "end_ellipsis_lines_ratio", "alpha_words_ratio"), SignalKind.PROBABILITY)}
 
     def default_rules(self) -> list[dict[str, Any]]:
         o: GopherQualityOptions = self.options
@@ -194,6 +201,13 @@ class GopherRepetition(RuleScorer):
         for n, values in repeated.items():
             signals[f"dup_{n}_gram_char_frac"] = values / safe_chars
         return signals
+
+    def signal_kinds(self) -> dict[str, SignalKind]:
+        o: GopherRepetitionOptions = self.options
+        shares = ["dup_para_frac", "dup_para_char_frac", "dup_line_frac", "dup_line_char_frac",
+                  *(f"top_{n}_gram_char_frac" for n, _ in o.top_n_grams),
+                  *(f"dup_{n}_gram_char_frac" for n, _ in o.dup_n_grams)]
+        return {"chars": SignalKind.COUNT, **dict.fromkeys(shares, SignalKind.PROBABILITY)}
 
     def default_rules(self) -> list[dict[str, Any]]:
         o: GopherRepetitionOptions = self.options
