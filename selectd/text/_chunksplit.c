@@ -240,12 +240,13 @@ static Py_ssize_t suffix_len(const Program *p, const Py_UCS4 *s, Py_ssize_t lo, 
 
 /* ---- code-point-string hash tables ------------------------------------------------------------
  * The splitter's special cases, merge keys and merge first pieces, and the word tables' vocabulary
- * and chunk table: open addressing, keys copied into one growing array of code points (no
- * allocation per key), the table doubled when half full. */
+ * and chunk table: open addressing, the table doubled when half full. A key of up to 8 code points
+ * below 256 (most words) is stored packed in its slot, so finding it touches one cache line; the
+ * others are copied into one growing array of code points (no allocation per key). */
 
 typedef struct {
     uint64_t hash;
-    Py_ssize_t key;         /* offset of the key's code points in Table.keys */
+    uint64_t key;           /* the packed key (Key.packed), or its offset in Table.keys */
     int32_t len;
     int32_t value;          /* -1: empty slot */
 } Entry;
@@ -258,13 +259,27 @@ typedef struct {
     Py_ssize_t keys_used, keys_capacity;
 } Table;
 
+/* a key to look up: its code points, their FNV-1a hash, and whether it is stored packed (which
+ * depends only on the key, so equal keys are stored alike) */
+typedef struct {
+    const Py_UCS4 *s;
+    Py_ssize_t n;
+    uint64_t hash, packed;
+    int is_packed;
+} Key;
+
 #define FNV_OFFSET 1469598103934665603ull
 #define FNV_PRIME 1099511628211ull
+#define PACKED_MAX 8
 
-static inline uint64_t hash_code_points(const Py_UCS4 *s, Py_ssize_t n) {
-    uint64_t h = FNV_OFFSET;
-    for (Py_ssize_t i = 0; i < n; i++) { h ^= s[i]; h *= FNV_PRIME; }
-    return h;
+static inline Key key_of(const Py_UCS4 *s, Py_ssize_t n) {
+    Key key = {s, n, FNV_OFFSET, 0, n <= PACKED_MAX};
+    for (Py_ssize_t i = 0; i < n; i++) {
+        key.hash = (key.hash ^ s[i]) * FNV_PRIME;
+        if (i < PACKED_MAX) key.packed |= (uint64_t)(s[i] & 0xFF) << (8 * i);
+        if (s[i] > 0xFF) key.is_packed = 0;
+    }
+    return key;
 }
 
 /* FNV's low bits alone cluster; fold the high half in */
@@ -299,18 +314,26 @@ static void table_clear(Table *t) {
     t->keys_used = 0;
 }
 
+static inline int same_key(const Table *t, const Entry *e, const Key *key) {
+    if (e->hash != key->hash || e->len != key->n) return 0;
+    if (key->is_packed) return e->key == key->packed;
+    const Py_UCS4 *stored = t->keys + e->key;
+    for (Py_ssize_t i = 0; i < key->n; i++)
+        if (stored[i] != key->s[i]) return 0;
+    return 1;
+}
+
 /* the slot holding key, or the empty slot where it would go */
-static inline Entry *table_find(const Table *t, const Py_UCS4 *key, Py_ssize_t n, uint64_t hash) {
-    for (size_t slot = first_slot(t, hash);; slot = (slot + 1) & t->mask) {
+static inline Entry *table_find(const Table *t, const Key *key) {
+    for (size_t slot = first_slot(t, key->hash);; slot = (slot + 1) & t->mask) {
         Entry *e = &t->slots[slot];
-        if (e->value < 0 || (e->hash == hash && e->len == n &&
-                             memcmp(t->keys + e->key, key, sizeof(Py_UCS4) * (size_t)n) == 0))
-            return e;
+        if (e->value < 0 || same_key(t, e, key)) return e;
     }
 }
 
-static int32_t table_get(const Table *t, const Py_UCS4 *key, Py_ssize_t n) {
-    return table_find(t, key, n, hash_code_points(key, n))->value;
+static int32_t table_get(const Table *t, const Py_UCS4 *s, Py_ssize_t n) {
+    Key key = key_of(s, n);
+    return table_find(t, &key)->value;
 }
 
 /* double the slots, rehashing every entry */
@@ -328,32 +351,38 @@ static int table_grow(Table *t) {
     return 0;
 }
 
-/* insert key (hashed: hash_code_points) with value >= 0; a key already there keeps its value */
-static int table_put_hashed(Table *t, const Py_UCS4 *key, Py_ssize_t n, uint64_t hash, int32_t value) {
+/* insert key with value >= 0; a key already there keeps its value */
+static int table_put_key(Table *t, const Key *key, int32_t value) {
+    Py_ssize_t n = key->n;
     if (n > INT32_MAX) {
         PyErr_SetString(PyExc_OverflowError, "string too long for a word table");
         return -1;
     }
     if ((size_t)(t->size + 1) * 2 > t->mask + 1 && table_grow(t) < 0) return -1;
-    Entry *e = table_find(t, key, n, hash);
+    Entry *e = table_find(t, key);
     if (e->value >= 0) return 0;
-    if (t->keys_used + n > t->keys_capacity) {
-        Py_ssize_t capacity = t->keys_capacity ? t->keys_capacity : 1024;
-        while (capacity < t->keys_used + n) capacity *= 2;
-        Py_UCS4 *grown = PyMem_Realloc(t->keys, sizeof(Py_UCS4) * (size_t)capacity);
-        if (!grown) { PyErr_NoMemory(); return -1; }
-        t->keys = grown;
-        t->keys_capacity = capacity;
+    uint64_t stored = key->packed;
+    if (!key->is_packed) {
+        if (t->keys_used + n > t->keys_capacity) {
+            Py_ssize_t capacity = t->keys_capacity ? t->keys_capacity : 1024;
+            while (capacity < t->keys_used + n) capacity *= 2;
+            Py_UCS4 *grown = PyMem_Realloc(t->keys, sizeof(Py_UCS4) * (size_t)capacity);
+            if (!grown) { PyErr_NoMemory(); return -1; }
+            t->keys = grown;
+            t->keys_capacity = capacity;
+        }
+        memcpy(t->keys + t->keys_used, key->s, sizeof(Py_UCS4) * (size_t)n);
+        stored = (uint64_t)t->keys_used;
+        t->keys_used += n;
     }
-    memcpy(t->keys + t->keys_used, key, sizeof(Py_UCS4) * (size_t)n);
-    *e = (Entry){hash, t->keys_used, (int32_t)n, value};
-    t->keys_used += n;
+    *e = (Entry){key->hash, stored, (int32_t)n, value};
     t->size++;
     return 0;
 }
 
-static int table_put(Table *t, const Py_UCS4 *key, Py_ssize_t n, int32_t value) {
-    return table_put_hashed(t, key, n, hash_code_points(key, n), value);
+static int table_put(Table *t, const Py_UCS4 *s, Py_ssize_t n, int32_t value) {
+    Key key = key_of(s, n);
+    return table_put_key(t, &key, value);
 }
 
 /* ---- the splitter ----------------------------------------------------------------------------- */
@@ -784,27 +813,32 @@ static inline int is_letter(Py_UCS4 c) {
 }
 
 /* the next whitespace-separated chunk of data[*pos:n] (str.split()'s whitespace): its start, or
- * -1 at the end; *pos becomes its end; its code points go to key (room for n), their
- * hash_code_points to *hash; *letters: it is letters only. Generated per string kind so the
- * character loop reads the string's own code units. */
+ * -1 at the end; *pos becomes its end; *key: the chunk as a Key (key_of), its code points written to
+ * buffer at their positions in data (buffer has room for n); *letters: it is letters only. Generated per string kind so the character
+ * loop reads the string's own code units. */
 #define DEFINE_NEXT_CHUNK(NAME, UNIT)                                                              \
     static Py_ssize_t NAME(const UNIT *data, Py_ssize_t n, Py_ssize_t *pos, int *letters,         \
-                           Py_UCS4 *key, uint64_t *hash) {                                         \
+                           Py_UCS4 *buffer, Key *key) {                                            \
         Py_ssize_t i = *pos;                                                                       \
         while (i < n && Py_UNICODE_ISSPACE(data[i])) i++;                                          \
         if (i >= n) return -1;                                                                     \
         Py_ssize_t start = i;                                                                      \
         int all_letters = 1;                                                                       \
-        uint64_t h = FNV_OFFSET;                                                                   \
+        uint64_t hash = FNV_OFFSET, packed = 0;                                                    \
+        Py_UCS4 widest = 0;                                                                        \
         for (; i < n && !Py_UNICODE_ISSPACE(data[i]); i++) {                                       \
             Py_UCS4 c = data[i];                                                                   \
-            key[i - start] = c;                                                                    \
-            h = (h ^ c) * FNV_PRIME;                                                               \
+            buffer[i] = c;                                                                         \
+            hash = (hash ^ c) * FNV_PRIME;                                                         \
+            if (i - start < PACKED_MAX) {                                                          \
+                packed |= (uint64_t)(c & 0xFF) << (8 * (i - start));                               \
+                widest |= c;                                                                       \
+            }                                                                                      \
             if (all_letters && !is_letter(c)) all_letters = 0;                                     \
         }                                                                                          \
         *pos = i;                                                                                  \
         *letters = all_letters;                                                                    \
-        *hash = h;                                                                                 \
+        *key = (Key){buffer + start, i - start, hash, packed, i - start <= PACKED_MAX && widest <= 0xFF}; \
         return start;                                                                              \
     }
 DEFINE_NEXT_CHUNK(next_chunk_ucs1, Py_UCS1)
@@ -813,18 +847,18 @@ DEFINE_NEXT_CHUNK(next_chunk_ucs4, Py_UCS4)
 
 /* next_chunk_* for a str of that kind */
 static inline Py_ssize_t next_chunk(int kind, const void *data, Py_ssize_t n, Py_ssize_t *pos, int *letters,
-                                    Py_UCS4 *key, uint64_t *hash) {
-    return kind == PyUnicode_1BYTE_KIND ? next_chunk_ucs1(data, n, pos, letters, key, hash)
-         : kind == PyUnicode_2BYTE_KIND ? next_chunk_ucs2(data, n, pos, letters, key, hash)
-         : next_chunk_ucs4(data, n, pos, letters, key, hash);
+                                    Py_UCS4 *buffer, Key *key) {
+    return kind == PyUnicode_1BYTE_KIND ? next_chunk_ucs1(data, n, pos, letters, buffer, key)
+         : kind == PyUnicode_2BYTE_KIND ? next_chunk_ucs2(data, n, pos, letters, buffer, key)
+         : next_chunk_ucs4(data, n, pos, letters, buffer, key);
 }
 
 /* the id of token s[:n], interned when new: its str is string when given, else source[at:at + n];
  * -1 on error */
 static int32_t intern_code_points(WordTables *self, const Py_UCS4 *s, Py_ssize_t n, PyObject *string,
                                   PyObject *source, Py_ssize_t at) {
-    uint64_t hash = hash_code_points(s, n);
-    int32_t known = table_find(&self->vocab, s, n, hash)->value;
+    Key key = key_of(s, n);
+    int32_t known = table_find(&self->vocab, &key)->value;
     if (known >= 0) return known;
     Py_ssize_t id = PyList_GET_SIZE(self->strings);
     if (id >= INT32_MAX) {
@@ -836,7 +870,7 @@ static int32_t intern_code_points(WordTables *self, const Py_UCS4 *s, Py_ssize_t
     int failed = PyList_Append(self->strings, token);
     Py_DECREF(token);
     if (failed) return -1;
-    if (table_put_hashed(&self->vocab, s, n, hash, (int32_t)id) < 0) {
+    if (table_put_key(&self->vocab, &key, (int32_t)id) < 0) {
         PyList_SetSlice(self->strings, id, id + 1, NULL);  /* the list stays the table's mirror */
         return -1;
     }
@@ -867,16 +901,13 @@ static Py_ssize_t split_into_tables(WordTables *self, PyObject *source, Py_ssize
     return count;
 }
 
-/* the index of the chunk source[start:end] (its code points in self->key, hashed: hash), added
- * when new; with intern, its tokens are interned too (a chunk only counted so far is split again).
- * -1 on error. */
-static Py_ssize_t chunk_index(WordTables *self, PyObject *source, Py_ssize_t start, Py_ssize_t end,
-                              uint64_t hash, int intern) {
-    Py_ssize_t n = end - start;
-    int32_t index = table_find(&self->chunks, self->key, n, hash)->value;
+/* the index of the chunk source[start:start + key->n], added when new; with intern, its tokens are
+ * interned too (a chunk only counted so far is split again). -1 on error. */
+static Py_ssize_t chunk_index(WordTables *self, PyObject *source, Py_ssize_t start, const Key *key, int intern) {
+    int32_t index = table_find(&self->chunks, key)->value;
     if (index >= 0 && (!intern || self->chunk_records[index].first >= 0)) return index;
     int64_t first;
-    Py_ssize_t count = split_into_tables(self, source, start, end, intern, &first);
+    Py_ssize_t count = split_into_tables(self, source, start, start + key->n, intern, &first);
     if (count < 0) return -1;
     if (index >= 0) {
         self->chunk_records[index].first = first;
@@ -889,7 +920,7 @@ static Py_ssize_t chunk_index(WordTables *self, PyObject *source, Py_ssize_t sta
     }
     if (grow_buffer((void **)&self->chunk_records, &self->chunk_capacity, added + 1, sizeof(ChunkRecord)) < 0)
         return -1;
-    if (table_put_hashed(&self->chunks, self->key, n, hash, (int32_t)added) < 0) return -1;
+    if (table_put_key(&self->chunks, key, (int32_t)added) < 0) return -1;
     self->chunk_records[added] = (ChunkRecord){first, (int32_t)count};
     return added;
 }
@@ -899,15 +930,28 @@ static int reserve_key(WordTables *self, Py_ssize_t n) {
     return grow_buffer((void **)&self->key, &self->key_capacity, n + 1, sizeof(Py_UCS4));
 }
 
+/* a chunk of the text at hand in tables_tokenize */
+typedef struct {
+    Key key;
+    Py_ssize_t start;
+    int32_t index;          /* its chunk index when known before the text's new chunks are added, else -1 */
+} TextChunk;
+
 /* WordTokenizer.tokenize: the token ids of each text's whitespace-separated chunks (str.split()),
  * concatenated as int64, and each text's offset into them (len(texts) + 1 int64). A known chunk
- * costs a hash probe; a new one is split and its tokens interned. */
+ * costs a hash probe; a new one is split and its tokens interned.
+ *
+ * A text is read in three passes so that the cache misses of its chunks overlap instead of
+ * coming one after another (most of a known chunk's cost is a miss on its table slot, then on its
+ * record): scan every chunk and prefetch its slot; find the known ones and prefetch their records;
+ * then, in order, add the new ones and emit every chunk's tokens. */
 static PyObject *tables_tokenize(WordTables *self, PyObject *texts) {
     PyObject *ids = NULL, *offsets = NULL;
     PyObject *sequence = PySequence_Fast(texts, "texts must be a sequence of str");
     if (!sequence) return NULL;
-    Py_ssize_t n_texts = PySequence_Fast_GET_SIZE(sequence), used = 0, capacity = 0;
+    Py_ssize_t n_texts = PySequence_Fast_GET_SIZE(sequence), used = 0, capacity = 0, chunks_capacity = 0;
     int64_t *out = NULL;
+    TextChunk *chunks = NULL;
     offsets = PyBytes_FromStringAndSize(NULL, (n_texts + 1) * (Py_ssize_t)sizeof(int64_t));
     if (!offsets) goto done;
     int64_t *offset = (int64_t *)PyBytes_AS_STRING(offsets);
@@ -918,14 +962,26 @@ static PyObject *tables_tokenize(WordTables *self, PyObject *texts) {
             PyErr_Format(PyExc_TypeError, "texts must be str, not %.100s", Py_TYPE(text)->tp_name);
             goto done;
         }
-        Py_ssize_t n = PyUnicode_GET_LENGTH(text), pos = 0, start;
+        Py_ssize_t n = PyUnicode_GET_LENGTH(text), pos = 0, start, n_chunks = 0;
         int kind = PyUnicode_KIND(text), letters;
         const void *data = PyUnicode_DATA(text);
-        uint64_t hash;
+        Key key;
         if (reserve_key(self, n) < 0) goto done;
-        while ((start = next_chunk(kind, data, n, &pos, &letters, self->key, &hash)) >= 0) {
-            Py_ssize_t index = chunk_index(self, text, start, pos, hash, 1);
-            if (index < 0) goto done;
+        while ((start = next_chunk(kind, data, n, &pos, &letters, self->key, &key)) >= 0) {
+            if (grow_buffer((void **)&chunks, &chunks_capacity, n_chunks + 1, sizeof(TextChunk)) < 0) goto done;
+            chunks[n_chunks++] = (TextChunk){key, start, -1};
+            __builtin_prefetch(&self->chunks.slots[first_slot(&self->chunks, key.hash)]);
+        }
+        for (Py_ssize_t c = 0; c < n_chunks; c++) {
+            int32_t index = chunks[c].index = table_find(&self->chunks, &chunks[c].key)->value;
+            if (index >= 0) __builtin_prefetch(&self->chunk_records[index]);
+        }
+        for (Py_ssize_t c = 0; c < n_chunks; c++) {
+            Py_ssize_t index = chunks[c].index;
+            if (index < 0 || self->chunk_records[index].first < 0) {
+                index = chunk_index(self, text, chunks[c].start, &chunks[c].key, 1);
+                if (index < 0) goto done;
+            }
             const ChunkRecord *chunk = &self->chunk_records[index];
             if (grow_buffer((void **)&out, &capacity, used + chunk->words, sizeof(int64_t)) < 0) goto done;
             const int32_t *tokens = self->chunk_tokens + chunk->first;
@@ -936,6 +992,7 @@ static PyObject *tables_tokenize(WordTables *self, PyObject *texts) {
     ids = PyBytes_FromStringAndSize((const char *)out, used * (Py_ssize_t)sizeof(int64_t));
 done:
     PyMem_Free(out);
+    PyMem_Free(chunks);
     Py_DECREF(sequence);
     if (!ids) { Py_XDECREF(offsets); return NULL; }
     return Py_BuildValue("(NN)", ids, offsets);
@@ -960,16 +1017,15 @@ static PyObject *tables_count_words(WordTables *self, PyObject *texts) {
         Py_ssize_t n = PyUnicode_GET_LENGTH(text), pos = 0, start, words = 0;
         int kind = PyUnicode_KIND(text), letters;
         const void *data = PyUnicode_DATA(text);
-        uint64_t hash;
+        Key key;
         if (reserve_key(self, n) < 0) goto error;
-        while ((start = next_chunk(kind, data, n, &pos, &letters, self->key, &hash)) >= 0) {
-            Py_ssize_t len = pos - start;
-            if (letters && (!maybe_special(self->splitter, len, self->key[0], self->key[len - 1]) ||
-                            table_get(&self->splitter->specials, self->key, len) < 0)) {
+        while ((start = next_chunk(kind, data, n, &pos, &letters, self->key, &key)) >= 0) {
+            if (letters && (!maybe_special(self->splitter, key.n, key.s[0], key.s[key.n - 1]) ||
+                            table_find(&self->splitter->specials, &key)->value < 0)) {
                 words++;  /* one word unless a special case ("cannot") */
                 continue;
             }
-            Py_ssize_t index = chunk_index(self, text, start, pos, hash, 0);
+            Py_ssize_t index = chunk_index(self, text, start, &key, 0);
             if (index < 0) goto error;
             words += self->chunk_records[index].words;
         }
