@@ -219,6 +219,29 @@ def test_ascii_program_refuses_what_it_cannot_express():
         compile_program("a$|b", anchored_end=True)
 
 
+def test_url_matcher_matches_what_the_url_pattern_matches(corpus_chunks):
+    """EnglishSplitter.url_match skips the pattern's user-info part on strings without "@": the same
+    strings match (corpus chunks, adversarial ones, and URL-shaped ones with and without user info)."""
+    import re
+
+    from selectd.text.affix_split import url_matcher
+
+    pattern = re.compile(spacy_tables.EN_URL_PATTERN).match
+    url_match = EnglishSplitter().url_match
+    assert url_match is not pattern and url_matcher(r"^a\.b$")("a.b")
+    hosts = ["example.com", "a.b.co.uk", "10.1.2.3", "223.1.1.1", "bücher.de", "localhost", "x.Com", "例子.测试"]
+    shaped = [f"{scheme}{user}{host}{port}{path}" for scheme in ("", "https://", "ftp://", "a+b.c://")
+              for user in ("", "user@", "user:pw@", "@", "a@b@") for host in hosts
+              for port in ("", ":80", ":8080x") for path in ("", "/", "/p?q=1#x", "?", "@x")]
+    strings = corpus_chunks + adversarial_chunks(10_000, seed=1) + shaped
+    matched = 0
+    for string in strings:
+        expected = pattern(string)
+        assert (url_match(string) is None) == (expected is None), string
+        matched += expected is not None
+    assert matched > 1000
+
+
 def test_url_prefilter_reads_the_host_alternation():
     """The C splitter calls the URL regex only for strings with 3 dots (an IP address) or a '.' and
     two top-level-domain characters; the split equality tests above check it never drops a URL."""
