@@ -1,4 +1,5 @@
-/* spaCy's English tokenizer on whitespace-free chunks, in C, for selectd's rule scorers.
+/* spaCy's English tokenizer on whitespace-free chunks, and the word tables around it, in C, for
+ * selectd's rule scorers.
  *
  * The same algorithm as affix_split.py's EnglishSplitter (spaCy's _split_affixes, _attach_tokens and
  * _apply_special_cases, one chunk at a time). Nothing of spaCy's data is written here: byte_program.py
@@ -6,8 +7,8 @@
  * character-set steps, greedy single-character repeats, fixed-width lookarounds and anchors: what
  * those regexes are made of) and passes them in with the special cases and the special-case merge
  * table. The URL regex is called back in Python (it is reached only by strings with a '.' and no
- * affix). It exists because the split of a chunk not seen before costs ~12 µs in Python, about
- * 1 µs here, and unseen chunks are most of a rule scorer's time on real text.
+ * affix). It exists because the split of a chunk not seen before costs ~12 µs in Python, well
+ * under 1 µs here, and unseen chunks are most of a rule scorer's time on real text.
  *
  * Splitter(prefix, suffix, infix, specials, merges, longest_merge, url_match, url_dots, url_tld)
  *   prefix, suffix, infix: (nodes, alternatives, sets, ranges) bytes packed by byte_program.py's
@@ -18,14 +19,20 @@
  *   url_dots, url_tld: what every URL contains (byte_program.url_prefilter): at least url_dots '.', or
  *     a '.' and two characters of the set url_tld (a program of one set); url_dots 0: no prefilter
  * Splitter.split(chunk) -> tuple of token strings
- * Splitter.chunk_ids(chunks, out, chunk_index, vocab_ids, vocab_strings, pending_tokens,
- *                    pending_counts, chunk_words): WordTokenizer.chunk_ids, new chunks split and
- *   interned here (and their word counts recorded in chunk_words, for count_words)
- * Splitter.text_chunk_ids(texts, chunk_index, ...the same tables...) -> (ids, offsets): WordTokenizer's
- *   batch of chunk ids without str.split() or a Python list: int64 bytes, and each text's offset
- * Splitter.count_words(text, chunk_words) -> int: WordTokenizer.token_counts for one text, its
- *   number of words; chunks of letters only that are no special case count one each, the others'
- *   counts come from (or, when new, are split and added to) chunk_words: chunk -> word count.
+ *
+ * WordTables(splitter): vocabulary.py's WordTokenizer tables (PythonWordTables there, the same
+ *   methods): token -> id (the vocabulary) and chunk -> its token ids and word count (the chunk
+ *   table), both keyed by code points. A known chunk costs a hash probe, a new one its split;
+ *   no Python object is made but the string of a new token.
+ * WordTables.tokenize(texts) -> (ids, offsets): the token ids of every text's whitespace-separated
+ *   chunks (str.split()), concatenated, and each text's offset into them (len(texts) + 1), both
+ *   bytearrays of int64; new chunks are split and their tokens interned, in order
+ * WordTables.count_words(texts) -> bytearray of int64: each text's number of words; a chunk of letters
+ *   only that is no special case counts one, the others come from the chunk table, a new one added
+ *   with its count and its tokens not interned (tokenize splits it again when it first meets it)
+ * WordTables.intern(token) -> id; .strings: the token strings by id (a list: read only);
+ *   .chunks: chunks in the chunk table; .clear_chunks(): empty it (the vocabulary stays);
+ *   .splits: chunks split so far
  *
  * token_features(strings, start, non_word, enders, is_punct) -> (lengths, flags): Vocabulary.sync's
  *   per-token features of strings[start:]; the two character sets are bytes of sorted uint32 code
@@ -938,8 +945,9 @@ typedef struct {
 } TextChunk;
 
 /* WordTokenizer.tokenize: the token ids of each text's whitespace-separated chunks (str.split()),
- * concatenated as int64, and each text's offset into them (len(texts) + 1 int64). A known chunk
- * costs a hash probe; a new one is split and its tokens interned.
+ * concatenated, and each text's offset into them (len(texts) + 1), as bytearrays of int64 (numpy
+ * views of them are writable). A known chunk costs a hash probe; a new one is split and its
+ * tokens interned.
  *
  * A text is read in three passes so that the cache misses of its chunks overlap instead of
  * coming one after another (most of a known chunk's cost is a miss on its table slot, then on its
@@ -952,9 +960,9 @@ static PyObject *tables_tokenize(WordTables *self, PyObject *texts) {
     Py_ssize_t n_texts = PySequence_Fast_GET_SIZE(sequence), used = 0, capacity = 0, chunks_capacity = 0;
     int64_t *out = NULL;
     TextChunk *chunks = NULL;
-    offsets = PyBytes_FromStringAndSize(NULL, (n_texts + 1) * (Py_ssize_t)sizeof(int64_t));
+    offsets = PyByteArray_FromStringAndSize(NULL, (n_texts + 1) * (Py_ssize_t)sizeof(int64_t));
     if (!offsets) goto done;
-    int64_t *offset = (int64_t *)PyBytes_AS_STRING(offsets);
+    int64_t *offset = (int64_t *)PyByteArray_AS_STRING(offsets);
     offset[0] = 0;
     for (Py_ssize_t i = 0; i < n_texts; i++) {
         PyObject *text = PySequence_Fast_GET_ITEM(sequence, i);
@@ -989,7 +997,7 @@ static PyObject *tables_tokenize(WordTables *self, PyObject *texts) {
         }
         offset[i + 1] = used;
     }
-    ids = PyBytes_FromStringAndSize((const char *)out, used * (Py_ssize_t)sizeof(int64_t));
+    ids = PyByteArray_FromStringAndSize((const char *)out, used * (Py_ssize_t)sizeof(int64_t));
 done:
     PyMem_Free(out);
     PyMem_Free(chunks);
@@ -998,16 +1006,16 @@ done:
     return Py_BuildValue("(NN)", ids, offsets);
 }
 
-/* WordTokenizer.token_counts: each text's number of words, as int64. A chunk of letters only that
+/* WordTokenizer.token_counts: each text's number of words, a bytearray of int64. A chunk of letters only that
  * is no special case is one word; the others' counts come from the chunk table, a new chunk split
  * and added without interning its tokens (the count is all this path keeps). */
 static PyObject *tables_count_words(WordTables *self, PyObject *texts) {
     PyObject *sequence = PySequence_Fast(texts, "texts must be a sequence of str");
     if (!sequence) return NULL;
     Py_ssize_t n_texts = PySequence_Fast_GET_SIZE(sequence);
-    PyObject *counts = PyBytes_FromStringAndSize(NULL, n_texts * (Py_ssize_t)sizeof(int64_t));
+    PyObject *counts = PyByteArray_FromStringAndSize(NULL, n_texts * (Py_ssize_t)sizeof(int64_t));
     if (!counts) goto error;
-    int64_t *count = (int64_t *)PyBytes_AS_STRING(counts);
+    int64_t *count = (int64_t *)PyByteArray_AS_STRING(counts);
     for (Py_ssize_t i = 0; i < n_texts; i++) {
         PyObject *text = PySequence_Fast_GET_ITEM(sequence, i);
         if (!PyUnicode_Check(text)) {
@@ -1199,8 +1207,8 @@ static PyTypeObject SplitterType = {
 
 static PyMethodDef tables_methods[] = {
     {"tokenize", (PyCFunction)tables_tokenize, METH_O,
-     "tokenize(texts) -> (token ids int64 bytes, offsets int64 bytes: len(texts) + 1)"},
-    {"count_words", (PyCFunction)tables_count_words, METH_O, "count_words(texts) -> words of each text, int64 bytes"},
+     "tokenize(texts) -> (token ids, offsets: len(texts) + 1), bytearrays of int64"},
+    {"count_words", (PyCFunction)tables_count_words, METH_O, "count_words(texts) -> words of each text, bytearray of int64"},
     {"intern", (PyCFunction)tables_intern, METH_O, "intern(token) -> token id"},
     {"clear_chunks", (PyCFunction)tables_clear_chunks, METH_NOARGS, "empty the chunk table (the vocabulary stays)"},
     {NULL, NULL, 0, NULL},

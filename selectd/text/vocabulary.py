@@ -143,7 +143,7 @@ class Vocabulary:
 
 class PythonWordTables:
     """``_chunksplit.WordTables`` in Python, for an install without the C extension: the same
-    methods and attributes, the same token ids.
+    methods and attributes, the same token ids (int64 arrays where the C tables give bytearrays).
 
     Two dictionaries keyed by chunk: its token ids (chunks interned by :meth:`tokenize`) and its
     number of words (every chunk split, also by :meth:`count_words`, which interns nothing).
@@ -275,15 +275,12 @@ class WordTokenizer:
         self._start_batch()
         ids, offsets = self.tables.tokenize(texts)
         self.vocab.sync()
-        if self.compiled:
-            ids, offsets = np.frombuffer(ids, dtype=np.int64), np.frombuffer(offsets, dtype=np.int64)
-        return TokenizedBatch(ids, offsets)
+        return TokenizedBatch(np.frombuffer(ids, dtype=np.int64), np.frombuffer(offsets, dtype=np.int64))
 
     def token_counts(self, texts: Sequence[str]) -> np.ndarray:
         """Number of words (datatrove's split) of each text, without building the token list."""
         self._start_batch()
-        counts = self.tables.count_words(texts)
-        return np.frombuffer(counts, dtype=np.int64) if self.compiled else counts
+        return np.frombuffer(self.tables.count_words(texts), dtype=np.int64)
 
     def words(self, text: str) -> list[str]:
         strings = self.vocab.strings
@@ -294,7 +291,7 @@ _shared: WordTokenizer | None = None
 
 
 def shared_tokenizer() -> WordTokenizer:
-    """One tokenizer per process, so the rule scorers of a cascade share their chunk cache."""
+    """One tokenizer per process, so the rule scorers of a cascade share their chunk table."""
     global _shared
     if _shared is None:
         _shared = WordTokenizer()
@@ -302,7 +299,7 @@ def shared_tokenizer() -> WordTokenizer:
 
 
 def reset_shared_tokenizer() -> None:
-    """Start the next :func:`shared_tokenizer` from an empty cache (benchmarks measure cold runs)."""
+    """Start the next :func:`shared_tokenizer` from empty tables (benchmarks measure cold runs)."""
     global _shared
     _shared = None
 
