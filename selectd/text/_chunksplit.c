@@ -799,7 +799,7 @@ typedef struct {
     Py_ssize_t chunk_capacity;
     int32_t *chunk_tokens;      /* token ids of the interned chunks, flat */
     Py_ssize_t n_chunk_tokens, chunk_tokens_capacity;
-    Py_UCS4 *key;               /* code points of the chunk at hand (room for the text at hand) */
+    Py_UCS4 *key;               /* code points of the text at hand, at their positions (next_chunk) */
     Py_ssize_t key_capacity;
     long long splits;           /* chunks split so far: every chunk-table miss, and a counted chunk interned */
 } WordTables;
@@ -820,9 +820,9 @@ static inline int is_letter(Py_UCS4 c) {
 }
 
 /* the next whitespace-separated chunk of data[*pos:n] (str.split()'s whitespace): its start, or
- * -1 at the end; *pos becomes its end; *key: the chunk as a Key (key_of), its code points written to
- * buffer at their positions in data (buffer has room for n); *letters: it is letters only. Generated per string kind so the character
- * loop reads the string's own code units. */
+ * -1 at the end; *pos becomes its end; *key: the chunk as a Key (key_of), its code points written
+ * to buffer at their positions in data (buffer has room for n); *letters: it is letters only.
+ * Generated per string kind so the character loop reads the string's own code units. */
 #define DEFINE_NEXT_CHUNK(NAME, UNIT)                                                              \
     static Py_ssize_t NAME(const UNIT *data, Py_ssize_t n, Py_ssize_t *pos, int *letters,         \
                            Py_UCS4 *buffer, Key *key) {                                            \
@@ -1208,7 +1208,8 @@ static PyTypeObject SplitterType = {
 static PyMethodDef tables_methods[] = {
     {"tokenize", (PyCFunction)tables_tokenize, METH_O,
      "tokenize(texts) -> (token ids, offsets: len(texts) + 1), bytearrays of int64"},
-    {"count_words", (PyCFunction)tables_count_words, METH_O, "count_words(texts) -> words of each text, bytearray of int64"},
+    {"count_words", (PyCFunction)tables_count_words, METH_O,
+     "count_words(texts) -> words of each text, bytearray of int64"},
     {"intern", (PyCFunction)tables_intern, METH_O, "intern(token) -> token id"},
     {"clear_chunks", (PyCFunction)tables_clear_chunks, METH_NOARGS, "empty the chunk table (the vocabulary stays)"},
     {NULL, NULL, 0, NULL},
