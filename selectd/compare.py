@@ -14,7 +14,7 @@ from typing import Any
 from selectd.config import Config
 from selectd.pipeline import Pipeline
 from selectd.records import Output
-from selectd.sources.jsonl import read_batches
+from selectd.sources.jsonl import open_input, read_batches
 
 
 @dataclass(frozen=True)
@@ -64,11 +64,12 @@ def compare_files(live: Config, candidate: Config, in_path: Path, batch_size: in
     ids: list[str | None] = []  # None for a line that is not a document
     decisions: tuple[list[Decision], list[Decision]] = ([], [])
     try:
-        for records in read_batches(in_path, batch_size or live.batch.max_docs):
-            for pipeline, decided in zip(pipelines, decisions):
-                primary = [out for out in pipeline.process(records) if out.outcome != "attributes"]
-                decided.extend(Decision.of(out) for out in primary)
-            ids.extend(out.doc_id for out in primary)  # the same documents under either config
+        with open_input(in_path) as (lines, name):
+            for records in read_batches(lines, name, batch_size or live.batch.max_docs):
+                for pipeline, decided in zip(pipelines, decisions):
+                    primary = [out for out in pipeline.process(records) if out.outcome != "attributes"]
+                    decided.extend(Decision.of(out) for out in primary)
+                ids.extend(out.doc_id for out in primary)  # the same documents under either config
     finally:
         for pipeline in pipelines:
             pipeline.close()

@@ -12,14 +12,16 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Sequence
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
                       field_validator, model_validator)
 
 from selectd.dedup.stage import StoreConfig
+from selectd.records import OUTPUT_ROOM_BYTES, RECORD_OVERHEAD_BYTES
 from selectd.thresholds import Rule
 
 
@@ -59,16 +61,21 @@ TopicName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$"), AfterValid
 
 
 def _split_commas(value: Any) -> Any:
-    """Kafka's own ``bootstrap.servers`` form, "host:port,host:port", as a list (what one shared
+    """Kafka's own list form, "host:port,host:port" or "topic-a,topic-b", as a list (what one shared
     setting feeds to the daemon's ``--set``, KEDA's trigger and ``kafka-topics.sh`` alike)."""
     return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
 
+#: a list of brokers or topics: a TOML list, or one comma-separated string
+CommaList = BeforeValidator(_split_commas)
+
+
 class KafkaSection(Section):
-    bootstrap_servers: Annotated[list[str], BeforeValidator(_split_commas)] = Field(
+    bootstrap_servers: Annotated[list[str], CommaList] = Field(
         min_length=1, description="host:port of brokers: a list, or one comma-separated string")
     group_id: str = Field(min_length=1)
-    input_topics: list[TopicName] = Field(min_length=1)
+    input_topics: Annotated[list[TopicName], CommaList] = Field(
+        min_length=1, description="topics to consume: a list, or one comma-separated string")
     client_id: str = "selectd"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = Field(default=10_000, ge=1000)
@@ -77,7 +84,7 @@ class KafkaSection(Section):
                                       description="also the group rebalance timeout; a join waits about this long")
     fetch_max_bytes: int = Field(default=52_428_800, ge=1024)
     max_partition_fetch_bytes: int = Field(default=1_048_576, ge=1024)
-    request_timeout_ms: int = Field(default=30_000, ge=1000)
+    request_timeout_ms: int = Field(default=30_000, ge=1000, description="also one connection attempt at start")
     # producer
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     linger_ms: int = Field(default=5, ge=0)
@@ -114,8 +121,12 @@ class TopicsSection(Section):
 
 
 class InputSection(Section):
-    max_text_bytes: int = Field(default=1_000_000, ge=1, description="UTF-8 bytes of `text`; larger goes to the DLQ")
-    max_message_bytes: int = Field(default=16_000_000, ge=1, description="raw message value bytes; larger goes to the DLQ")
+    id_key: str = Field(default="id", min_length=1, description="field of the document id (datatrove's id_key)")
+    text_key: str = Field(default="text", min_length=1, description="field of the document text (datatrove's and "
+                          "NeMo Curator's text_key)")
+    max_text_bytes: int = Field(default=1_000_000, ge=1, description="UTF-8 bytes of the text; larger goes to the DLQ")
+    max_message_bytes: int = Field(default=1_000_000, ge=1, description="raw message value bytes; larger goes to the "
+                                   "DLQ; keep it below what the producer can send (kafka.max_request_size)")
 
 
 class BatchSection(Section):
@@ -136,6 +147,8 @@ class MetricsSection(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=9108, ge=0, le=65535, description="0 picks a free port")
     lag_interval_s: float = Field(default=10.0, gt=0, description="how often consumer lag is refreshed")
+    stall_timeout_s: float = Field(default=600.0, ge=0, description="/healthz fails when work has waited this long "
+                                   "with no batch committed or retried while the broker is up (0: never)")
 
 
 class LoggingSection(Section):
@@ -209,6 +222,18 @@ class Config(Section):
     def digest(self) -> str:
         return self._digest
 
+    def limit_warnings(self) -> list[str]:
+        """Limits that contradict each other without making the config unusable (``check-config``
+        prints them, ``run`` logs them)."""
+        sendable = self.kafka.max_request_size - RECORD_OVERHEAD_BYTES - OUTPUT_ROOM_BYTES
+        if self.input.max_message_bytes > sendable:
+            return [f"input.max_message_bytes ({self.input.max_message_bytes}) exceeds what the producer can send: "
+                    f"kafka.max_request_size ({self.kafka.max_request_size}) less {RECORD_OVERHEAD_BYTES + OUTPUT_ROOM_BYTES} "
+                    f"bytes for record overhead, headers and the selectd object = {sendable}; larger inputs are "
+                    f"scored, then dead-lettered cut to fit (produce_failed). Lower input.max_message_bytes or raise "
+                    f"kafka.max_request_size (and the broker's message.max.bytes)"]
+        return []
+
     @field_validator("stages")
     @classmethod
     def _stage_names_unique(cls, stages: list[StageConfig]) -> list[StageConfig]:
@@ -245,7 +270,7 @@ class ConfigError(Exception):
 
 
 def _path(loc: tuple[Any, ...], any_index: bool = False) -> str:
-    """``stages[1].options.model_dir``; with ``any_index``, ``stages[].options.model_dir``."""
+    """``stages[1].options.model_dir`` (the form ``--set`` takes); with ``any_index``, ``stages[].options.model_dir``."""
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -267,8 +292,28 @@ def explain(error: ValidationError, prefix: tuple[Any, ...] = ()) -> str:
     return "\n".join(lines)
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b.c=value`` → (["a","b","c"], value); the value is read as TOML if it parses, else a string."""
+#: one step of a key path: a name, then any ``[index]``es (``stages[0]``), or a bare index (``stages.0``)
+_KEY_STEP = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_-]*)?(?P<indices>(?:\[\d+\])*)")
+
+
+def parse_key_path(text: str) -> tuple[str | int, ...]:
+    """``stages[0].options.model_dir`` or ``stages.0.options.model_dir`` → ("stages", 0, "options",
+    "model_dir"): the path syntax of error messages, and the dotted one some tools write."""
+    parts: list[str | int] = []
+    for step in text.strip().split("."):
+        match = _KEY_STEP.fullmatch(step)
+        if step.isdigit() and parts:
+            parts.append(int(step))
+        elif match and match.group("name"):
+            parts.append(match.group("name"))
+            parts += [int(index) for index in re.findall(r"\d+", match.group("indices"))]
+        else:
+            raise ConfigError(f"--set {text!r}: not a key path (e.g. kafka.group_id, stages[0].enabled)")
+    return tuple(parts)
+
+
+def parse_override(text: str) -> tuple[tuple[str | int, ...], Any]:
+    """``a.b[0].c=value`` → (("a", "b", 0, "c"), value); the value is read as TOML if it parses, else a string."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {text!r}: expected key.path=value")
@@ -276,23 +321,33 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
-    return key.strip().split("."), value
+    return parse_key_path(key), value
 
 
-def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+def apply_override(data: dict[str, Any], path: Sequence[str | int], value: Any) -> None:
+    """Set ``path`` (from :func:`parse_key_path`) in the parsed TOML: missing tables are created, list
+    entries must exist. Errors name the path as ``--set`` takes it."""
+    path = tuple(int(part) if isinstance(part, str) and part.isdigit() else part for part in path)
     node: Any = data
-    for i, part in enumerate(path[:-1]):
+    for i, part in enumerate(path):
         if isinstance(node, list):
-            node = node[int(part)]
-        else:
-            node = node.setdefault(part, {})
+            if not isinstance(part, int):
+                raise ConfigError(f"--set {_path(path)}: {_path(path[:i])} is a list: index it, e.g. {_path(path[:i])}[0]")
+            if part >= len(node):
+                raise ConfigError(f"--set {_path(path)}: {_path(path[:i])} has {len(node)} entries")
+        elif isinstance(part, int):
+            raise ConfigError(f"--set {_path(path)}: {_path(path[:i])} is a table, not a list")
+        if i == len(path) - 1:
+            node[part] = value
+            return
+        if isinstance(node, dict) and part not in node:
+            if isinstance(path[i + 1], int):
+                raise ConfigError(f"--set {_path(path)}: {_path(path[:i + 1])} is not set; set the whole list, "
+                                  f"e.g. {_path(path[:i + 1])}=[...]")
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, (dict, list)):
-            raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[:i + 1])} is not a table")
-    last = path[-1]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
+            raise ConfigError(f"--set {_path(path)}: {_path(path[:i + 1])} is not a table")
 
 
 def _import_plugins(data: dict[str, Any]) -> None:
@@ -340,9 +395,5 @@ def load_config(path: Path | str, overrides: list[str] = ()) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for item in overrides:
-        key, value = parse_override(item)
-        try:
-            apply_override(data, key, value)
-        except (IndexError, ValueError) as exc:
-            raise ConfigError(f"--set {item!r}: {exc}") from None
+        apply_override(data, *parse_override(item))
     return config_from_dict(data)

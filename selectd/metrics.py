@@ -12,7 +12,8 @@ import collections
 import time
 from typing import Iterable, Mapping, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
+from prometheus_client import (GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, Counter, Gauge,
+                               Histogram, Info, disable_created_metrics)
 
 from selectd import __version__
 from selectd.distributions import SignalDistributions
@@ -28,9 +29,41 @@ DECISIONS = ("accepted", "rejected")
 disable_created_metrics()
 
 
+class Progress:
+    """Whether the commit loop gets through its work, for /healthz: since when work has been waiting
+    (records fetched and not committed, or consumer lag) with no batch done: committed, or failed on
+    something outside the loop (broker, dedup store) and given back to be retried. The loop reports;
+    the HTTP thread reads."""
+
+    def __init__(self, clock=time.monotonic):
+        self._clock = clock
+        self._waiting_since: float | None = None
+
+    def update(self, waiting: bool) -> None:
+        if not waiting:
+            self._waiting_since = None
+        elif self._waiting_since is None:
+            self._waiting_since = self._clock()
+
+    def batch_done(self) -> None:
+        """A batch was committed or given back to be retried: whatever still waits has waited from now."""
+        if self._waiting_since is not None:
+            self._waiting_since = self._clock()
+
+    def stalled_s(self) -> float:
+        """Seconds work has waited with no batch done (0 when nothing waits)."""
+        since = self._waiting_since
+        return 0.0 if since is None else self._clock() - since
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         r = self.registry = registry or CollectorRegistry()
+        # The standard process_* / python_* series (CPU, RSS, open fds, GC, version), as the default
+        # registry has them: this registry is private, so they are added by hand.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
+        self.progress = Progress()
         self.documents_in = Counter("selectd_documents_in_total", "Messages consumed, by source topic", ["topic"], registry=r)
         self.documents_out = Counter("selectd_documents_out_total", "Messages produced and acknowledged, by destination topic and outcome",
                                      ["topic", "outcome"], registry=r)

@@ -5,11 +5,11 @@ import collections
 from typing import Sequence
 
 from selectd.cascade import Cascade, Verdict
-from selectd.config import Config
+from selectd.config import Config, ConfigError
 from selectd.metrics import Metrics
 from selectd.parse import parse_record
 from selectd.records import Document, Invalid, Output, Record
-from selectd.router import Router
+from selectd.router import Router, route_signal_problems
 from selectd.scorers.base import StageContext
 
 
@@ -27,14 +27,24 @@ class Pipeline:
 
     @classmethod
     def from_config(cls, config: Config, metrics: Metrics | None = None) -> "Pipeline":
+        """Load every stage's scorer, warm it up, and check every rule, selection and route against
+        the signals the stages really emit: a :class:`selectd.config.ConfigError` naming key paths
+        otherwise (``check-config`` runs this too, so it catches what ``run`` would)."""
         cascade = Cascade.from_config(config.stages, StageContext(config.dedup, metrics))
-        cascade.warmup()
+        try:
+            problems = route_signal_problems(config.routes, cascade.warmup())
+            if problems:
+                raise ConfigError("\n".join(problems))
+        except BaseException:
+            cascade.close()
+            raise
         return cls(config, cascade, metrics)
 
     def process(self, records: Sequence[Record]) -> list[Output]:
         """Every record yields exactly one primary output (accepted, rejected or DLQ), in order."""
         limits = self.config.input
-        parsed = [parse_record(r, limits.max_message_bytes, limits.max_text_bytes) for r in records]
+        parsed = [parse_record(r, limits.max_message_bytes, limits.max_text_bytes, limits.id_key, limits.text_key)
+                  for r in records]
         documents = [p for p in parsed if isinstance(p, Document)]
         on_stage = self.metrics.observe_stage if self.metrics else None
         on_signals = self.metrics.distributions.observe if self.metrics else None

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from selectd import __version__
-from selectd.cascade import ShadowVerdict, Verdict
+from selectd.cascade import ShadowVerdict, Verdict, signal_list
 from selectd.config import Config, RouteConfig
 from selectd.records import Document, Invalid, Outcome, Output, dead_letter, source_headers
 
@@ -36,6 +36,19 @@ def splice_object(original: bytes, obj: dict[str, Any], key: str, addition: dict
     if not body.endswith(b"}"):
         return orjson.dumps({**obj, key: addition})
     return b"%s,\"%s\":%s}" % (body[:-1], key.encode(), orjson.dumps(addition))
+
+
+def route_signal_problems(routes: list[RouteConfig], emitted: dict[str, set[str]]) -> list[str]:
+    """One line per route rule naming a signal its stage does not emit (``emitted``: each enabled
+    stage's signals, from :meth:`selectd.cascade.Cascade.warmup`): such a route would never match."""
+    problems = []
+    for r, route in enumerate(routes):
+        for w, rule in enumerate(route.when):
+            stage, signal = rule.signal.split(".", 1)
+            if signal not in emitted.get(stage, {signal}):
+                problems.append(f"routes[{r}].when[{w}].signal: {rule.signal!r}: stage {stage!r} does not emit "
+                                f"{signal!r}; it emits {signal_list(emitted[stage])}")
+    return problems
 
 
 def earlier_tiers(earlier: Any) -> list[Any]:
@@ -110,4 +123,4 @@ class Router:
                       "attributes", None, doc.record, doc.id)
 
     def dead_letter(self, invalid: Invalid) -> Output:
-        return dead_letter(invalid.record, self.topics.dlq, invalid.reason, invalid.detail)
+        return dead_letter(invalid.record, self.topics.dlq, invalid.reason, invalid.detail, doc_id=invalid.doc_id)

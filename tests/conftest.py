@@ -37,6 +37,18 @@ def sample_corpus(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def demo_models(tmp_path_factory, sample_corpus) -> Path:
+    """The example config's model directories under one root (``models/lid176``, ``models/quality_fasttext``),
+    built as the demo builds them; the quality model with 100k buckets instead of 2M, to stay small."""
+    from selectd.tools.fasttext import demo_models as builders
+
+    root = tmp_path_factory.mktemp("demo-models")
+    builders.build_lid(root / "models" / "lid176")
+    builders.build(root / "models" / "quality_fasttext", corpus=sample_corpus, bucket=100_000)
+    return root
+
+
 class Topics(TopicNames):
     """The load-test harness's topic names, unique per test, two input partitions by default."""
 

@@ -99,6 +99,7 @@ def test_color_scores_rank_like_pytorch_on_500_documents(pair, eval_texts):
     assert np.nanstd(signals["color"]) > 0.01
     np.testing.assert_allclose(signals["color"], signals["ce_prior"] - signals["ce_conditional"])
     assert_kinds_declared(scorer, signals)
+    assert set(signals) == set(scorer.signals_help().split(", ")), "check-config --list-scorers says what it emits"
 
 
 def test_color_filter_prefers_target_documents(pair, corpus):
@@ -177,6 +178,7 @@ def test_window_policy_predicts_every_token_once_and_is_recorded(pair, eval_text
 
     scorer = scorer_class("causal_lm")("lm", scorer_class("causal_lm").Options(model_dir=str(prior_dir), window=WINDOW))
     signals = scorer.run(["", "x", eval_texts[0]])
+    assert set(signals) == set(scorer.signals_help().split(", ")), "check-config --list-scorers says what it emits"
     assert np.isnan(signals["ce"][0]) and np.isnan(signals["min_k"][1]) and np.isfinite(signals["ce"][2])
     assert signals["tokens"][0] == 0
     assert f"window={WINDOW} stride={WINDOW - 1}" in scorer.versions()["window_policy"]

@@ -78,6 +78,33 @@ def test_a_dead_letter_over_the_producer_limit_is_cut_to_fit():
     assert size == limit
 
 
+def test_every_dead_letter_carries_the_document_id_and_the_source_cut_or_not():
+    config = config_from_dict({"kafka": {"bootstrap_servers": ["x:1"], "group_id": "g", "input_topics": ["in"]},
+                               "topics": {"accepted": "a", "rejected": "r", "dlq": "d"}})
+    router = Router(config, {})
+    record = Record("in", 2, 9, b"k", b'{"id": "doc-7", "text": ""}')
+    letter = router.dead_letter(parse_record(record, 1000, 100))
+    headers = dict(letter.headers)
+    assert headers["selectd.id"] == b"doc-7" and headers["selectd.reason"] == b"empty_text"
+    assert (headers["selectd.source.topic"], headers["selectd.source.partition"], headers["selectd.source.offset"]) == \
+        (b"in", b"2", b"9")
+    huge = Record("in", 0, 1, b"k", orjson.dumps({"id": "doc-8", "text": "x" * 100_000}), None, [("h", b"h" * 50_000)])
+    cut = dead_letter(huge, "d", "produce_failed", "too large", intended_topic="a", doc_id="doc-8", max_bytes=20_000)
+    headers = dict(cut.headers)
+    assert b"selectd.truncated_from_bytes".decode() in headers, "it was cut"
+    assert headers["selectd.id"] == b"doc-8" and headers["selectd.source.offset"] == b"1"
+    no_id = router.dead_letter(parse_record(Record("in", 0, 3, None, b"{nope"), 1000, 100))
+    assert "selectd.id" not in dict(no_id.headers), "no id could be parsed"
+
+
+def test_parse_takes_the_configured_id_and_text_fields():
+    record = _record(b'{"doc_id": "x1", "content": "hello there", "text": 5}')
+    document = parse_record(record, 1000, 100, id_key="doc_id", text_key="content")
+    assert isinstance(document, Document) and (document.id, document.text) == ("x1", "hello there")
+    invalid = parse_record(_record(b'{"doc_id": "x1", "body": "hi"}'), 1000, 100, id_key="doc_id", text_key="content")
+    assert (invalid.reason, invalid.detail, invalid.doc_id) == ("missing_text", "no 'content' field", "x1")
+
+
 def test_splice_preserves_original_bytes():
     original = b'{"id":"a", "text":"t",  "score": 1.50, "nested": {"k": [1,2]}}  \n'
     obj = orjson.loads(original)
@@ -138,9 +165,12 @@ def test_cascade_skips_rejected_documents_in_later_stages():
 def test_rules_naming_unknown_signals_fail_at_load():
     from selectd.config import ConfigError
 
-    cascade = Cascade([Stage("length", LengthScorer(), [Rule(signal="charz", min=1)])])
-    with pytest.raises(ConfigError, match=r"stage 'length': rules name unknown signals \['charz'\]"):
+    cascade = Cascade([Stage("length", LengthScorer(), [Rule(signal="chars", min=1), Rule(signal="charz", min=1)],
+                             path="stages[3]")])
+    with pytest.raises(ConfigError) as error:
         cascade.warmup()
+    assert str(error.value) == ("stages[3].rules[1].signal: 'charz', not a signal of stage 'length' (test_length), "
+                                "which emits chars, first")
 
 
 def test_router_bands_and_versions():

@@ -11,6 +11,10 @@
   :class:`selectd.sinks.base.Sink` only;
 - :mod:`~selectd.kafka.admin`: topic helpers for the demo, the load tests and the tests.
 
-Another client is another ``Source`` and another ``ProducerSink`` next to these; the pipeline and
-the commit loop stay as they are.
+Another client is another ``Source`` and another ``ProducerSink`` next to these, classifying its
+own errors: which mean the brokers are not reachable yet when a client is opened (raise
+``BrokerError``: :func:`selectd.app.connect` retries it), which produce errors no retry fixes
+(``ProducerSink._is_permanent``; everything else, timeouts included, is retried and leaves the
+batch uncommitted), and which codecs it has (``settings.codec_problems``). The pipeline, the
+commit loop and the start-up retry stay as they are.
 """

@@ -1,10 +1,24 @@
 """kafka-python settings from the ``[kafka]`` (and ``[batch]``) config: keyword arguments for the
-admin client, the consumer and the producer, in one place."""
+admin client, the consumer and the producer, in one place; the codecs they need; opening a client."""
 from __future__ import annotations
 
 from typing import Any
 
+from kafka.errors import KafkaError
+
 from selectd.config import Config, KafkaSection
+from selectd.kafka.base import BrokerError
+
+
+def opening(make):
+    """``make()`` a kafka-python client. kafka-python's retriable errors (brokers unreachable, bootstrap
+    timed out), which another attempt may not meet, become :class:`BrokerError`; others propagate."""
+    try:
+        return make()
+    except KafkaError as exc:
+        if exc.retriable:
+            raise BrokerError(repr(exc)) from exc
+        raise
 
 
 def connection_kwargs(kafka: KafkaSection) -> dict[str, Any]:
@@ -13,6 +27,8 @@ def connection_kwargs(kafka: KafkaSection) -> dict[str, Any]:
         "bootstrap_servers": kafka.bootstrap_servers,
         "client_id": kafka.client_id,
         "request_timeout_ms": kafka.request_timeout_ms,
+        # one connection attempt at start; the daemon logs it and tries again (selectd.app.connect)
+        "bootstrap_timeout_ms": kafka.request_timeout_ms,
         "security_protocol": kafka.security_protocol,
     }
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
@@ -58,3 +74,19 @@ def producer_kwargs(kafka: KafkaSection) -> dict[str, Any]:
         "delivery_timeout_ms": kafka.delivery_timeout_ms,
         "max_block_ms": 10_000,
     }
+
+
+#: kafka-python's codecs beyond gzip, and the package each needs
+CODEC_PACKAGES = {"snappy": "python-snappy", "lz4": "lz4", "zstd": "zstandard"}
+
+
+def codec_problems(kafka: KafkaSection) -> list[str]:
+    """``compression_type`` names a codec whose library kafka-python does not find (the producer
+    would refuse to start)."""
+    from kafka import codec
+
+    kind = kafka.compression_type
+    if kind in CODEC_PACKAGES and not getattr(codec, f"has_{kind}")():
+        return [f"kafka.compression_type: {kind!r} needs the {CODEC_PACKAGES[kind]} package, which is not installed "
+                f"(pip install 'selectd[codecs]')"]
+    return []

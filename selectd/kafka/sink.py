@@ -10,20 +10,23 @@ from kafka import errors as kafka_errors
 from kafka.partitioner.default import DefaultPartitioner
 
 from selectd.config import Config
-from selectd.kafka.base import ProducerSink
-from selectd.kafka.settings import producer_kwargs
+from selectd.kafka.base import BrokerError, ProducerSink
+from selectd.kafka.settings import opening, producer_kwargs
 from selectd.metrics import Metrics
 from selectd.records import Output
 from selectd.sinks.base import DeliveryError
 
-#: errors that another attempt will not fix: dead-letter the document instead
+#: errors that another attempt will not fix: dead-letter the document instead. Not among them:
+#: KafkaTimeoutError (a send not acknowledged in time, or a topic whose metadata never arrived:
+#: missing, with auto-creation off) and UnknownTopicOrPartitionError, which creating the topic or a
+#: recovering partition fixes: the batch stays uncommitted and is retried
 PERMANENT_ERRORS = (
     kafka_errors.MessageSizeTooLargeError,
     kafka_errors.RecordListTooLargeError,
     kafka_errors.InvalidTopicError,
     kafka_errors.TopicAuthorizationFailedError,
-    kafka_errors.UnknownTopicOrPartitionError,
-    kafka_errors.KafkaTimeoutError,  # metadata for the topic never arrived: missing topic, auto-create off
+    kafka_errors.CorruptRecordError,
+    kafka_errors.InvalidRecordError,
 )
 
 #: errors of a record over the producer's size limit: resending it unchanged can never succeed
@@ -76,7 +79,7 @@ class KafkaSink(ProducerSink):
         self.producer: KafkaProducer | None = self._new_producer()
 
     def _new_producer(self) -> KafkaProducer:
-        return KafkaProducer(**producer_kwargs(self.config.kafka), partitioner=KeyHashPartitioner())
+        return opening(lambda: KafkaProducer(**producer_kwargs(self.config.kafka), partitioner=KeyHashPartitioner()))
 
     def _send_all(self, outputs: Sequence[Output]) -> list[tuple[Output, Exception]]:
         try:
@@ -91,7 +94,7 @@ class KafkaSink(ProducerSink):
                 except kafka_errors.KafkaError as exc:  # e.g. too large: raised before anything is queued
                     failed.append((out, exc))
             self.producer.flush(timeout=self.config.kafka.delivery_timeout_ms / 1000)
-        except kafka_errors.KafkaError as exc:  # no producer, or the flush timed out: nothing is known sent
+        except (kafka_errors.KafkaError, BrokerError) as exc:  # no producer, or the flush timed out: nothing is known sent
             raise DeliveryError(f"producer failed: {exc!r}") from exc
         for out, future in futures:
             if not future.is_done:

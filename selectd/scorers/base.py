@@ -89,6 +89,21 @@ class Scorer(ABC):
         """Identifiers of the model files this scorer runs (e.g. sha256), for the output record."""
         return {}
 
+    def missing_signals_hint(self, missing: set[str]) -> str | None:
+        """What to change when a stage's rules name ``missing`` signals this scorer does not emit but
+        could (another profile, another option); None when there is nothing to suggest."""
+        return None
+
+    @classmethod
+    def signals_help(cls) -> str:
+        """The signals a stage of this kind emits, for ``check-config --list-scorers``: those a scorer
+        built with default options probes. Scorers whose signals depend on their model override it."""
+        scorer = cls("list", cls.Options())
+        try:
+            return ", ".join(sorted(scorer.probe_signals()))
+        finally:
+            scorer.close()
+
     def attach(self, context: StageContext) -> None:
         """Take what this scorer needs of the process's shared resources; called once, before
         :meth:`warmup` (most scorers need none)."""

@@ -64,6 +64,10 @@ class CausalLMScorer(Scorer):
     kind = "causal_lm"
     Options = CausalLMOptions
 
+    @classmethod
+    def signals_help(cls) -> str:
+        return "ce, perplexity, min_k, tokens, windows"
+
     def __init__(self, name: str, options: CausalLMOptions):
         super().__init__(name, options)
         self.model = _load(options.model_dir, options)
@@ -86,6 +90,10 @@ class CausalLMScorer(Scorer):
 class ColorFilterScorer(Scorer):
     kind = "color_filter"
     Options = ColorFilterOptions
+
+    @classmethod
+    def signals_help(cls) -> str:
+        return "color, ce_prior, ce_conditional, tokens, windows"
 
     def __init__(self, name: str, options: ColorFilterOptions):
         super().__init__(name, options)

@@ -61,6 +61,11 @@ class TransformerScorer(Scorer):
     kind = "transformer"
     Options = TransformerOptions
 
+    @classmethod
+    def signals_help(cls) -> str:
+        return ("by the model's task: multilabel: one probability per label, flagged; multiclass: label, probability, "
+                "p_<label>; multihead: each head's score, score_sum (Celadon: decision); always tokens, windows, coverage")
+
     def __init__(self, name: str, options: TransformerOptions):
         super().__init__(name, options)
         self.model = HFClassifier(options.model_dir, precision=options.precision, provider=options.provider,
