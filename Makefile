@@ -1,10 +1,18 @@
-# Two entry points (see README): `make demo` and `make test`. Both set up .venv themselves.
+# Two entry points (see README): `make demo` and `make test`. Both set up their venv themselves.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+PYPROJECT_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(PYPROJECT_HASH)
+# `make demo` installs only what the demo needs (selectd[demo]: no torch, transformers, spaCy, datatrove)
+DEMO_VENV := .venv-demo
+DEMO_STAMP := $(DEMO_VENV)/.installed-$(PYPROJECT_HASH)
+# the other supported interpreters, for the smoke job (.ci/smoke), and the one that runs the demo
+# from a fresh selectd[demo] install
+SMOKE_PYTHONS ?= 3.12 3.13
+SMOKE_DEMO_PYTHON ?= 3.13
 
-.PHONY: demo test install promtool redis-server kubectl prometheusrule
+.PHONY: demo test install smoke promtool redis-server kubectl prometheusrule
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -15,6 +23,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 install: $(STAMP)
+
+$(DEMO_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(DEMO_VENV) || python3 -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/pip install -q -U pip
+	$(DEMO_VENV)/bin/pip install -q -e '.[demo]'
+	touch $@
 
 # promtool (Debian package prometheus) lints live scrapes in the tests.
 promtool:
@@ -35,8 +49,14 @@ kubectl: $(STAMP)
 prometheusrule: $(STAMP)
 	$(BIN)/python deploy/prometheus/prometheusrule.py
 
-demo: $(STAMP)
-	$(BIN)/selectd demo
+# Everything (corpus, models, config, broker log) goes into the work directory.
+demo: $(DEMO_STAMP)
+	$(DEMO_VENV)/bin/selectd demo --workdir artifacts/demo
 
-test: $(STAMP) promtool redis-server kubectl
+# Python 3.12 and 3.13: the daemon alone (no extras) installed into a venv of each, scoring a small
+# gzip input with rule stages from outside the checkout; and selectd[demo] running the demo there.
+smoke:
+	.ci/smoke $(if $(SMOKE_DEMO_PYTHON),--demo $(SMOKE_DEMO_PYTHON)) $(SMOKE_PYTHONS)
+
+test: $(STAMP) promtool redis-server kubectl smoke
 	$(BIN)/python -m pytest -q -ra

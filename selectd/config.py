@@ -12,14 +12,16 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Sequence
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
                       field_validator, model_validator)
 
 from selectd.dedup.stage import StoreConfig
+from selectd.records import OUTPUT_ROOM_BYTES, RECORD_OVERHEAD_BYTES
 from selectd.thresholds import Rule
 
 
@@ -59,7 +61,7 @@ TopicName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$"), AfterValid
 
 
 def _split_commas(value: Any) -> Any:
-    """Kafka's own ``bootstrap.servers`` form, "host:port,host:port", as a list (what one shared
+    """Kafka's own list form, "host:port,host:port" or "topic-a,topic-b", as a list (what one shared
     setting feeds to the daemon's ``--set``, KEDA's trigger and ``kafka-topics.sh`` alike)."""
     return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
@@ -82,13 +84,18 @@ CLIENT_MAXIMA: dict[str, dict[str, int]] = {
 }
 
 
+#: a list of brokers or topics: a TOML list, or one comma-separated string
+CommaList = BeforeValidator(_split_commas)
+
+
 class KafkaSection(Section):
     client: KafkaClient = Field(
         default="kafka-python", description="confluent-kafka (librdkafka) needs pip install 'selectd[confluent]'")
-    bootstrap_servers: Annotated[list[str], BeforeValidator(_split_commas)] = Field(
+    bootstrap_servers: Annotated[list[str], CommaList] = Field(
         min_length=1, description="host:port of brokers: a list, or one comma-separated string")
     group_id: str = Field(min_length=1)
-    input_topics: list[TopicName] = Field(min_length=1)
+    input_topics: Annotated[list[TopicName], CommaList] = Field(
+        min_length=1, description="topics to consume: a list, or one comma-separated string")
     client_id: str = "selectd"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = Field(default=10_000, ge=1000)
@@ -97,7 +104,7 @@ class KafkaSection(Section):
                                       description="also the group rebalance timeout; a join waits about this long")
     fetch_max_bytes: int = Field(default=52_428_800, ge=1024)
     max_partition_fetch_bytes: int = Field(default=1_048_576, ge=1024)
-    request_timeout_ms: int = Field(default=30_000, ge=1000)
+    request_timeout_ms: int = Field(default=30_000, ge=1000, description="also one connection attempt at start")
     # producer
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     linger_ms: int = Field(default=5, ge=0)
@@ -167,8 +174,12 @@ class TopicsSection(Section):
 
 
 class InputSection(Section):
-    max_text_bytes: int = Field(default=1_000_000, ge=1, description="UTF-8 bytes of `text`; larger goes to the DLQ")
-    max_message_bytes: int = Field(default=16_000_000, ge=1, description="raw message value bytes; larger goes to the DLQ")
+    id_key: str = Field(default="id", min_length=1, description="field of the document id (datatrove's id_key)")
+    text_key: str = Field(default="text", min_length=1, description="field of the document text (datatrove's and "
+                          "NeMo Curator's text_key)")
+    max_text_bytes: int = Field(default=1_000_000, ge=1, description="UTF-8 bytes of the text; larger goes to the DLQ")
+    max_message_bytes: int = Field(default=1_000_000, ge=1, description="raw message value bytes; larger goes to the "
+                                   "DLQ; keep it below what the producer can send (kafka.max_request_size)")
 
 
 class BatchSection(Section):
@@ -189,6 +200,8 @@ class MetricsSection(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=9108, ge=0, le=65535, description="0 picks a free port")
     lag_interval_s: float = Field(default=10.0, gt=0, description="how often consumer lag is refreshed")
+    stall_timeout_s: float = Field(default=600.0, ge=0, description="/healthz fails when work has waited this long "
+                                   "with no batch committed or retried while the broker is up (0: never)")
 
 
 class LoggingSection(Section):
@@ -212,6 +225,7 @@ class StageConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="stage name; prefixes its signals")
     type: str = Field(description="scorer kind, see `selectd check-config --list-scorers`")
     enabled: bool = True
+    shadow: bool = Field(default=False, description="score and report what the stage would decide, never act on it")
     options: dict[str, Any] = Field(default_factory=dict, description="the scorer's own options")
     rules: list[Rule] | None = Field(default=None, description="replaces the scorer's default rules")
     select: SelectionConfig | None = None
@@ -223,6 +237,16 @@ class StageConfig(Section):
 
         scorer_class(kind)  # raises with the list of known types
         return kind
+
+
+class DriftSection(Section):
+    """Score drift: each numeric signal's live distribution against a reference, as a PSI gauge.
+    Read at start: a SIGHUP reload keeps the running settings and references."""
+    reference: Path | None = Field(default=None, description="a profile written by `selectd score --profile`; "
+                                   "unset: the first reference_docs documents each stage scores after start")
+    reference_docs: int = Field(default=5000, ge=100, description="documents in the reference when no file is given")
+    window_docs: int = Field(default=2000, ge=100, description="documents in the live window compared with the reference")
+    bound: float = Field(default=0.25, gt=0, description="PSI above this fires SelectdScoreDrift (exported as a gauge)")
 
 
 class RouteConfig(Section):
@@ -242,6 +266,7 @@ class Config(Section):
     logging: LoggingSection = LoggingSection()
     stages: list[StageConfig] = Field(default_factory=list)
     dedup: StoreConfig = Field(default_factory=StoreConfig, description="the store of the exact_dedup / minhash_dedup stages")
+    drift: DriftSection | None = Field(default=None, description="off when the table is absent")
     routes: list[RouteConfig] = Field(default_factory=list, description="first match wins; else topics.accepted")
     #: sha256 of the effective config (file plus overrides), for outputs and the info metric
     _digest: str = PrivateAttr(default="")
@@ -249,6 +274,18 @@ class Config(Section):
     @property
     def digest(self) -> str:
         return self._digest
+
+    def limit_warnings(self) -> list[str]:
+        """Limits that contradict each other without making the config unusable (``check-config``
+        prints them, ``run`` logs them)."""
+        sendable = self.kafka.max_request_size - RECORD_OVERHEAD_BYTES - OUTPUT_ROOM_BYTES
+        if self.input.max_message_bytes > sendable:
+            return [f"input.max_message_bytes ({self.input.max_message_bytes}) exceeds what the producer can send: "
+                    f"kafka.max_request_size ({self.kafka.max_request_size}) less {RECORD_OVERHEAD_BYTES + OUTPUT_ROOM_BYTES} "
+                    f"bytes for record overhead, headers and the selectd object = {sendable}; larger inputs are "
+                    f"scored, then dead-lettered cut to fit (produce_failed). Lower input.max_message_bytes or raise "
+                    f"kafka.max_request_size (and the broker's message.max.bytes)"]
+        return []
 
     @field_validator("stages")
     @classmethod
@@ -262,13 +299,14 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _route_signals_exist(self) -> "Config":
-        stage_names = {s.name for s in self.stages if s.enabled}
+        # a shadow stage never routes: its signals are not in the verdict routes read
+        stage_names = {s.name for s in self.stages if s.enabled and not s.shadow}
         for route in self.routes:
             for rule in route.when:
                 stage = rule.signal.split(".", 1)[0]
                 if "." not in rule.signal or stage not in stage_names:
-                    raise ValueError(f"route {route.name!r}: signal {rule.signal!r} must be "
-                                     f"'<stage>.<signal>' of an enabled stage ({', '.join(sorted(stage_names)) or 'none'})")
+                    raise ValueError(f"route {route.name!r}: signal {rule.signal!r} must be '<stage>.<signal>' "
+                                     f"of an enabled, live stage ({', '.join(sorted(stage_names)) or 'none'})")
         return self
 
 
@@ -285,7 +323,7 @@ class ConfigError(Exception):
 
 
 def _path(loc: tuple[Any, ...], any_index: bool = False) -> str:
-    """``stages[1].options.model_dir``; with ``any_index``, ``stages[].options.model_dir``."""
+    """``stages[1].options.model_dir`` (the form ``--set`` takes); with ``any_index``, ``stages[].options.model_dir``."""
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -307,8 +345,28 @@ def explain(error: ValidationError, prefix: tuple[Any, ...] = ()) -> str:
     return "\n".join(lines)
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b.c=value`` → (["a","b","c"], value); the value is read as TOML if it parses, else a string."""
+#: one step of a key path: a name, then any ``[index]``es (``stages[0]``), or a bare index (``stages.0``)
+_KEY_STEP = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_-]*)?(?P<indices>(?:\[\d+\])*)")
+
+
+def parse_key_path(text: str) -> tuple[str | int, ...]:
+    """``stages[0].options.model_dir`` or ``stages.0.options.model_dir`` → ("stages", 0, "options",
+    "model_dir"): the path syntax of error messages, and the dotted one some tools write."""
+    parts: list[str | int] = []
+    for step in text.strip().split("."):
+        match = _KEY_STEP.fullmatch(step)
+        if step.isdigit() and parts:
+            parts.append(int(step))
+        elif match and match.group("name"):
+            parts.append(match.group("name"))
+            parts += [int(index) for index in re.findall(r"\d+", match.group("indices"))]
+        else:
+            raise ConfigError(f"--set {text!r}: not a key path (e.g. kafka.group_id, stages[0].enabled)")
+    return tuple(parts)
+
+
+def parse_override(text: str) -> tuple[tuple[str | int, ...], Any]:
+    """``a.b[0].c=value`` → (("a", "b", 0, "c"), value); the value is read as TOML if it parses, else a string."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {text!r}: expected key.path=value")
@@ -316,23 +374,33 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
-    return key.strip().split("."), value
+    return parse_key_path(key), value
 
 
-def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+def apply_override(data: dict[str, Any], path: Sequence[str | int], value: Any) -> None:
+    """Set ``path`` (from :func:`parse_key_path`) in the parsed TOML: missing tables are created, list
+    entries must exist. Errors name the path as ``--set`` takes it."""
+    path = tuple(int(part) if isinstance(part, str) and part.isdigit() else part for part in path)
     node: Any = data
-    for i, part in enumerate(path[:-1]):
+    for i, part in enumerate(path):
         if isinstance(node, list):
-            node = node[int(part)]
-        else:
-            node = node.setdefault(part, {})
+            if not isinstance(part, int):
+                raise ConfigError(f"--set {_path(path)}: {_path(path[:i])} is a list: index it, e.g. {_path(path[:i])}[0]")
+            if part >= len(node):
+                raise ConfigError(f"--set {_path(path)}: {_path(path[:i])} has {len(node)} entries")
+        elif isinstance(part, int):
+            raise ConfigError(f"--set {_path(path)}: {_path(path[:i])} is a table, not a list")
+        if i == len(path) - 1:
+            node[part] = value
+            return
+        if isinstance(node, dict) and part not in node:
+            if isinstance(path[i + 1], int):
+                raise ConfigError(f"--set {_path(path)}: {_path(path[:i + 1])} is not set; set the whole list, "
+                                  f"e.g. {_path(path[:i + 1])}=[...]")
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, (dict, list)):
-            raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[:i + 1])} is not a table")
-    last = path[-1]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
+            raise ConfigError(f"--set {_path(path)}: {_path(path[:i + 1])} is not a table")
 
 
 def _import_plugins(data: dict[str, Any]) -> None:
@@ -357,10 +425,14 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     problems = kafka_problems(config.kafka)
     # Each scorer validates its own options table; errors keep the full key path.
     for index, stage in enumerate(config.stages):
+        scorer_type = scorer_class(stage.type)
         try:
-            scorer_class(stage.type).Options.model_validate(stage.options)
+            scorer_type.Options.model_validate(stage.options)
         except ValidationError as exc:
             problems.append(explain(exc, ("stages", index, "options")))
+        if stage.shadow and scorer_type.shadow_refused:
+            problems.append(f"stages[{index}].shadow: a {stage.type} stage cannot be a shadow stage: "
+                            f"{scorer_type.shadow_refused}")
     if problems:
         raise ConfigError("\n".join(problems))
     config._digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -376,9 +448,5 @@ def load_config(path: Path | str, overrides: list[str] = ()) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for item in overrides:
-        key, value = parse_override(item)
-        try:
-            apply_override(data, key, value)
-        except (IndexError, ValueError) as exc:
-            raise ConfigError(f"--set {item!r}: {exc}") from None
+        apply_override(data, *parse_override(item))
     return config_from_dict(data)

@@ -1,31 +1,69 @@
 """Prometheus metrics, one registry per daemon, names per ../notes conventions.
 
 ``selectd_`` prefix, base units as suffixes, counters end in ``_total``, labels of low cardinality
-only (topic, partition, stage, reason, outcome). Known label sets are initialised to zero at start
-so dashboards and alerts see series before the first event.
+only (topic, partition, stage, reason, outcome; signal, fixed by the stages' scorers). Known label
+sets are initialised to zero at start so dashboards and alerts see series before the first event.
+The score histograms and drift gauges come from :class:`selectd.distributions.SignalDistributions`,
+a collector on the same registry.
 """
 from __future__ import annotations
 
 import collections
 import time
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
+from prometheus_client import (GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, Counter, Gauge,
+                               Histogram, Info, disable_created_metrics)
 
 from selectd import __version__
+from selectd.distributions import SignalDistributions
 from selectd.records import DLQ_REASONS, Output, Record
+from selectd.signal_kinds import SignalKind
 
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 OUTCOMES = ("accepted", "rejected", "dlq", "attributes")
+DECISIONS = ("accepted", "rejected")
 
 # *_created series double the exposition and no dashboard or alert of ours reads them.
 disable_created_metrics()
 
 
+class Progress:
+    """Whether the commit loop gets through its work, for /healthz: since when work has been waiting
+    (records fetched and not committed, or consumer lag) with no batch done: committed, or failed on
+    something outside the loop (broker, dedup store) and given back to be retried. The loop reports;
+    the HTTP thread reads."""
+
+    def __init__(self, clock=time.monotonic):
+        self._clock = clock
+        self._waiting_since: float | None = None
+
+    def update(self, waiting: bool) -> None:
+        if not waiting:
+            self._waiting_since = None
+        elif self._waiting_since is None:
+            self._waiting_since = self._clock()
+
+    def batch_done(self) -> None:
+        """A batch was committed or given back to be retried: whatever still waits has waited from now."""
+        if self._waiting_since is not None:
+            self._waiting_since = self._clock()
+
+    def stalled_s(self) -> float:
+        """Seconds work has waited with no batch done (0 when nothing waits)."""
+        since = self._waiting_since
+        return 0.0 if since is None else self._clock() - since
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         r = self.registry = registry or CollectorRegistry()
+        # The standard process_* / python_* series (CPU, RSS, open fds, GC, version), as the default
+        # registry has them: this registry is private, so they are added by hand.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
+        self.progress = Progress()
         self.documents_in = Counter("selectd_documents_in_total", "Messages consumed, by source topic", ["topic"], registry=r)
         self.documents_out = Counter("selectd_documents_out_total", "Messages produced and acknowledged, by destination topic and outcome",
                                      ["topic", "outcome"], registry=r)
@@ -40,6 +78,13 @@ class Metrics:
         self.stage_latency = Histogram("selectd_stage_duration_seconds", "Time a stage takes per batch", ["stage"],
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.stage_documents = Counter("selectd_stage_documents_total", "Documents scored by each stage", ["stage"], registry=r)
+        self.shadow_decisions = Counter("selectd_shadow_decisions_total", "Documents a shadow stage scored, by what it "
+                                        "would decide (shadow) and what the live cascade decided (live)",
+                                        ["stage", "shadow", "live"], registry=r)
+        self.shadow_rejections = Counter("selectd_shadow_rejections_total", "Documents a shadow stage would reject, "
+                                         "by reason", ["stage", "reason"], registry=r)
+        self.distributions = SignalDistributions()
+        r.register(self.distributions)
         self.consumer_lag = Gauge("selectd_consumer_lag_messages", "End offset minus committed offset per partition",
                                   ["topic", "partition"], registry=r)
         self.assigned_partitions = Gauge("selectd_assigned_partitions", "Partitions assigned to this member", registry=r)
@@ -87,6 +132,15 @@ class Metrics:
             self.stage_latency.labels(stage)
             self.stage_documents.labels(stage)
 
+    def declare_signals(self, stage: str, kinds: Mapping[str, SignalKind], shadow: bool) -> list[str]:
+        """Score histograms (and drift) for a stage's signals; a shadow stage's agreement counters.
+        Returns why some signals have no drift reference."""
+        if shadow:
+            for would in DECISIONS:
+                for live in DECISIONS:
+                    self.shadow_decisions.labels(stage, would, live)
+        return self.distributions.declare(stage, kinds)
+
     def observe_stage(self, stage: str, seconds: float, documents: int) -> None:
         self.stage_latency.labels(stage).observe(seconds)
         self.stage_documents.labels(stage).inc(documents)
@@ -107,6 +161,15 @@ class Metrics:
         self.dedup_store_keys.set(keys)
         self.dedup_store_bytes.labels("memory").set(memory_bytes)
         self.dedup_store_bytes.labels("disk").set(disk_bytes)
+
+    def count_shadow(self, decisions: Mapping[tuple[str, str | None, bool], int]) -> None:
+        """Shadow-stage agreement: ``decisions[(stage, reason it would reject for or None, live
+        accepted)]`` documents of one batch."""
+        for (stage, reason, live_accepted), count in decisions.items():
+            self.shadow_decisions.labels(stage, "rejected" if reason else "accepted",
+                                         "accepted" if live_accepted else "rejected").inc(count)
+            if reason:
+                self.shadow_rejections.labels(stage, reason).inc(count)
 
     def mark_processed(self) -> None:
         self.last_processed.set(time.time())

@@ -2,10 +2,10 @@
 
 A :class:`Record` comes in (from Kafka, or a JSONL line), parsing turns it into a :class:`Document`
 or an :class:`Invalid`, routing turns those into :class:`Output` messages, and a sink delivers them.
-A dead letter carries the input's ORIGINAL bytes to ``topics.dlq`` with the reason and the source
-in headers; :func:`dead_letter` builds every one of them, whether parsing rejected the input or a
-sink could not produce what the cascade made of it. A step that cannot finish a batch for now
-raises a :class:`RetriableBatchError`.
+A dead letter carries the input's ORIGINAL bytes to ``topics.dlq`` with the reason, the document
+id (when one could be parsed) and the source in headers; :func:`dead_letter` builds every one of
+them, whether parsing rejected the input or a sink could not produce what the cascade made of it.
+A step that cannot finish a batch for now raises a :class:`RetriableBatchError`.
 """
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ class Invalid:
     record: Record
     reason: str
     detail: str
+    doc_id: str | None = None  # when the input had a string id
 
 
 @dataclass(slots=True)
@@ -83,23 +84,33 @@ def source_headers(record: Record) -> list[tuple[str, bytes]]:
     return headers
 
 
+#: a document id longer than this is cut in the ``selectd.id`` header (ids are short; a huge one must
+#: not make its dead letter too large to send)
+ID_HEADER_MAX_BYTES = 1024
+
 #: what a Kafka record adds to its key, value and headers (a batch header of 61 bytes, record
 #: framing and varints), with room to spare
 RECORD_OVERHEAD_BYTES = 512
+#: what an accepted or rejected output adds to its input's bytes, generously: the spliced ``selectd``
+#: object (decision, scores, versions) and the source headers
+OUTPUT_ROOM_BYTES = 16_384
 
 
 def dead_letter(record: Record, topic: str, reason: str, detail: str, *, intended_topic: str | None = None,
                 doc_id: str | None = None, max_bytes: int | None = None) -> Output:
     """The dead letter of ``record``: its original key, value and headers, then ``selectd.reason``,
-    ``selectd.error`` (``detail``), ``selectd.intended_topic`` (the output it replaces, if any) and
-    the source headers.
+    ``selectd.error`` (``detail``), ``selectd.id`` (the document id, when the input had one),
+    ``selectd.intended_topic`` (the output it replaces, if any) and the source headers.
 
     With ``max_bytes`` (the producer's per-record limit) a letter that would not fit is cut to fit,
     since it would fail forever and block its partition: the input's own headers are dropped (they
     may be what is huge), the key is cut to 1 KiB, the value to what room is left, and
-    ``selectd.truncated_from_bytes`` gives the original value size.
+    ``selectd.truncated_from_bytes`` gives the original value size; selectd's own headers (the id
+    and the source coordinates among them) stay.
     """
     own = [("selectd.reason", reason.encode()), ("selectd.error", detail.encode("utf-8", "replace"))]
+    if doc_id is not None:
+        own.append(("selectd.id", doc_id.encode("utf-8", "replace")[:ID_HEADER_MAX_BYTES]))
     if intended_topic is not None:
         own.append(("selectd.intended_topic", intended_topic.encode()))
     own += source_headers(record)

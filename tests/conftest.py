@@ -47,6 +47,18 @@ def sample_corpus(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def demo_models(tmp_path_factory, sample_corpus) -> Path:
+    """The example config's model directories under one root (``models/lid176``, ``models/quality_fasttext``),
+    built as the demo builds them; the quality model with 100k buckets instead of 2M, to stay small."""
+    from selectd.tools.fasttext import demo_models as builders
+
+    root = tmp_path_factory.mktemp("demo-models")
+    builders.build_lid(root / "models" / "lid176")
+    builders.build(root / "models" / "quality_fasttext", corpus=sample_corpus, bucket=100_000)
+    return root
+
+
 class Topics(TopicNames):
     """The load-test harness's topic names, unique per test, two input partitions by default."""
 
@@ -117,6 +129,16 @@ def as_documents(objects: list[dict]) -> list[Document]:
 def text_documents(texts: list[str]) -> list[Document]:
     """Documents of bare texts, with ids "0", "1", ..."""
     return as_documents([{"id": str(i), "text": text} for i, text in enumerate(texts)])
+
+
+def assert_kinds_declared(scorer, signals: dict) -> None:
+    """The scorer declares a kind for every signal it emitted: a category exactly for string values."""
+    from selectd.signal_kinds import SignalKind
+
+    kinds = scorer.signal_kinds()
+    assert set(signals) <= set(kinds), f"undeclared signals: {set(signals) - set(kinds)}"
+    for name, values in signals.items():
+        assert (kinds[name] is SignalKind.CATEGORY) == (values.dtype == object), name
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ README = DEPLOY / "README.md"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "selectd.json"
 # Grafana's query variables, replaced by what an "All" selection over a short range expands to.
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$instance": ".*"}
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$instance": ".*", "$stage": ".*", "$signal": ".*"}
 # Metrics Prometheus makes itself, not the daemon.
 PROMETHEUS_SYNTHETIC = {"up"}
 # Panels that must show data as soon as a daemon has processed documents.

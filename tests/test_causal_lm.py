@@ -24,6 +24,7 @@ from selectd.models.causal_lm.model import (  # noqa: E402
 from selectd.models.hf_common import probe_embedding_rows  # noqa: E402
 from selectd.models.manifest import ModelLoadError, load_manifest, write_manifest  # noqa: E402
 from selectd.models.runtime import resolve_providers  # noqa: E402
+from conftest import assert_kinds_declared  # noqa: E402
 from selectd.scorers.base import scorer_class  # noqa: E402
 from selectd.tools.causal_lm import cli  # noqa: E402
 from selectd.tools.causal_lm.export import (  # noqa: E402
@@ -97,6 +98,8 @@ def test_color_scores_rank_like_pytorch_on_500_documents(pair, eval_texts):
     # the fine-tuning moved the conditional model: target-like documents gain the most
     assert np.nanstd(signals["color"]) > 0.01
     np.testing.assert_allclose(signals["color"], signals["ce_prior"] - signals["ce_conditional"])
+    assert_kinds_declared(scorer, signals)
+    assert set(signals) == set(scorer.signals_help().split(", ")), "check-config --list-scorers says what it emits"
 
 
 def test_color_filter_prefers_target_documents(pair, corpus):
@@ -145,6 +148,7 @@ def test_min_k_and_perplexity_match_direct_reference(pair, eval_texts):
         reference.model(torch.tensor([i])).logits[0, :-1], torch.tensor(i[1:])))) for i in ids])
     np.testing.assert_allclose(signals["perplexity"], expected_ppl, rtol=1e-4)
     np.testing.assert_array_equal(signals["tokens"], [len(i) - 1 for i in ids])
+    assert_kinds_declared(scorer, signals)
 
 
 def test_min_k_of_short_documents_uses_at_least_one_token():
@@ -174,6 +178,7 @@ def test_window_policy_predicts_every_token_once_and_is_recorded(pair, eval_text
 
     scorer = scorer_class("causal_lm")("lm", scorer_class("causal_lm").Options(model_dir=str(prior_dir), window=WINDOW))
     signals = scorer.run(["", "x", eval_texts[0]])
+    assert set(signals) == set(scorer.signals_help().split(", ")), "check-config --list-scorers says what it emits"
     assert np.isnan(signals["ce"][0]) and np.isnan(signals["min_k"][1]) and np.isfinite(signals["ce"][2])
     assert signals["tokens"][0] == 0
     assert f"window={WINDOW} stride={WINDOW - 1}" in scorer.versions()["window_policy"]

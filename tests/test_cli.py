@@ -6,9 +6,11 @@ import pytest
 from selectd.cli import main
 from selectd.tools.families import FAMILIES
 
-COMMANDS = [["run"], ["score"], ["check-config"], ["version"], ["demo"], ["status"], ["export"], ["verify"], ["bench"]]
-# rules and dedup have only a benchmark
-FAMILY_COMMANDS = [[verb, name] for verb in ("export", "bench") for name, module in FAMILIES.items() if hasattr(module, verb)]
+COMMANDS = [["run"], ["score"], ["compare"], ["check-config"], ["version"], ["demo"], ["status"], ["export"], ["verify"],
+            ["bench"]]
+# rules, dedup and signals have a benchmark only
+FAMILY_COMMANDS = [[verb, name] for verb in ("export", "bench") for name, module in FAMILIES.items()
+                   if hasattr(module, f"add_{verb}_arguments")]
 
 
 @pytest.mark.parametrize("argv", COMMANDS + FAMILY_COMMANDS, ids=" ".join)

@@ -113,11 +113,118 @@ def test_sasl_requires_credentials(tmp_path):
     assert "kafka: security_protocol SASL_PLAINTEXT needs sasl_mechanism, sasl_username, sasl_password" in _error(tmp_path, text)
 
 
-def test_check_config_cli_explains_errors(tmp_path):
+def _cli(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "selectd.cli", *argv], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_check_config_cli_explains_errors_and_exits_2_as_run_does(tmp_path):
     bad = _write(tmp_path, MINIMAL.replace("group_id", "groupid"))
-    result = subprocess.run([sys.executable, "-m", "selectd.cli", "check-config", str(bad)], capture_output=True, text=True)
-    assert result.returncode == 1
-    assert "kafka.groupid: unknown key" in result.stderr and "kafka.group_id: Field required" in result.stderr
-    ok = subprocess.run([sys.executable, "-m", "selectd.cli", "check-config", str(REPO / "deploy" / "selectd.example.toml")],
-                        capture_output=True, text=True)
+    for argv in (["check-config", str(bad)], ["check-config", "-c", str(bad)], ["check-config", "--config", str(bad)],
+                 ["run", "-c", str(bad)], ["score", "-c", str(bad), "in.jsonl", "-o", "out.jsonl"]):
+        result = _cli(*argv)
+        assert result.returncode == 2, (argv, result.stderr)
+        assert "kafka.groupid: unknown key" in result.stderr and "kafka.group_id: Field required" in result.stderr
+
+
+def test_set_takes_the_key_paths_errors_print(tmp_path):
+    text = MINIMAL + '[[stages]]\nname = "g"\ntype = "gopher_quality"\n[[stages]]\nname = "f"\ntype = "fineweb_quality"\n'
+    path = _write(tmp_path, text)
+    for form in ("stages[1].enabled=false", "stages.1.enabled=false"):
+        assert [s.enabled for s in load_config(path, [form]).stages] == [True, False], form
+    # an error names the path in the one form --set takes, and that form sets the key
+    message = _error(tmp_path, text, "stages[0].options.min_doc_words=many")
+    assert message.startswith("stages[0].options.min_doc_words:"), message
+    assert load_config(path, ["stages[0].options.min_doc_words=10"]).stages[0].options == {"min_doc_words": 10}
+    rules = ["stages[0].rules=[{signal = \"n_words\", min = 3}]", "stages[0].rules[0].max=9"]
+    assert load_config(path, rules).stages[0].rules[0].max == 9
+    assert "stages[0].rules is not set; set the whole list" in _error(tmp_path, text, "stages[0].rules[0].max=9")
+    assert "stages has 2 entries" in _error(tmp_path, text, "stages[2].enabled=false")
+    assert "stages is a list" in _error(tmp_path, text, "stages.name=x")
+    assert "not a key path" in _error(tmp_path, text, "stages[x].enabled=false")
+
+
+def test_brokers_and_topics_take_comma_separated_strings(tmp_path):
+    path = _write(tmp_path, MINIMAL)
+    config = load_config(path, ["kafka.bootstrap_servers=kafka:9092", "kafka.input_topics=crawl-a, crawl-b"])
+    assert config.kafka.bootstrap_servers == ["kafka:9092"] and config.kafka.input_topics == ["crawl-a", "crawl-b"]
+    config = load_config(_write(tmp_path, MINIMAL.replace('input_topics = ["in"]', 'input_topics = "a,b"')))
+    assert config.kafka.input_topics == ["a", "b"]
+    assert "kafka.input_topics[1]: String should match pattern" in _error(tmp_path, MINIMAL, "kafka.input_topics=ok,bad topic!")
+
+
+STAGES = """
+[[stages]]
+name = "lid"
+type = "fasttext"
+options = { model_dir = "models/lid176", languages = ["en"] }
+
+[[stages]]
+name = "fineweb"
+type = "fineweb_quality"
+"""
+
+
+def _check(tmp_path, text: str, *overrides: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return _cli("check-config", "-c", str(_write(tmp_path, text)), *overrides, cwd=cwd)
+
+
+def test_check_config_catches_what_run_would_hit(tmp_path, demo_models):
+    """Each of these passed check-config and failed (or misrouted) only once `run` started."""
+    ok = _check(tmp_path, MINIMAL + STAGES, cwd=demo_models)
     assert ok.returncode == 0, ok.stderr
+    cases = {
+        "a rule on a signal the stage does not emit": (
+            ["--set", "stages[1].rules=[{signal = \"nonexistent\", min = 1}]"],
+            "stages[1].rules[0].signal: 'nonexistent', not a signal of stage 'fineweb'"),
+        "a model directory that is not there": (
+            ["--set", "stages[0].options.model_dir=models/nowhere"],
+            "stages[0].options.model_dir: models/nowhere/manifest.json: not found"),
+        "a route on a misspelt signal": (
+            ["--set", "routes=[{name = \"hq\", topic = \"t\", when = [{signal = \"fineweb.typo_signal\", min = 0}]}]"],
+            "routes[0].when[0].signal: 'fineweb.typo_signal': stage 'fineweb' does not emit 'typo_signal'"),
+    }
+    for name, (overrides, expected) in cases.items():
+        result = _check(tmp_path, MINIMAL + STAGES, *overrides, cwd=demo_models)
+        assert result.returncode == 2 and expected in result.stderr, (name, result.stderr)
+        # run stops at the same place, before it connects (no broker listens on the config's port)
+        run = _cli("run", "-c", str(tmp_path / "c.toml"), *overrides, cwd=demo_models)
+        assert run.returncode == 2 and expected in run.stderr, (name, run.stderr)
+
+
+def test_check_config_checks_the_producers_codec(tmp_path, monkeypatch):
+    from kafka import codec
+
+    from selectd.app import check
+
+    config = load_config(_write(tmp_path, MINIMAL), ["kafka.compression_type=zstd"])
+    assert check(config) == []
+    monkeypatch.setattr(codec, "has_zstd", lambda: False)
+    with pytest.raises(ConfigError, match=r"kafka.compression_type: 'zstd' needs the zstandard package"):
+        check(config)
+
+
+def test_check_config_warns_when_inputs_can_exceed_what_the_producer_sends(tmp_path):
+    result = _check(tmp_path, MINIMAL + "[input]\nmax_message_bytes = 16000000\n")
+    assert result.returncode == 0
+    assert "warning: input.max_message_bytes (16000000) exceeds what the producer can send" in result.stderr
+    assert "warning" not in _check(tmp_path, MINIMAL).stderr, "the defaults agree with each other"
+
+
+def test_the_example_config_checks_with_its_models_and_its_sizes_agree(demo_models):
+    result = _cli("check-config", str(REPO / "deploy" / "selectd.example.toml"), cwd=demo_models)
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr, result.stderr
+    missing = _cli("check-config", str(REPO / "deploy" / "selectd.example.toml"), cwd=REPO / "tests")
+    assert missing.returncode == 2 and "stages[0].options.model_dir: models/lid176/manifest.json: not found" in missing.stderr
+
+
+def test_list_scorers_shows_each_scorers_signals_and_options_with_defaults():
+    result = _cli("check-config", "--list-scorers")
+    assert result.returncode == 0
+    out = result.stdout
+    assert "fineweb_quality\n  signals: char_dup_ratio," in out
+    assert "    line_punct_thr: float = 0.12" in out
+    assert "    model_dir: str (required)  -- directory written by `selectd export fasttext`" in out
+    assert "    provider: 'cpu' | 'cuda' = 'cpu'" in out
+    assert "profile lid: language, language_prob" in out

@@ -35,3 +35,24 @@ def test_seed_changes_the_corpus_and_cli_writes_it(tmp_path, capsys):
     other = tmp_path / "other.jsonl"
     build_corpus(other, n_docs=50, seed=2)
     assert [d["text"] for d in _read(out)] != [d["text"] for d in _read(other)]
+
+
+def test_packages_beside_selectd_do_not_change_the_corpus(tmp_path, monkeypatch):
+    """Only the docs of selectd's own runtime dependencies are read: the demo (selectd[demo]), the
+    tests (selectd[test]) and an image (selectd alone) see the same package text, whatever else is
+    installed next to it."""
+    before = tmp_path / "before.jsonl"
+    build_corpus(before, n_docs=200, seed=3)
+    site = tmp_path / "lib" / "site-packages"
+    dist_info = site / "zz_extra-1.0.dist-info"
+    dist_info.mkdir(parents=True)
+    prose = "An extra package that only a test tool installs. " * 40
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: zz-extra\nVersion: 1.0\n\n{prose}\n")
+    (dist_info / "RECORD").write_text("zz_extra/README.md,,\n")
+    (site / "zz_extra").mkdir()
+    (site / "zz_extra" / "README.md").write_text(prose)
+    monkeypatch.syspath_prepend(str(site))
+    after = tmp_path / "after.jsonl"
+    build_corpus(after, n_docs=200, seed=3)
+    assert before.read_bytes() == after.read_bytes()
+    assert "only a test tool installs" not in after.read_text()

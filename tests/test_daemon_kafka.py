@@ -93,10 +93,13 @@ def _stream(broker, topic, messages, seconds):
 def test_kill_9_mid_stream_loses_nothing(broker, daemons, tmp_path, kafka_client):
     topics = Topics(partitions=2)
     create_topics(broker, topics)
-    config = write_config(tmp_path / "c.toml", broker, topics, RULE_STAGES, client=kafka_client)
+    # Small batches, each taking 50 ms at least: the daemon is always in the middle of one when it gets
+    # killed, and still has most of the stream ahead of it (confluent-kafka would be through it at once).
+    slow = '[[stages]]\nname = "slow"\ntype = "test_slow"\noptions = { sleep_s = 0.05 }\n'
+    config = write_config(tmp_path / "c.toml", broker, topics, RULE_STAGES + slow, client=kafka_client,
+                          top='plugins = ["tests.plugins.slow_scorer"]')
     messages = documents(3000, "k")
     produce(broker, topics.input, messages)
-    # Small batches: the daemon is always in the middle of one when it gets killed.
     first = daemons(config, tmp_path / "first.log", "batch.max_docs=50")
     collect(broker, [topics.accepted, topics.rejected, topics.dlq], 200, timeout_s=60)  # it is working
     first.kill()  # SIGKILL: no drain, no commit of the in-flight batch

@@ -78,6 +78,17 @@ ALERT_CASES = [
     # a Redis restart: errors for two minutes, then none
     ("SelectdDedupStoreFailing", {f'selectd_dedup_store_errors_total{{{_SERIES},stage="exact"}}': "0 2 4 6 6 6 6 6 6 6 6 6 6 6 6 6 6 6 6 6"},
      "16m", []),
+    # a signal's PSI above the daemon's exported bound for 15 minutes; a steady one beside it stays quiet
+    ("SelectdScoreDrift", {f'selectd_signal_drift{{{_SERIES},stage="gopher",signal="stop_words"}}': "0.05 0.05 0.4x30",
+                           f'selectd_signal_drift_bound{{{_SERIES},stage="gopher",signal="stop_words"}}': "0.25x32",
+                           f'selectd_signal_drift{{{_SERIES},stage="gopher",signal="words"}}': "0.05x32",
+                           f'selectd_signal_drift_bound{{{_SERIES},stage="gopher",signal="words"}}': "0.25x32"},
+     "20m", [{**_A, "stage": "gopher", "signal": "stop_words"}]),
+    # the same PSI under a higher configured bound, and a short spike above the default one: silent
+    ("SelectdScoreDrift", {f'selectd_signal_drift{{{_SERIES},stage="gopher",signal="stop_words"}}': "0.4x30",
+                           f'selectd_signal_drift_bound{{{_SERIES},stage="gopher",signal="stop_words"}}': "0.5x30",
+                           f'selectd_signal_drift{{{_SERIES},stage="q",signal="hq_prob"}}': "0.1x10 0.4x5 0.1x15",
+                           f'selectd_signal_drift_bound{{{_SERIES},stage="q",signal="hq_prob"}}': "0.25x30"}, "25m", []),
 ]
 
 

@@ -55,6 +55,11 @@ def test_compose_stack_is_wired_together():
     needed = {*config.kafka.input_topics, config.topics.accepted, config.topics.rejected, config.topics.dlq,
               *(route.topic for route in config.routes)}
     assert needed <= set(created), f"topics not created: {needed - set(created)}"
+    # the example config's routes too: its quality stage is what a user adds once a model is mounted
+    example_routes = {route.topic for route in load_config(REPO / "deploy" / "selectd.example.toml").routes}
+    assert config.routes and example_routes and example_routes <= set(created), \
+        f"routed topics not created: {example_routes - set(created)}"
+    assert set(created) <= needed | example_routes, "every created topic is one a config uses"
 
     crawler = services["crawler"]
     assert crawler["entrypoint"] == ["python", "-m", "loadtest.producer"]

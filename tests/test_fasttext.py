@@ -26,6 +26,7 @@ from selectd.models.manifest import ModelLoadError  # noqa: E402
 from selectd.tools.benchmark import read_texts  # noqa: E402
 from selectd.tools.fasttext import cli  # noqa: E402
 from selectd.tools.fasttext.export import export_model  # noqa: E402
+from conftest import assert_kinds_declared  # noqa: E402
 from selectd.scorers.base import scorer_class  # noqa: E402
 
 TOLERANCE = 1e-5
@@ -170,6 +171,52 @@ def test_parity_with_native_fasttext(name, featurizer, exported, native_models, 
     assert report["top1_mismatches"] == [] and report["top1_agreement"] == 1.0, report
     assert report["prediction_mismatches"] == [], report
     assert report["max_abs_diff"] <= TOLERANCE, report
+
+
+def _long_real_documents(texts: list[str], count: int = 8, size: int = 520_000) -> list[str]:
+    """``count`` documents of ``size`` bytes of distinct corpus texts each (33k+ words): real pages
+    end to end, no repetition a cache could shortcut."""
+    documents, start = [], 0
+    for _ in range(count):
+        parts, length = [], 0
+        while length < size:
+            parts.append(texts[start % len(texts)])
+            length += len(parts[-1].encode()) + 1
+            start += 1
+        documents.append("\n".join(parts))
+    return documents
+
+
+@pytest.fixture(scope="session")
+def dclm_shaped(tmp_path_factory, sample_corpus) -> tuple[Path, Path]:
+    """(native .bin, exported directory) of a DCLM-shaped quality model, dim 100 with word bigrams,
+    trained on the whole sample corpus (200k buckets instead of 2M, to train in seconds)."""
+    folder = tmp_path_factory.mktemp("dclm-shaped")
+    training = folder / "quality.txt"
+    with open(training, "w") as out:
+        for line in open(sample_corpus, "rb"):
+            record = orjson.loads(line)
+            out.write(f"__label__{'hq' if record['kind'] == 'real' else 'cc'} {' '.join(record['text'].split())}\n")
+    binary = _train(folder / "dclm.bin", input=str(training), dim=100, wordNgrams=2, bucket=200_000, epoch=5, lr=0.1,
+                    thread=1, verbose=0)
+    return binary, export_model(binary, folder / "exported", "identity").directory
+
+
+def test_long_real_documents_match_native_fasttext(dclm_shaped, corpus_texts, monkeypatch):
+    """520 KB documents (33k+ words, 50k+ ids) of real text on a dim-100 word-bigram model: native
+    fastText's float32 sum of W's rows has drifted 1e-5+ from the exact sum that the folded table
+    computes by then, so long documents are summed its way (FastTextOnnx._native_logits)."""
+    from selectd.models.fasttext import model as model_module
+
+    binary, directory = dclm_shaped
+    documents = _long_real_documents(corpus_texts)
+    report = cli.compare_with_native(directory, binary, documents)
+    assert report["top1_mismatches"] == [] and report["max_abs_diff"] <= 1e-6, report
+    ids, counts = FastTextOnnx(directory).featurizer.featurize([" ".join(d.split()) for d in documents])
+    assert counts.min() > 50_000 > model_module.FOLDED_MAX_IDS
+    # the folded table alone (the exact sum) is what drifted from native, past verify's tolerance
+    monkeypatch.setattr(model_module, "FOLDED_MAX_IDS", 1 << 40)
+    assert cli.compare_with_native(directory, binary, documents)["max_abs_diff"] > TOLERANCE
 
 
 def test_model_shapes_cover_what_they_claim(native_models):
@@ -371,7 +418,7 @@ def test_cuda_provider_is_a_clear_error_when_absent(exported):
             FastTextOnnx(exported["hs"], provider="cuda")
 
 
-def test_table_is_a_raw_row_file_and_wo_folded(exported):
+def test_table_is_a_raw_row_file_and_wo_folded(exported, native_models):
     import onnx
 
     for name in ("softmax_bigram", "lid176"):
@@ -383,9 +430,27 @@ def test_table_is_a_raw_row_file_and_wo_folded(exported):
     manifest = json.loads((exported["softmax_bigram"] / "manifest.json").read_text())
     assert manifest["metadata"]["folded"] is True  # 2 labels < dim 16: each id adds 2 floats
     assert FastTextOnnx(exported["softmax_bigram"]).table.shape[1] == 2
-    assert set(manifest["files"]) == {"model.onnx", "table.bin", "vocab.txt"}
+    # W and the output rows stay beside the fold, for long documents (summed as fastText sums them)
+    assert set(manifest["files"]) == {"model.onnx", "table.bin", "vocab.txt", "input.bin", "output.bin"}
+    native = read_model(native_models["softmax_bigram"])
+    np.testing.assert_array_equal(np.fromfile(exported["softmax_bigram"] / "input.bin", dtype="<f4"),
+                                  native.input_matrix.ravel())
+    np.testing.assert_array_equal(FastTextOnnx(exported["softmax_bigram"]).output_rows, native.output_matrix)
     lid_manifest = json.loads((exported["lid176"] / "manifest.json").read_text())
     assert lid_manifest["metadata"]["folded"] is False and "pruneidx.txt" in lid_manifest["files"]
+    assert "input.bin" not in lid_manifest["files"], "an unfolded table is W already"
+
+
+def test_a_folded_export_without_w_fails_at_load_with_the_fix(tmp_path, native_models):
+    from selectd.models.manifest import write_manifest
+
+    directory = export_model(native_models["softmax_bigram"], tmp_path / "old").directory
+    manifest = json.loads((directory / "manifest.json").read_text())
+    (directory / "input.bin").unlink()
+    (directory / "output.bin").unlink()
+    write_manifest(directory, manifest["kind"], manifest["metadata"])
+    with pytest.raises(ModelLoadError, match="no input.bin: exported by an older selectd.*export the .bin/.ftz again"):
+        FastTextOnnx(directory)
 
 
 def test_graph_of_an_older_export_fails_at_load_with_the_fix(tmp_path, native_models):
@@ -438,9 +503,37 @@ def test_lid_scorer_emits_language_and_probability(exported):
     assert signals["language"].dtype == object
     assert np.all(signals["language_prob"][:3] > 0.5)
     assert set(signals) == {"language", "language_prob"}
+    assert_kinds_declared(scorer, signals)
     rules = scorer.default_rules()
     assert {"signal": "language", "in": ["en", "de"], "reason": "language"} in rules
     assert scorer.versions()["profile"] == "lid"
+
+
+def test_export_tells_a_language_id_model_by_its_labels(tmp_path, native_models):
+    from selectd.tools.fasttext.export import detect_profile
+
+    assert export_model(LID_PATH, tmp_path / "lid").metadata["profile"] == "lid", "lid.176 without --profile"
+    assert detect_profile(read_model(native_models["softmax_bigram"])) == "identity", "hq / cc are not languages"
+    assert export_model(LID_PATH, tmp_path / "as-told", "identity").metadata["profile"] == "identity", "--profile wins"
+
+
+def test_a_language_rule_on_an_identity_export_names_the_profile_it_needs(tmp_path):
+    from selectd.cascade import Cascade
+    from selectd.config import ConfigError, StageConfig
+
+    directory = export_model(LID_PATH, tmp_path / "lid", "identity").directory
+    stage = StageConfig(name="lid", type="fasttext",
+                        options={"model_dir": str(directory), "languages": ["en"], "min_language_prob": 0.5})
+    cascade = Cascade.from_config([stage])
+    with pytest.raises(ConfigError) as error:
+        cascade.warmup()
+    lines = str(error.value).splitlines()
+    assert len(lines) == 2 and all(line.startswith("stages[0].options: a default rule names") for line in lines)
+    assert "set options.profile = \"lid\", or export the model again with --profile lid" in lines[0]
+    assert "… (176 in all)" in lines[0], "176 label signals are summed up, not listed"
+    cascade.close()
+    fixed = StageConfig(name="lid", type="fasttext", options={**stage.options, "profile": "lid"})
+    assert Cascade.from_config([fixed]).warmup()["lid"] == {"language", "language_prob"}
 
 
 def test_dclm_scorer_hq_prob_matches_dclm_semantics(exported, native_models, corpus_texts):
@@ -453,6 +546,7 @@ def test_dclm_scorer_hq_prob_matches_dclm_semantics(exported, native_models, cor
         expected = prob if label == "__label__hq" else 1 - prob
         assert abs(signals["hq_prob"][index] - expected) <= TOLERANCE
     assert set(signals) == {"prob_hq", "prob_cc", "hq_prob"}
+    assert_kinds_declared(scorer, signals)
     assert scorer.default_rules() == [{"signal": "hq_prob", "min": 0.018112, "reason": "dclm_hq_prob"}]
 
 
@@ -499,28 +593,20 @@ def test_cli_export_verify_and_bench(tmp_path, native_models, parity_texts, caps
     assert "missing.bin: no such file" in capsys.readouterr().err
 
 
-# --- models/ build scripts ---------------------------------------------------------------------
+# --- the demo models (selectd.tools.fasttext.demo_models) ---------------------------------------
 
-def _script(name: str):
-    import importlib.util
+def test_demo_models_build_lid_quality_and_toxicity_models(tmp_path, sample_corpus):
+    from selectd.tools.fasttext import demo_models
 
-    path = Path(__file__).resolve().parent.parent / "models" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_models_scripts_build_lid_quality_and_toxicity_models(tmp_path, sample_corpus):
-    lid = _script("build_lid").build(tmp_path / "lid")
+    lid = demo_models.build_lid(tmp_path / "lid")
     assert _scorer("lid", model_dir=str(lid)).run(["Das ist ein Satz."])["language"][0] == "de"
-    quality = _script("build_quality_fasttext").build(tmp_path / "quality", corpus=sample_corpus)
+    quality = demo_models.build(tmp_path / "quality", corpus=sample_corpus)
     scorer = _scorer("quality", model_dir=str(quality), threshold=0.5)
     real = "Return the number of items in a container. " * 20
     spam = "cheap cheap buy now best price click here " * 30
     signals = scorer.run([real, spam])
     assert scorer.profile_name == "dclm" and signals["hq_prob"][0] > signals["hq_prob"][1]
-    toxicity = _script("build_quality_fasttext").build(tmp_path / "toxicity", corpus=sample_corpus, task_name="toxicity")
+    toxicity = demo_models.build(tmp_path / "toxicity", corpus=sample_corpus, task_name="toxicity")
     scorer = _scorer("toxicity", model_dir=str(toxicity), labels=["toxic"])
     insulted = "Return the number of items in a container, you idiot. What a moron. " * 5
     signals = scorer.run([real, insulted])

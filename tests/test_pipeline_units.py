@@ -14,7 +14,7 @@ from selectd.kafka.base import ProducerSink
 from selectd.metrics import Metrics
 from selectd.parse import parse_record
 from selectd.records import RECORD_OVERHEAD_BYTES, Document, Invalid, Output, Record, dead_letter
-from selectd.router import Router, splice_object
+from selectd.router import Router, earlier_tiers, splice_object
 from selectd.thresholds import Rule
 from selectd.scorers.base import Scorer, ScorerOptions
 from selectd.selection import Selector, weighted_top_threshold
@@ -78,6 +78,33 @@ def test_a_dead_letter_over_the_producer_limit_is_cut_to_fit():
     assert size == limit
 
 
+def test_every_dead_letter_carries_the_document_id_and_the_source_cut_or_not():
+    config = config_from_dict({"kafka": {"bootstrap_servers": ["x:1"], "group_id": "g", "input_topics": ["in"]},
+                               "topics": {"accepted": "a", "rejected": "r", "dlq": "d"}})
+    router = Router(config, {})
+    record = Record("in", 2, 9, b"k", b'{"id": "doc-7", "text": ""}')
+    letter = router.dead_letter(parse_record(record, 1000, 100))
+    headers = dict(letter.headers)
+    assert headers["selectd.id"] == b"doc-7" and headers["selectd.reason"] == b"empty_text"
+    assert (headers["selectd.source.topic"], headers["selectd.source.partition"], headers["selectd.source.offset"]) == \
+        (b"in", b"2", b"9")
+    huge = Record("in", 0, 1, b"k", orjson.dumps({"id": "doc-8", "text": "x" * 100_000}), None, [("h", b"h" * 50_000)])
+    cut = dead_letter(huge, "d", "produce_failed", "too large", intended_topic="a", doc_id="doc-8", max_bytes=20_000)
+    headers = dict(cut.headers)
+    assert b"selectd.truncated_from_bytes".decode() in headers, "it was cut"
+    assert headers["selectd.id"] == b"doc-8" and headers["selectd.source.offset"] == b"1"
+    no_id = router.dead_letter(parse_record(Record("in", 0, 3, None, b"{nope"), 1000, 100))
+    assert "selectd.id" not in dict(no_id.headers), "no id could be parsed"
+
+
+def test_parse_takes_the_configured_id_and_text_fields():
+    record = _record(b'{"doc_id": "x1", "content": "hello there", "text": 5}')
+    document = parse_record(record, 1000, 100, id_key="doc_id", text_key="content")
+    assert isinstance(document, Document) and (document.id, document.text) == ("x1", "hello there")
+    invalid = parse_record(_record(b'{"doc_id": "x1", "body": "hi"}'), 1000, 100, id_key="doc_id", text_key="content")
+    assert (invalid.reason, invalid.detail, invalid.doc_id) == ("missing_text", "no 'content' field", "x1")
+
+
 def test_splice_preserves_original_bytes():
     original = b'{"id":"a", "text":"t",  "score": 1.50, "nested": {"k": [1,2]}}  \n'
     obj = orjson.loads(original)
@@ -87,6 +114,23 @@ def test_splice_preserves_original_bytes():
     # a producer-supplied "selectd" field is replaced, not duplicated
     clash = b'{"id":"a","text":"t","selectd":1}'
     assert orjson.loads(splice_object(clash, orjson.loads(clash), "selectd", {"d": 2}))["selectd"] == {"d": 2}
+
+
+def test_an_earlier_tiers_selectd_object_moves_to_previous():
+    """Three tiers in a row: the producer's bytes stay, each tier's object is kept, oldest first."""
+    original = b'{"id": "a",  "text": "t", "x": 1.50}'
+    value = original
+    objects = []
+    for tier in range(3):
+        fields = orjson.loads(value)
+        decision = {"decision": "accepted", "tier": tier}
+        if "selectd" in fields:
+            decision["previous"] = earlier_tiers(fields["selectd"])
+        value = splice_object(value, fields, "selectd", decision)
+        assert value.startswith(original[:-1] + b',"selectd":'), "the producer's bytes, as written"
+        objects.append({"decision": "accepted", "tier": tier})
+    assert orjson.loads(value)["selectd"] == {**objects[2], "previous": objects[:2]}
+    assert earlier_tiers(7) == [7], "a producer's own selectd value is kept too"
 
 
 class LengthScorer(Scorer):
@@ -121,9 +165,12 @@ def test_cascade_skips_rejected_documents_in_later_stages():
 def test_rules_naming_unknown_signals_fail_at_load():
     from selectd.config import ConfigError
 
-    cascade = Cascade([Stage("length", LengthScorer(), [Rule(signal="charz", min=1)])])
-    with pytest.raises(ConfigError, match=r"stage 'length': rules name unknown signals \['charz'\]"):
+    cascade = Cascade([Stage("length", LengthScorer(), [Rule(signal="chars", min=1), Rule(signal="charz", min=1)],
+                             path="stages[3]")])
+    with pytest.raises(ConfigError) as error:
         cascade.warmup()
+    assert str(error.value) == ("stages[3].rules[1].signal: 'charz', not a signal of stage 'length' (test_length), "
+                                "which emits chars, first")
 
 
 def test_router_bands_and_versions():
@@ -196,7 +243,7 @@ def test_rule_passes_value_equals_the_vectorised_check():
 
 class _ScriptedProducerSink(ProducerSink):
     """A producer client that fails the sends the test names: ``errors[topic]`` is raised, its failure
-    kind named by its type (a permanent ``unknown_topic`` or ``too_large``, else ``unavailable``), and
+    kind named by its type (a permanent ``invalid_topic`` or ``too_large``, else ``unavailable``), and
     records every attempt."""
 
     class Permanent(Exception):
@@ -221,7 +268,7 @@ class _ScriptedProducerSink(ProducerSink):
             return "too_large"
         if isinstance(error, self.Broken):
             return "producer_failed"
-        return "unknown_topic" if isinstance(error, self.Permanent) else "unavailable"
+        return "invalid_topic" if isinstance(error, self.Permanent) else "unavailable"
 
     def _discard_producer(self):
         self.discarded += 1
@@ -248,7 +295,7 @@ def test_producer_sink_dead_letters_permanent_failures_and_counts_what_arrived()
     assert sink.attempts == [["acc", "gone", "acc"], ["dlq"]], "a permanent failure is not retried"
     assert metrics.totals("selectd_documents_out_total", ("topic", "outcome")) == {"acc/accepted": 2, "dlq/dlq": 1}
     assert metrics.totals("selectd_dead_letters_total", ("reason",)) == {"produce_failed": 1}
-    assert metrics.totals("selectd_produce_failures_total", ("topic", "error")) == {"gone/unknown_topic": 1}
+    assert metrics.totals("selectd_produce_failures_total", ("topic", "error")) == {"gone/invalid_topic": 1}
 
 
 def test_producer_sink_raises_one_delivery_error_and_counts_nothing_when_retries_run_out():

@@ -13,13 +13,14 @@ import random
 import threading
 
 import pytest
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from kafka import errors as kafka_errors
 from kafka.partitioner.default import DefaultPartitioner
 from kafka.partitioner.default import murmur2 as reference_murmur2
 
-from conftest import Topics, collect, create_topics, write_config
+from conftest import Topics, collect, create_topics, documents, produce, write_config
 from loadtest import faults
+from loadtest.harness import RULE_STAGES
 from loadtest.soak import soak
 from selectd.config import load_config
 from selectd.dedup.store import StoreError
@@ -83,9 +84,12 @@ def _output(topic: str, offset: int) -> Output:
 
 #: what each client reports, and the failure kind that is (selectd.kafka.base.FAILURE_KINDS): a topic
 #: missing with auto-creation off (kafka-python: send() raises KafkaTimeoutError once its metadata
-#: wait is over; librdkafka: the delivery report says _UNKNOWN_TOPIC), a partition without a leader
+#: wait is over; librdkafka: the delivery report says _UNKNOWN_TOPIC), a partition the broker does
+#: not know, a partition without a leader
 INJECTED = {"missing topic": {"kafka-python": (kafka_errors.KafkaTimeoutError, "timed_out"),
                               "confluent-kafka": (KafkaError._UNKNOWN_TOPIC, "unknown_topic")},
+            "unknown partition": {"kafka-python": (kafka_errors.UnknownTopicOrPartitionError, "unknown_topic"),
+                                  "confluent-kafka": (KafkaError.UNKNOWN_TOPIC_OR_PART, "unknown_topic")},
             "no leader": {"kafka-python": (kafka_errors.NotLeaderForPartitionError, "unavailable"),
                           "confluent-kafka": (KafkaError.NOT_LEADER_FOR_PARTITION, "unavailable")}}
 
@@ -118,25 +122,97 @@ def _failing_sink(client: str, config, metrics: Metrics, topics: set[str], case:
     return ConfluentSink(config, metrics, new_producer=FailingProducer)
 
 
-def test_missing_topic_output_is_dead_lettered_and_counted(broker, tmp_path, kafka_client):
-    # Tansu creates a missing topic on first use and cannot be told not to; with auto-create off a real
-    # broker never returns metadata for the topic (kafka-python: send() raises KafkaTimeoutError after
-    # max_block_ms; librdkafka: the delivery report says _UNKNOWN_TOPIC). That error is injected at
-    # the producer here.
+@pytest.mark.parametrize("case", ["missing topic", "unknown partition"])
+def test_a_timeout_or_missing_topic_is_retried_and_dead_letters_no_good_document(broker, tmp_path, kafka_client, case):
+    # A topic the broker does not know: with auto-create off a real broker never returns metadata for
+    # it (kafka-python: send() raises KafkaTimeoutError after max_block_ms; librdkafka: the delivery
+    # report says _UNKNOWN_TOPIC), and a partition it does not know (yet). (Tansu creates a missing
+    # topic on first use and cannot be told not to, so the error is injected at the producer.) Retrying
+    # fixes both (the topic is created, the partition recovers): the batch stays uncommitted. A send
+    # not acknowledged within the delivery timeout fails the batch too (test below).
     topics = Topics(partitions=1)
     create_topics(broker, topics)
-    config = _sink_config(broker, topics, tmp_path, client=kafka_client)
+    config = _sink_config(broker, topics, tmp_path, "produce_retries = 1\n", client=kafka_client)
     metrics = Metrics()
-    sink = _failing_sink(kafka_client, config, metrics, {"no-such-topic"}, "missing topic")
-    sink.deliver([_output("no-such-topic", 0), _output(topics.accepted, 1)])
+    sink = _failing_sink(kafka_client, config, metrics, {"slow-or-missing"}, case)
+    with pytest.raises(DeliveryError, match="undelivered after retries"):
+        sink.deliver([_output("slow-or-missing", 0), _output(topics.accepted, 1)])
     sink.close()
-    dlq = collect(broker, [topics.dlq], 1, timeout_s=20)
-    assert len(dlq) == 1
-    headers = dict(dlq[0].headers)
-    assert headers["selectd.reason"] == b"produce_failed" and headers["selectd.intended_topic"] == b"no-such-topic"
-    assert metrics.produce_failures.labels("no-such-topic", INJECTED["missing topic"][kafka_client][1])._value.get() == 1
-    assert metrics.dead_letters.labels("produce_failed")._value.get() == 1
-    assert len(collect(broker, [topics.accepted], 1, timeout_s=20)) == 1
+    assert collect(broker, [topics.dlq], 1, timeout_s=3) == [], "no good document is dead-lettered"
+    kind = INJECTED[case][kafka_client][1]
+    assert metrics.produce_failures.labels("slow-or-missing", kind)._value.get() == 2, "sent, then retried"
+    assert metrics.dead_letters.labels("produce_failed")._value.get() == 0
+
+
+#: errors each client reports that no retry fixes (dead-lettered), and some that one does
+CLASSIFIED = {
+    "kafka-python": ([kafka_errors.MessageSizeTooLargeError(), kafka_errors.RecordListTooLargeError(),
+                      kafka_errors.InvalidTopicError(), kafka_errors.TopicAuthorizationFailedError(),
+                      kafka_errors.CorruptRecordError(), kafka_errors.InvalidRecordError()],
+                     [kafka_errors.KafkaTimeoutError(), kafka_errors.UnknownTopicOrPartitionError(),
+                      kafka_errors.NotLeaderForPartitionError(), kafka_errors.RequestTimedOutError(),
+                      kafka_errors.KafkaConnectionError(), kafka_errors.NotEnoughReplicasError()]),
+    "confluent-kafka": ([KafkaException(KafkaError(code)) for code in (
+                            KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.TOPIC_EXCEPTION,
+                            KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.INVALID_MSG, KafkaError.INVALID_RECORD)],
+                        [KafkaException(KafkaError(code)) for code in (
+                            KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.NOT_LEADER_FOR_PARTITION,
+                            KafkaError.REQUEST_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+                            KafkaError.NOT_ENOUGH_REPLICAS)]),
+}
+
+
+def test_only_errors_no_retry_fixes_are_permanent_and_both_clients_name_them_alike(kafka_client):
+    sink_type = KafkaSink if kafka_client == "kafka-python" else ConfluentSink
+    sink = sink_type.__new__(sink_type)  # the classification needs no producer
+    permanent, retried = CLASSIFIED[kafka_client]
+    assert all(sink._is_permanent(e) for e in permanent)
+    assert not any(sink._is_permanent(e) for e in retried)
+    kinds = [sink._failure_kind(e) for e in permanent]
+    assert kinds == ["too_large", "too_large", "invalid_topic", "not_authorized", "invalid_record", "invalid_record"]
+    assert set(sink._failure_kind(e) for e in retried) <= {"timed_out", "unknown_topic", "unavailable"}
+
+
+def test_the_daemon_waits_for_its_broker_with_models_loaded_once(tmp_path, daemons, kafka_client):
+    """No broker at start: a log line per try with a capped backoff, /readyz 503 and /healthz 200
+    meanwhile, no traceback; once the broker listens the daemon connects and works, its models loaded
+    only at start; SIGTERM exits 0."""
+    import signal
+    import time
+    import urllib.error
+    import urllib.request
+
+    from selectd.demo.broker import TansuBroker, free_port
+
+    late = TansuBroker(port=free_port(), log_path=tmp_path / "tansu.log")
+    topics = Topics(partitions=1)
+    config = write_config(tmp_path / "c.toml", late, topics, extra="[delivery]\nbroker_backoff_max_s = 1.0\n",
+                          stages=RULE_STAGES, client=kafka_client)
+    daemon = daemons(config, tmp_path / "daemon.log", "kafka.request_timeout_ms=2000")
+    base = daemon.metrics_url().rsplit("/", 1)[0]
+    deadline = time.monotonic() + 60
+    while sum(e["event"] == "brokers not reachable; retrying" for e in daemon.events()) < 3:
+        assert time.monotonic() < deadline and daemon.alive(), daemon.events()[-5:]
+        time.sleep(0.2)
+    tries = [e for e in daemon.events() if e["event"] == "brokers not reachable; retrying"]
+    assert [e["attempt"] for e in tries[:3]] == [1, 2, 3]
+    assert [e["retry_in_s"] for e in tries[:3]] == [0.5, 1.0, 1.0], "doubling, capped at broker_backoff_max_s"
+    with pytest.raises(urllib.error.HTTPError) as not_ready:
+        urllib.request.urlopen(base + "/readyz", timeout=5)
+    assert not_ready.value.code == 503
+    assert urllib.request.urlopen(base + "/healthz", timeout=5).status == 200, "waiting for a broker is not stuck"
+    with late:
+        create_topics(late, topics)
+        daemon.wait_for_event("connected to the brokers", timeout_s=60)
+        produce(late, topics.input, documents(20, "late"))
+        assert len(collect(late, [topics.accepted, topics.rejected], 20, timeout_s=60)) == 20
+        assert urllib.request.urlopen(base + "/readyz", timeout=5).status == 200
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(60) == 0
+    events = [e["event"] for e in daemon.events()]
+    assert events.count("models loaded") == 1 and events.index("models loaded") < events.index("brokers not reachable; retrying")
+    raw = daemon.log_path.read_bytes().splitlines()
+    assert all(line.startswith(b"{") for line in raw), "every log line is JSON: no raw traceback"
 
 
 def test_transient_produce_failure_raises_and_the_batch_is_not_committed(broker, tmp_path, kafka_client):
@@ -551,3 +627,59 @@ def test_both_clients_put_a_key_on_the_same_partition(broker, tmp_path):
         partition_of[client] = {m.key: m.partition for m in collect(broker, [topic], 300, timeout_s=30)}
     assert len(partition_of["kafka-python"]) == 300 and len(set(partition_of["kafka-python"].values())) == 12
     assert partition_of["confluent-kafka"] == partition_of["kafka-python"]
+
+
+def test_healthz_fails_when_work_waits_with_nothing_committed_and_recovers(tmp_path):
+    import time
+    import urllib.error
+    import urllib.request
+
+    from selectd.server import start_http_server
+
+    source = _ScriptedSource([_records(0, range(3))], {("in", 0)})
+    sink = _GatedSink(source)
+    metrics = Metrics()
+    server = start_http_server(metrics, "127.0.0.1", 0, stall_timeout_s=0.5)
+    url = "http://127.0.0.1:%d/healthz" % server.server_address[1]
+
+    said: list[bytes] = []
+
+    def status() -> int:
+        try:
+            return urllib.request.urlopen(url, timeout=5).status
+        except urllib.error.HTTPError as error:
+            said.append(error.read())
+            return error.code
+
+    try:
+        assert status() == 200
+        loop = _loop(tmp_path, source, sink, metrics)
+        thread, code = _run_in_thread(loop)
+        assert source.worker_busy.wait(5), "the batch reached the sink, which holds it"
+        time.sleep(0.8)
+        assert status() == 503, "a batch fetched and stuck for longer than stall_timeout_s"
+        assert said[-1].startswith(b"stalled: work has waited") and b"(limit 0.5 s)" in said[-1]
+        metrics.broker_up.set(0)
+        assert status() == 200, "a broker that is down is for /readyz; a restart would not help"
+        metrics.broker_up.set(1)
+        sink.gates[1].set()
+        deadline = time.monotonic() + 5
+        while status() != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert source.commits == [{0: 3}] and status() == 200, "committed: nothing waits any more"
+        time.sleep(0.8)
+        assert status() == 200, "idle is not stuck"
+        loop.request_stop()
+        thread.join(10)
+        assert code == [0]
+    finally:
+        server.shutdown()
+
+
+def test_metrics_carry_the_standard_process_and_platform_collectors():
+    from prometheus_client import generate_latest
+
+    text = generate_latest(Metrics().registry).decode()
+    for name in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds", "python_info",
+                 "python_gc_collections_total"):
+        assert f"\n{name}" in text, name

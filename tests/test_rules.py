@@ -239,3 +239,24 @@ def test_paragraph_and_line_splits_equal_datatrove_regexes():
     for text in samples:
         assert _paragraphs(text) == re.split(r"\n{2,}", text.strip()), repr(text)
         assert _lines(text) == re.split("\n+", text), repr(text)
+
+
+def test_line_shapes_compiled_equal_python():
+    """Gopher quality's bullet / ellipsis / line counts: _gopher.line_shapes cuts lines as
+    str.splitlines() does (every line boundary, \\r\\n as one) and strips str.strip()'s whitespace,
+    in str objects of every kind (1-, 2- and 4-byte code units)."""
+    import random
+
+    from selectd.scorers.heuristics.gopher import line_shapes
+
+    pieces = ["a", "b.", "...", "…", "-", "•", "- x", ".", " ", "\t", "\u3000", "\u00a0", "\n", "\r", "\r\n", "\v",
+              "\f", "\x1c", "\x1d", "\x1e", "\x1f", "\x85", "\u2028", "\u2029", "é", "😀", "–", "‒"]
+    rng = random.Random(0)
+    texts = ["", "\n", "- a\n• b\nc...\nd…  \n  ...\n..", "\r\n\r\n", "...\r\n-"]
+    texts += ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 30))) for _ in range(20_000)]
+    compiled = line_shapes(texts, implementation="compiled")
+    python = line_shapes(texts, implementation="python")
+    for ours, reference in zip(compiled, python):
+        assert ours.tolist() == reference.tolist()
+    assert [int(values[2]) for values in zip(*python)] == [len(text.splitlines()) for text in texts]
+    assert python[0].sum() > 1000 and python[1].sum() > 1000

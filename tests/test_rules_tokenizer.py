@@ -64,7 +64,7 @@ LINES = [
 
 def test_sentence_count_equals_spacy_sentencizer():
     tokenizer = WordTokenizer()
-    ours = _sentences_per_line(tokenizer, [line.split() for line in LINES])
+    ours = _sentences_per_line(tokenizer, LINES)
     reference = [len(datatrove_text.split_into_sentences(line, "eng")) for line in LINES]
     assert ours.tolist() == reference
 
@@ -72,9 +72,9 @@ def test_sentence_count_equals_spacy_sentencizer():
 # --- the C splitter (_chunksplit.c) against the Python one ------------------------------------------
 
 def test_compiled_splitter_is_built():
-    """pip install -e builds _chunksplit.c; without it every new chunk takes the slower Python split."""
-    assert WordTokenizer().compiled is not None
-    assert WordTokenizer(implementation="python").compiled is None
+    """pip install -e builds _chunksplit.c; without it the word tables and every split run in Python, slower."""
+    assert WordTokenizer().compiled is True
+    assert WordTokenizer(implementation="python").compiled is False
     with pytest.raises(ValueError, match="unknown word split implementation"):
         WordTokenizer(implementation="fast")
 
@@ -82,7 +82,7 @@ def test_compiled_splitter_is_built():
 def test_without_the_c_extension_the_python_split_is_used(monkeypatch):
     monkeypatch.setitem(sys.modules, "selectd.text._chunksplit", None)  # import fails, as when not built
     tokenizer = WordTokenizer()
-    assert tokenizer.compiled is None
+    assert tokenizer.compiled is False
     text = " ".join(TRICKY)
     assert tokenizer.words(text) == datatrove_text.split_into_words(text, "eng")
     assert tokenizer.token_counts([text]).tolist() == [len(datatrove_text.split_into_words(text, "eng"))]
@@ -135,9 +135,9 @@ def test_compiled_split_equals_python_split(corpus_chunks):
 
 
 def test_compiled_and_python_tokenizers_intern_identically(sample_corpus):
-    """Same chunk ids, token ids, vocabulary (order and token features) and word counts: the C path
-    does _add_chunk's, token_counts' and Vocabulary.sync's work itself; a small chunk table is
-    cleared between batches."""
+    """Same token ids, vocabulary (order and token features), word counts and splits: the C word
+    tables do PythonWordTables' and Vocabulary.sync's work themselves; a small chunk table is
+    cleared between batches (at the same points: both hold every chunk split)."""
     texts = [orjson.loads(line)["text"] for line in open(sample_corpus, "rb")][:600] + TRICKY + [
         "", "  \t ", "cannot Cannot gonna y'all", "a\x1cb\x1fc d\u2028e\u00a0f\u3000g\x85h", "straße ŞEHİR ñ 文件",
         "x" * 300, "\ud800 lone surrogate"]
@@ -145,8 +145,9 @@ def test_compiled_and_python_tokenizers_intern_identically(sample_corpus):
     for implementation in ("compiled", "python"):
         tokenizer = WordTokenizer(max_chunks=20_000, implementation=implementation)
         batches = [tokenizer.tokenize(texts[start:start + 128]) for start in range(0, len(texts), 128)]
-        results.append((batches, tokenizer.vocab, tokenizer.token_counts(texts)))
-    (compiled_batches, compiled_vocab, compiled_counts), (python_batches, python_vocab, python_counts) = results
+        results.append((batches, tokenizer.vocab, tokenizer.token_counts(texts), tokenizer.tables.splits))
+    (compiled_batches, compiled_vocab, compiled_counts, compiled_splits), \
+        (python_batches, python_vocab, python_counts, python_splits) = results
     assert compiled_vocab.strings == python_vocab.strings
     for feature in ("length", "is_word", "has_alpha", "ends_sentence", "opens_sentence"):
         assert getattr(compiled_vocab, feature).tolist() == getattr(python_vocab, feature).tolist(), feature
@@ -154,12 +155,14 @@ def test_compiled_and_python_tokenizers_intern_identically(sample_corpus):
         assert compiled.ids.tolist() == python.ids.tolist()
         assert compiled.offsets.tolist() == python.offsets.tolist()
     assert compiled_counts.tolist() == python_counts.tolist()
+    distinct = {chunk for text in texts for chunk in text.split()}
+    assert compiled_splits == python_splits > len(distinct), "the full table was never cleared"
 
 
 def test_word_counts_keep_no_tokens_and_equal_the_token_path(sample_corpus):
-    """token_counts (FineWeb's count-only path) records chunk -> word count and interns nothing, the
-    same table in C and in Python, a full table cleared between batches; its counts equal the
-    token path's; and a chunk the token path split first is counted from that same table."""
+    """token_counts (FineWeb's count-only path) records chunk -> word count and interns nothing, in
+    C as in Python, a full table cleared between batches; its counts equal the token path's; and a
+    chunk the token path split first is counted from that same table, not split again."""
     texts = [orjson.loads(line)["text"] for line in open(sample_corpus, "rb")][:300] + TRICKY + [
         "", "  \t ", "cannot Cannot gonna y'all", "a\x1cb\x1fc d\u2028e\u00a0f\u3000g\x85h", "\ud800 lone surrogate"]
     batches = [texts[start:start + 128] for start in range(0, len(texts), 128)]
@@ -171,16 +174,23 @@ def test_word_counts_keep_no_tokens_and_equal_the_token_path(sample_corpus):
     for implementation in ("compiled", "python"):
         tokenized = WordTokenizer(implementation=implementation)
         expected = [count for batch in batches for count in tokenized.tokenize(batch).counts.tolist()]
-        seen_by_token_path = dict(tokenized._chunk_words)
+        splits = tokenized.tables.splits
         assert [count for batch in batches for count in tokenized.token_counts(batch).tolist()] == expected
-        assert tokenized._chunk_words == seen_by_token_path, "a chunk already split was split again"
+        assert tokenized.tables.splits == splits, "a chunk already split was split again"
 
-        counting = WordTokenizer(max_chunks=3_000, implementation=implementation)
+        counting = WordTokenizer(implementation=implementation)
         assert [count for batch in batches for count in counting.token_counts(batch).tolist()] == expected
-        assert len(counting.vocab) == 0 and not counting._chunk_index
+        assert len(counting.vocab) == 0
+        assert counting.tables.splits == len(counted_chunks), "only the chunks that are no plain word are split"
+        # a counted chunk is split again when it is first tokenized: its tokens were not interned
+        assert counting.words(texts[0]) == tokenized.words(texts[0])
+        assert counting.tables.splits > len(counted_chunks)
+
+        small = WordTokenizer(max_chunks=3_000, implementation=implementation)
+        assert [count for batch in batches for count in small.token_counts(batch).tolist()] == expected
         # the table filled up and was cleared: it holds fewer chunks than the texts have
-        assert 0 < len(counting._chunk_words) < len(counted_chunks)
-        tables.append(counting._chunk_words)
+        assert 0 < small.tables.chunks < len(counted_chunks) < small.tables.splits
+        tables.append((small.tables.splits, small.tables.chunks))
     assert tables[0] == tables[1]
 
 
@@ -209,6 +219,29 @@ def test_ascii_program_refuses_what_it_cannot_express():
         compile_program("a$|b", anchored_end=True)
 
 
+def test_url_matcher_matches_what_the_url_pattern_matches(corpus_chunks):
+    """EnglishSplitter.url_match skips the pattern's user-info part on strings without "@": the same
+    strings match (corpus chunks, adversarial ones, and URL-shaped ones with and without user info)."""
+    import re
+
+    from selectd.text.affix_split import url_matcher
+
+    pattern = re.compile(spacy_tables.EN_URL_PATTERN).match
+    url_match = EnglishSplitter().url_match
+    assert url_match is not pattern and url_matcher(r"^a\.b$")("a.b")
+    hosts = ["example.com", "a.b.co.uk", "10.1.2.3", "223.1.1.1", "bücher.de", "localhost", "x.Com", "例子.测试"]
+    shaped = [f"{scheme}{user}{host}{port}{path}" for scheme in ("", "https://", "ftp://", "a+b.c://")
+              for user in ("", "user@", "user:pw@", "@", "a@b@") for host in hosts
+              for port in ("", ":80", ":8080x") for path in ("", "/", "/p?q=1#x", "?", "@x")]
+    strings = corpus_chunks + adversarial_chunks(10_000, seed=1) + shaped
+    matched = 0
+    for string in strings:
+        expected = pattern(string)
+        assert (url_match(string) is None) == (expected is None), string
+        matched += expected is not None
+    assert matched > 1000
+
+
 def test_url_prefilter_reads_the_host_alternation():
     """The C splitter calls the URL regex only for strings with 3 dots (an IP address) or a '.' and
     two top-level-domain characters; the split equality tests above check it never drops a URL."""
@@ -219,24 +252,25 @@ def test_url_prefilter_reads_the_host_alternation():
     assert url_prefilter(r"^(?:[a-z]+\.)+(?:[a-z]{2,63})$") is None  # the domain is not an alternation
 
 
-def _index_lookup(tokenizer: WordTokenizer, texts: list[str]) -> list[int]:
-    return [tokenizer._chunk_index[chunk] for text in texts for chunk in text.split()]
-
-
-def test_compiled_chunk_cache_stays_the_chunk_tables_mirror():
-    """text_chunk_ids answers known chunks from a C cache by code points. Its ids are the chunk
-    table's when the cache fills up mid-batch (600,000 distinct chunks), when the table is
-    replaced (cleared between batches), when a dict is emptied in place, and for one chunk seen in
-    str objects of every kind (1-, 2- and 4-byte code units)."""
+def test_compiled_chunk_table_grows_and_clears():
+    """The C chunk table grows while one batch adds 600,000 chunks, is cleared between batches when
+    full (the vocabulary kept), and finds one chunk seen in str objects of every kind (1-, 2- and
+    4-byte code units)."""
     tokenizer = WordTokenizer(max_chunks=2_000_000, implementation="compiled")
-    many = [" ".join(f"w{i}x{j}" for j in range(1000)) + " common é€😀" for i in range(600)]
-    ids = tokenizer._batch_chunks(many)[0].tolist()
-    assert len(tokenizer._chunk_index) > 600_000 and ids == _index_lookup(tokenizer, many)
+    python = WordTokenizer(implementation="python")
+    tail = " common é€😀"
+    many = [" ".join(f"w{i}x{j}" for j in range(1000)) + tail for i in range(600)]
+    strings = tokenizer.vocab.strings
+    assert [strings[i] for i in tokenizer.tokenize(many).ids.tolist()] == [
+        word for text in many for word in text[:-len(tail)].split() + python.words(tail)]
+    assert tokenizer.tables.chunks > 600_000
 
     kinds = ["same chunk", "same chunk é", "same chunk €", "same chunk 😀"]  # the str's kind changes
     tokenizer.max_chunks = 10
-    for _ in range(2):  # the full table is cleared (a new dict), then refilled
-        tokenizer.start_batch()
-        assert tokenizer._batch_chunks(kinds)[0].tolist() == _index_lookup(tokenizer, kinds)
-    tokenizer._chunk_index.clear()  # emptied in place: the cache must notice (fewer entries than it holds)
-    assert tokenizer._batch_chunks(kinds[::-1])[0].tolist() == _index_lookup(tokenizer, kinds[::-1])
+    vocabulary = len(tokenizer.vocab)
+    for texts in (kinds, kinds[::-1]):  # the full table is cleared first, then its chunks are known
+        batch = tokenizer.tokenize(texts)
+        assert tokenizer.tables.chunks == 5
+        assert [strings[i] for i in batch.ids.tolist()] == [w for text in texts for w in python.words(text)]
+        assert len(set(batch.ids[batch.offsets[:-1]].tolist())) == 1, "one id for 'same' in every kind of str"
+    assert len(tokenizer.vocab) == vocabulary + 4  # same, chunk, é, €: 😀 was kept from before the clears

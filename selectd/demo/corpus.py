@@ -5,22 +5,25 @@ can be rebuilt offline on any machine that has Python and the package's runtime 
 
 Real documents (``kind = "real"``) come from:
 
-- ``package-metadata``: the long descriptions (READMEs) in installed packages'
-  ``*.dist-info/METADATA``;
-- ``package-docs``: ``.md`` / ``.rst`` / ``.txt`` files shipped inside installed packages;
+- ``package-metadata``: the long descriptions (READMEs) in the ``METADATA`` of selectd's runtime
+  dependencies (the distributions ``pip install selectd`` brings, found wherever selectd is
+  installed: the demo, the tests and an image read the same ones, whatever extras are installed);
+- ``package-docs``: ``.md`` / ``.rst`` / ``.txt`` files shipped inside those distributions;
 - ``python-docs``: docstrings of the Python standard library, one text per module (read with
   :mod:`ast`, nothing is imported);
 - ``system-docs``: ``/usr/share/doc`` READMEs, changelogs and copyright notices;
-- ``translations``: gettext catalogues (``*.mo`` under ``/usr/share/locale`` and friends), the
-  translated messages of each language assembled into paragraphs: the non-English part.
+- ``translations``: gettext catalogues (``*.mo`` under ``/usr/share/locale`` and friends, and in
+  those distributions), the translated messages of each language assembled into paragraphs: the
+  non-English part.
 
 A minority of synthetic low-quality documents (``kind = "synthetic-<type>"``: cookie banners,
 repeated lines, keyword spam, very short pages, lorem ipsum, code / JSON dumps, bullet lists) is
 mixed in so that quality filters have something to reject.
 
 The output is deterministic for a given machine and seed: every file list is sorted and all
-randomness comes from one seeded :class:`random.Random`. Another machine with other packages
-installed yields a different (equally built) corpus.
+randomness comes from one seeded :class:`random.Random`, and installing other packages beside
+selectd (an extra, a test tool) changes nothing. Another machine with other system files or other
+versions of selectd's dependencies yields a different (equally built) corpus.
 """
 from __future__ import annotations
 
@@ -33,10 +36,14 @@ import random
 import re
 import sys
 import sysconfig
+from importlib import metadata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 #: share of each real source among the real documents (renormalised over the sources that exist)
 SOURCE_WEIGHTS: dict[str, float] = {
@@ -73,11 +80,32 @@ class Piece:
 
 # --- reading local text ---------------------------------------------------------------------------
 
-def _site_dirs() -> list[Path]:
-    """Directories holding installed packages, for this interpreter."""
-    paths = sysconfig.get_paths()
-    candidates = {paths["purelib"], paths["platlib"], *(p for p in sys.path if p.endswith("-packages"))}
-    return sorted({Path(p).resolve() for p in candidates if Path(p).is_dir()})
+def _runtime_distributions() -> list[metadata.Distribution]:
+    """The distributions ``pip install selectd`` brings (its dependencies, theirs and so on, without
+    extras), sorted by name; none when selectd itself is not installed."""
+    try:
+        wanted = [requirement for requirement in metadata.requires("selectd") or [] if "extra ==" not in requirement]
+    except metadata.PackageNotFoundError:
+        return []
+    found: dict[str, metadata.Distribution] = {}
+    while wanted:
+        requirement = Requirement(wanted.pop())
+        name = canonicalize_name(requirement.name)
+        if name in found or (requirement.marker is not None and not requirement.marker.evaluate({"extra": ""})):
+            continue
+        try:
+            found[name] = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        wanted += found[name].requires or []
+    return [found[name] for name in sorted(found)]
+
+
+def _runtime_files(*suffixes: str) -> list[Path]:
+    """Files with these suffixes that selectd's runtime dependencies installed (outside their metadata)."""
+    return [Path(dist.locate_file(file)) for dist in _runtime_distributions() for file in dist.files or []
+            if file.suffix in suffixes and not file.parts[0].endswith(".dist-info")
+            and Path(dist.locate_file(file)).is_file()]
 
 
 def _read_text(path: Path) -> str | None:
@@ -104,26 +132,22 @@ def _shuffled(paths: list[Path], rng: random.Random) -> list[Path]:
 
 
 def _package_metadata(rng: random.Random) -> Iterator[Piece]:
-    for site_dir in _site_dirs():
-        for metadata in _shuffled(list(site_dir.glob("*.dist-info/METADATA")), rng):
-            text = _read_text(metadata)
-            if not text:
-                continue
-            # RFC 822 headers, a blank line, then the long description
-            _, _, body = text.partition("\n\n")
-            yield Piece("package-metadata", "en", str(metadata), body)
+    distributions = _runtime_distributions()
+    rng.shuffle(distributions)
+    for dist in distributions:
+        text = dist.read_text("METADATA")
+        if not text:
+            continue
+        # RFC 822 headers, a blank line, then the long description
+        _, _, body = text.replace("\r\n", "\n")[:MAX_FILE_CHARS].partition("\n\n")
+        yield Piece("package-metadata", "en", f"{dist.metadata['Name']}/METADATA", body)
 
 
 def _package_docs(rng: random.Random) -> Iterator[Piece]:
-    for site_dir in _site_dirs():
-        files = [
-            p for suffix in (".md", ".rst", ".txt") for p in site_dir.rglob(f"*{suffix}")
-            if ".dist-info" not in str(p.parent) and p.is_file()
-        ]
-        for path in _shuffled(files, rng):
-            text = _read_text(path)
-            if text:
-                yield Piece("package-docs", "en", str(path), text)
+    for path in _shuffled(_runtime_files(".md", ".rst", ".txt"), rng):
+        text = _read_text(path)
+        if text:
+            yield Piece("package-docs", "en", str(path), text)
 
 
 def _stdlib_module_text(path: Path, module: str) -> str | None:
@@ -169,11 +193,11 @@ def _system_docs(rng: random.Random) -> Iterator[Piece]:
                 yield Piece("system-docs", "en", str(path), text)
 
 
-def _catalogue_dirs() -> list[Path]:
+def _catalogues() -> list[Path]:
+    """The system's gettext catalogues, and those of selectd's runtime dependencies."""
     roots = [Path("/usr/share/locale"), Path("/usr/local/share/locale"), Path(sys.prefix) / "share" / "locale"]
     roots += sorted(Path("/usr/share").glob("vim/vim*/lang"))
-    roots += [site_dir for site_dir in _site_dirs()]
-    return [root for root in roots if root.is_dir()]
+    return [path for root in roots if root.is_dir() for path in root.rglob("*.mo")] + _runtime_files(".mo")
 
 
 def _language_of(mo_path: Path) -> str | None:
@@ -205,11 +229,10 @@ def _catalogue_messages(path: Path) -> list[str]:
 
 def _translations(rng: random.Random) -> Iterator[Piece]:
     files_by_language: dict[str, list[Path]] = {}
-    for root in _catalogue_dirs():
-        for path in root.rglob("*.mo"):
-            language = _language_of(path)
-            if language:
-                files_by_language.setdefault(language, []).append(path)
+    for path in _catalogues():
+        language = _language_of(path)
+        if language:
+            files_by_language.setdefault(language, []).append(path)
     # the languages with the most translated text, by file size (parsing every catalogue is slow)
     sizes = {lang: sum(p.stat().st_size for p in paths) for lang, paths in files_by_language.items()}
     languages = sorted(sizes, key=lambda lang: (-sizes[lang], lang))[:TRANSLATION_LANGUAGES]

@@ -1,11 +1,12 @@
 """The embedded default run (``selectd demo``, the README's first command).
 
-No external services: it builds the sample corpus (and the demo models when their build scripts
-are present), starts a local Tansu broker, creates the topics, runs ``selectd run`` with the
-example config pointed at that broker (written to WORKDIR/selectd.toml) as a child process
-(exactly as in production), streams the corpus into the input
-topic together with a few malformed messages, shows a live progress line from the daemon's own
-metrics, then stops the daemon with SIGTERM (drain) and prints the summary.
+No external services and no source checkout (``pip install 'selectd[demo]'`` is enough): it
+builds the sample corpus and the demo models into WORKDIR, starts a local Tansu broker, creates
+the topics, runs ``selectd run`` with the example config (package data) pointed at that broker
+(written to WORKDIR/selectd.toml) as a child process in WORKDIR (exactly as in production; the
+config's model directories are relative to it), streams the corpus into the input topic together
+with a few malformed messages, shows a live progress line from the daemon's own metrics, then
+stops the daemon with SIGTERM (drain) and prints the summary. Everything it writes is in WORKDIR.
 """
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ from selectd.demo.corpus import build_corpus
 from selectd.kafka.admin import ensure_topics, produce
 from selectd.status import by_label, scrape
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE_CONFIG = REPO / "deploy" / "selectd.example.toml"
+#: the example config, shipped in the package (deploy/selectd.example.toml links to it)
+EXAMPLE_CONFIG = Path(__file__).resolve().parent / "selectd.example.toml"
 
 MALFORMED = [b"{not json", b"[]", orjson.dumps({"id": 1, "text": "id is a number"}),
              orjson.dumps({"id": "no-text"}), b'{"id": "bad-utf8", "text": "\xff"}']
@@ -59,20 +60,23 @@ def _progress(totals: dict[str, float], produced: int, began: float) -> str:
             f"rejected {int(totals.get('outcome:rejected', 0))} dlq {int(totals.get('outcome:dlq', 0))} | {rate:,.0f} docs/s ")
 
 
-#: model directories the example config uses, and the repo script that builds each (nothing downloaded)
+#: model directories the example config uses (relative to the daemon's working directory), and the
+#: arguments of ``python -m selectd.tools.fasttext.demo_models`` that build each (nothing downloaded)
 DEMO_MODELS = [
-    (REPO / "models" / "lid176", ["models/build_lid.py"]),
-    (REPO / "models" / "quality_fasttext", ["models/build_quality_fasttext.py", "--corpus", "{corpus}"]),
+    (Path("models/lid176"), ["lid", "models/lid176"]),
+    (Path("models/quality_fasttext"), ["quality", "--out", "models/quality_fasttext", "--corpus", "{corpus}"]),
 ]
 
 
-def ensure_models(corpus: Path, models: list[tuple[Path, list[str]]] = DEMO_MODELS) -> None:
-    """Build each model directory of ``models`` that is missing with its script."""
-    for directory, command in models:
-        if (directory / "manifest.json").exists():
+def ensure_models(workdir: Path, corpus: Path, models: list[tuple[Path, list[str]]] = DEMO_MODELS) -> None:
+    """Build each model directory of ``models`` that is missing under ``workdir``. The builder runs as
+    a child process: the demo never imports the offline tools (``selectd.tools``)."""
+    for directory, arguments in models:
+        if (workdir / directory / "manifest.json").exists():
             continue
-        print(f"building {directory.relative_to(REPO)} ({command[0]})")
-        subprocess.run([sys.executable, *(part.format(corpus=corpus) for part in command)], cwd=REPO, check=True)
+        print(f"building {workdir / directory}")
+        subprocess.run([sys.executable, "-m", "selectd.tools.fasttext.demo_models",
+                        *(part.format(corpus=corpus.resolve()) for part in arguments)], cwd=workdir, check=True)
 
 
 def run_embedded(docs: int = 5000, partitions: int = 2, keep: bool = False, workdir: Path = Path("artifacts/demo"),
@@ -84,7 +88,7 @@ def run_embedded(docs: int = 5000, partitions: int = 2, keep: bool = False, work
     if not corpus.exists():
         print(f"building the sample corpus ({docs} documents) -> {corpus}")
         build_corpus(corpus, n_docs=docs, seed=0)
-    ensure_models(corpus)
+    ensure_models(workdir, corpus)
     with TansuBroker(log_path=workdir / "tansu.log") as broker:
         print(f"broker: Tansu on {broker.bootstrap} (memory storage)")
         data = configs.on_broker(tomllib.loads(config_path.read_text()), broker.bootstrap)
@@ -97,8 +101,9 @@ def run_embedded(docs: int = 5000, partitions: int = 2, keep: bool = False, work
         if config.topics.attributes:
             outputs[config.topics.attributes] = 1
         ensure_topics(config.kafka, {**{t: partitions for t in config.kafka.input_topics}, **outputs})
-        # The example config names model directories relative to the repository root.
-        daemon = subprocess.Popen([sys.executable, "-m", "selectd.cli", "run", "--config", str(daemon_config)], cwd=REPO)
+        # The example config names model directories relative to the daemon's working directory.
+        daemon = subprocess.Popen([sys.executable, "-m", "selectd.cli", "run", "--config", str(daemon_config)],
+                                  cwd=workdir)
         url = f"http://{config.metrics.host}:{config.metrics.port}/metrics"
         print(f"daemon: pid {daemon.pid}, config {daemon_config}, metrics at {url}")
         try:

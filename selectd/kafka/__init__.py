@@ -14,4 +14,10 @@
 - :mod:`~selectd.kafka.commit`: the commit protocol, typed to ``Source`` and
   :class:`selectd.sinks.base.Sink` only, the same for both clients;
 - :mod:`~selectd.kafka.admin`: topic helpers for the demo, the load tests and the tests.
+
+A client classifies its own errors: which mean the brokers are not reachable yet when it is opened
+(raise ``BrokerError``: :func:`selectd.app.connect` retries it), what kind of failure each produce
+error is (``ProducerSink._failure_kind``; which kinds no retry fixes is decided once, in
+:mod:`~selectd.kafka.base`), and which codecs it has (:func:`~selectd.kafka.clients.client_problems`).
+The pipeline, the commit loop and the start-up retry are the same for both clients.
 """

@@ -5,14 +5,19 @@ Partitions are ``(topic, partition)`` pairs and offsets plain ints; a client's o
 errors never reach the commit loop: a source raises :class:`BrokerError` (or :class:`CommitFailed`),
 a sink :class:`selectd.sinks.base.DeliveryError`.
 
-Produce-failure policy (:class:`ProducerSink`, so nothing is dropped silently):
+Produce-failure policy (:class:`ProducerSink`, so nothing is dropped silently and no good document is
+dead-lettered by a broker that is only slow):
 1. a failed send is retried ``delivery.produce_retries`` times with backoff;
-2. an output that still fails with an error that retrying cannot fix (message too large, topic
-   missing or not authorised) is dead-lettered: the ORIGINAL input bytes go to the DLQ with
-   reason ``produce_failed`` and the error in a header;
-3. anything else still failing (broker down, DLQ itself failing), and at once a failure of the
-   producer itself (kind ``producer_failed``), raises ``DeliveryError``:
-   the commit protocol then does not commit the batch and retries it after a backoff.
+2. an output that still fails with an error that no retry can fix (the record too large for the
+   producer or the broker, an illegal topic name, no authorisation to write the topic, a record the
+   broker refuses as invalid) is dead-lettered: the ORIGINAL input bytes go to the DLQ with reason
+   ``produce_failed`` and the error in a header;
+3. anything else still failing raises ``DeliveryError``, and the commit protocol does not commit
+   the batch and retries it after a backoff: the broker down, a partition without a leader, a send
+   not acknowledged within ``kafka.delivery_timeout_ms`` (a slow partition), a topic the broker does
+   not know (with auto-creation off the producer waits for its metadata until it times out: create
+   the topic and the batch goes through), the DLQ itself failing; a failure of the producer itself
+   (kind ``producer_failed``) at once, without retries through it.
 A dead letter larger than the producer's ``max_request_size`` (a huge input, or an output made too
 large by one) would fail forever and block its partition: it is sent cut to fit
 (:func:`selectd.records.dead_letter`). Every failure is counted in ``selectd_produce_failures_total``
@@ -53,8 +58,9 @@ FAILURE_KINDS = {
     "producer_failed": "the producer itself failed (fenced, fatal idempotence error): a fresh one is opened",
     "other": "anything else (the log line and the dead letter's selectd.error header have the error)",
 }
-#: kinds that another attempt will not fix: the output is dead-lettered instead of retried
-PERMANENT_FAILURES = frozenset({"too_large", "invalid_topic", "not_authorized", "unknown_topic", "timed_out"})
+#: kinds that another attempt will not fix: the output is dead-lettered instead of retried (everything
+#: else, timeouts and unknown topics included, is retried and leaves the batch uncommitted)
+PERMANENT_FAILURES = frozenset({"too_large", "invalid_topic", "not_authorized", "invalid_record"})
 
 #: the broker's answers by kind: Kafka protocol error codes, which both clients report as they are
 #: (kafka-python's ``errno``, librdkafka's non-negative ``code()``); a client maps its own local errors
@@ -79,7 +85,13 @@ PROTOCOL_ERROR_KINDS = {
 
 
 class BrokerError(RetriableBatchError):
-    """A broker operation of the source failed (unreachable, timed out, refused)."""
+    """A broker operation failed in a way a later attempt may not (unreachable, timed out): opening a
+    client at start, or an operation of the source."""
+
+
+def next_backoff(previous: float, cap: float) -> float:
+    """The wait before the next attempt at the broker: 0.5 s, doubled after each failure, at most ``cap``."""
+    return min(cap, max(0.5, previous * 2))
 
 
 class CommitFailed(BrokerError):

@@ -9,6 +9,7 @@ import importlib
 
 from selectd.config import Config, ConfigError, KafkaSection
 from selectd.kafka.base import ProducerSink, Source
+from selectd.kafka.settings import codec_problems
 from selectd.metrics import Metrics
 
 #: the Python package each client needs, and how to install it
@@ -17,42 +18,37 @@ PACKAGES = {"kafka-python": ("kafka", "pip install selectd"),
 
 
 def client_problems(kafka: KafkaSection) -> list[str]:
-    """The chosen client's package cannot be imported: one line naming ``kafka.client`` and the install."""
+    """What the chosen client lacks before it connects, one line per problem naming the key: its
+    package, and (kafka-python) the codec of ``compression_type`` (librdkafka has every codec built in)."""
     module, install = PACKAGES[kafka.client]
     try:
         importlib.import_module(module)
     except ImportError:
         return [f'kafka.client: "{kafka.client}" needs the {kafka.client} package, which is not installed ({install})']
-    return []
+    return codec_problems(kafka) if kafka.client == "kafka-python" else []
 
 
 def check_client(config: Config) -> None:
-    """A :class:`ConfigError` naming ``kafka.client`` when the chosen client cannot be loaded."""
+    """A :class:`ConfigError` naming the key when the chosen client cannot run (:func:`client_problems`)."""
     problems = client_problems(config.kafka)
     if problems:
         raise ConfigError("\n".join(problems))
 
 
-def open_sink(config: Config, metrics: Metrics) -> ProducerSink:
-    """The chosen client's producer sink; a :class:`ConfigError` when its package is missing."""
+def open_clients(config: Config, metrics: Metrics) -> tuple[ProducerSink, Source]:
+    """The chosen client's producer sink and consumer (subscribed to ``kafka.input_topics``). Raises
+    :class:`~selectd.kafka.base.BrokerError` when the brokers do not answer yet (the sink is closed
+    then), :class:`ConfigError` when the client cannot run."""
     check_client(config)
     if config.kafka.client == "confluent-kafka":
-        from selectd.kafka.confluent_sink import ConfluentSink
-
-        return ConfluentSink(config, metrics)
-    from selectd.kafka.sink import KafkaSink
-
-    return KafkaSink(config, metrics)
-
-
-def open_source(config: Config, metrics: Metrics) -> Source:
-    """The chosen client's consumer, subscribed to ``kafka.input_topics``; a :class:`ConfigError` when
-    its package is missing."""
-    check_client(config)
-    if config.kafka.client == "confluent-kafka":
-        from selectd.kafka.confluent_source import ConfluentSource
-
-        return ConfluentSource(config, metrics)
-    from selectd.kafka.source import KafkaSource
-
-    return KafkaSource(config, metrics)
+        from selectd.kafka.confluent_sink import ConfluentSink as sink_type
+        from selectd.kafka.confluent_source import ConfluentSource as source_type
+    else:
+        from selectd.kafka.sink import KafkaSink as sink_type
+        from selectd.kafka.source import KafkaSource as source_type
+    sink = sink_type(config, metrics)
+    try:
+        return sink, source_type(config, metrics)
+    except BaseException:
+        sink.close()
+        raise

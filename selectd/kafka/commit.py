@@ -32,8 +32,9 @@ Consequences:
   takes longer than ``delivery.drain_timeout_s`` the batch is abandoned uncommitted and the exit
   code is 3 (at-least-once still holds).
 
-Between batches the loop also refreshes the lag gauges (every ``metrics.lag_interval_s``) and
-readiness, and logs a progress line (every ``logging.progress_interval_s``: documents in, outputs
+Between batches the loop also refreshes the lag gauges (every ``metrics.lag_interval_s``),
+readiness, and what /healthz reads (:class:`selectd.metrics.Progress`: since when work has waited
+with no batch done, committed or given up to be retried), and logs a progress line (every ``logging.progress_interval_s``: documents in, outputs
 by outcome, input rate since the previous line).
 
 The loop sees the source only through :class:`selectd.kafka.base.Source` (``(topic, partition)``
@@ -49,17 +50,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
+from selectd import exits
 from selectd.config import Config
-from selectd.kafka.base import BrokerError, CommitFailed, Partition, Source
+from selectd.kafka.base import BrokerError, CommitFailed, Partition, Source, next_backoff
 from selectd.metrics import Metrics
 from selectd.pipeline import Pipeline
 from selectd.records import Record, RetriableBatchError
 from selectd.sinks.base import DeliveryError, Sink
 
 log = logging.getLogger("selectd.commit")
-
-EXIT_OK = 0
-EXIT_DRAIN_TIMEOUT = 3
 
 
 class DrainTimeout(Exception):
@@ -103,6 +102,7 @@ class CommitLoop:
         self._broker_up = True
         self._batches_ok = True  # False from a failed batch until one commits
         self._next_lag_update = 0.0
+        self._lag = 0.0  # messages behind on the owned partitions, at the last refresh
         self._next_progress = 0.0
         self._progress_mark: tuple[float, float] | None = None  # (monotonic time, documents in) of the last line
         self.reload_requested = threading.Event()
@@ -149,6 +149,7 @@ class CommitLoop:
                 raise
             self.metrics.commits.inc()
             self.committed.update(offsets)
+        self.metrics.progress.batch_done()
         elapsed = time.perf_counter() - batch.started
         self.metrics.batch_size.observe(len(batch.records))
         self.metrics.batch_latency.observe(elapsed)
@@ -195,12 +196,12 @@ class CommitLoop:
 
     def _on_batch_failed(self, records: list[Record], exc: RetriableBatchError) -> None:
         self._batches_ok = False
+        self.metrics.progress.batch_done()  # retrying an outside failure is not a stuck loop (/readyz says it)
         if isinstance(exc, (DeliveryError, BrokerError)):
             self._set_broker_up(False)
         else:
             self._update_ready()
-        cap = self.config.delivery.broker_backoff_max_s
-        self._backoff = min(cap, max(0.5, self._backoff * 2))
+        self._backoff = next_backoff(self._backoff, self.config.delivery.broker_backoff_max_s)
         log.warning("batch not committed; will retry", extra={"error": repr(exc)[:500], "backoff_s": self._backoff,
                                                               "documents": len(records)})
         try:
@@ -216,6 +217,7 @@ class CommitLoop:
         self._next_lag_update = now + self.config.metrics.lag_interval_s
         try:
             self.source.update_lag(self.committed)
+            self._lag = sum(self.metrics.totals("selectd_consumer_lag_messages", ()).values())
             self._set_broker_up(True)
         except BrokerError as exc:
             self._set_broker_up(False)
@@ -259,6 +261,7 @@ class CommitLoop:
                 self._refresh_lag()
                 self._log_progress()
                 self._update_ready()
+                self.metrics.progress.update(waiting=bool(records) or in_flight is not None or self._lag > 0)
                 if in_flight is not None:
                     if self.stop.is_set():
                         records = []  # stopping: the read-ahead batch stays uncommitted, for the next owner
@@ -271,12 +274,12 @@ class CommitLoop:
                     in_flight = self.submit(records)
             if in_flight is not None:  # stopped right after a submit
                 self._complete_or_rewind(in_flight, [])
-            return EXIT_OK
+            return exits.OK
         except DrainTimeout:
             log.error("drain timeout: in-flight batch abandoned uncommitted",
                       extra={"documents": len(in_flight.records) if in_flight else 0,
                              "drain_timeout_s": self.config.delivery.drain_timeout_s})
-            return EXIT_DRAIN_TIMEOUT
+            return exits.DRAIN_TIMEOUT
         finally:
             self.metrics.ready.set(0)
             self._worker.shutdown(wait=False, cancel_futures=True)

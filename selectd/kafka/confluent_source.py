@@ -19,8 +19,10 @@ How librdkafka differs from kafka-python, and what follows from it here:
   larger of the two counts (the test broker, Tansu, answers ListOffsets(latest) with the last batch's
   base offset + 1, short of the end).
 * Client-wide errors (all brokers down, TLS or authentication failing) never raise: librdkafka
-  retries by itself and reports them to ``error_cb`` (logged); the lag probe, the commit and the
-  delivery of a batch fail meanwhile, which is what the commit loop reports as not-ready.
+  retries by itself and reports them to ``error_cb`` (logged, throttled). Opening the source asks a
+  broker for metadata, so brokers that do not answer at start are a :class:`BrokerError` there (the
+  daemon retries, :func:`selectd.app.connect`), as with kafka-python; later the lag probe, the
+  commit and the delivery of a batch fail, which is what the commit loop reports as not-ready.
 """
 from __future__ import annotations
 
@@ -84,11 +86,21 @@ class ConfluentSource:
         self.metrics = metrics
         self.assignment = Assignment(metrics)
         self.consumer = Consumer(librdkafka_consumer(config))
+        try:  # librdkafka never fails to open for brokers that are down: ask one, as kafka-python does at start
+            self._probe(config.kafka.request_timeout_ms / 1000)
+        except KafkaException as exc:
+            self.consumer.close()
+            raise BrokerError(f"no broker answered within kafka.request_timeout_ms: {exc.args[0].str()}") from exc
         self._held: list[Message] = []  # consumed past a batch's byte cap: the next batch starts with them
         self._keeping_alive = False
         self._lag_series: set[tuple[str, str]] = set()
         self.consumer.subscribe(config.kafka.input_topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
+
+    def _probe(self, timeout_s: float) -> None:
+        """Metadata of the first input topic: raises ``KafkaException`` when no broker answers in time.
+        (One topic, not all of a large cluster; consumers do not create topics they ask about.)"""
+        self.consumer.list_topics(self.config.kafka.input_topics[0], timeout=timeout_s)
 
     # --- rebalance callbacks: inside consume(), on the loop's thread --------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -213,7 +225,7 @@ class ConfluentSource:
         if not owned:
             # Nothing to measure, but whether the broker answers still counts: a member whose session
             # lapsed while the broker was away holds no partitions until it rejoins.
-            self.consumer.list_topics(self.config.kafka.input_topics[0], timeout=QUERY_TIMEOUT_S)
+            self._probe(QUERY_TIMEOUT_S)
             return
         ends: dict[Partition, tuple[int, int]] = {}
         for key in owned:

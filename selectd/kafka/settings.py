@@ -1,6 +1,7 @@
 """Client settings from the ``[kafka]`` (and ``[batch]``) config, for both clients, in one place:
-keyword arguments of kafka-python's admin client, consumer and producer, and librdkafka properties of
-confluent-kafka's consumer and producer. Every ``[kafka]`` key reaches both clients:
+keyword arguments of kafka-python's admin client, consumer and producer (with the codecs they need
+and how a client is opened), and librdkafka properties of confluent-kafka's consumer and producer.
+Every ``[kafka]`` key reaches both clients:
 
 =========================  ===============================  ==============================================
 [kafka] key                kafka-python                     librdkafka (confluent-kafka)
@@ -43,7 +44,21 @@ import re
 import time
 from typing import Any
 
+from kafka.errors import KafkaError
+
 from selectd.config import Config, KafkaSection
+from selectd.kafka.base import BrokerError
+
+
+def opening(make):
+    """``make()`` a kafka-python client. kafka-python's retriable errors (brokers unreachable, bootstrap
+    timed out), which another attempt may not meet, become :class:`BrokerError`; others propagate."""
+    try:
+        return make()
+    except KafkaError as exc:
+        if exc.retriable:
+            raise BrokerError(repr(exc)) from exc
+        raise
 
 
 def connection_kwargs(kafka: KafkaSection) -> dict[str, Any]:
@@ -52,6 +67,8 @@ def connection_kwargs(kafka: KafkaSection) -> dict[str, Any]:
         "bootstrap_servers": kafka.bootstrap_servers,
         "client_id": kafka.client_id,
         "request_timeout_ms": kafka.request_timeout_ms,
+        # one connection attempt at start; the daemon logs it and tries again (selectd.app.connect)
+        "bootstrap_timeout_ms": kafka.request_timeout_ms,
         "security_protocol": kafka.security_protocol,
     }
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
@@ -89,7 +106,6 @@ def producer_kwargs(kafka: KafkaSection) -> dict[str, Any]:
     return {
         **connection_kwargs(kafka),
         "acks": "all",
-        "enable_idempotence": True,
         "compression_type": None if kafka.compression_type == "none" else kafka.compression_type,
         "linger_ms": kafka.linger_ms,
         "batch_size": kafka.producer_batch_size,
@@ -98,6 +114,22 @@ def producer_kwargs(kafka: KafkaSection) -> dict[str, Any]:
         "enable_idempotence": kafka.enable_idempotence,
         "max_block_ms": 10_000,
     }
+
+
+#: kafka-python's codecs beyond gzip, and the package each needs
+CODEC_PACKAGES = {"snappy": "python-snappy", "lz4": "lz4", "zstd": "zstandard"}
+
+
+def codec_problems(kafka: KafkaSection) -> list[str]:
+    """``compression_type`` names a codec whose library kafka-python does not find (the producer
+    would refuse to start)."""
+    from kafka import codec
+
+    kind = kafka.compression_type
+    if kind in CODEC_PACKAGES and not getattr(codec, f"has_{kind}")():
+        return [f"kafka.compression_type: {kind!r} needs the {CODEC_PACKAGES[kind]} package, which is not installed "
+                f"(pip install 'selectd[codecs]')"]
+    return []
 
 
 class RepeatFilter(logging.Filter):

@@ -12,8 +12,8 @@ from kafka import errors as kafka_errors
 from kafka.partitioner.default import DefaultPartitioner
 
 from selectd.config import Config
-from selectd.kafka.base import PROTOCOL_ERROR_KINDS, ProducerSink
-from selectd.kafka.settings import producer_kwargs
+from selectd.kafka.base import PROTOCOL_ERROR_KINDS, BrokerError, ProducerSink
+from selectd.kafka.settings import opening, producer_kwargs
 from selectd.metrics import Metrics
 from selectd.records import Output
 from selectd.sinks.base import DeliveryError
@@ -101,7 +101,7 @@ class KafkaSink(ProducerSink):
         self.producer: KafkaProducer | None = self._new_producer()
 
     def _new_producer(self) -> KafkaProducer:
-        return KafkaProducer(**producer_kwargs(self.config.kafka), partitioner=KeyHashPartitioner())
+        return opening(lambda: KafkaProducer(**producer_kwargs(self.config.kafka), partitioner=KeyHashPartitioner()))
 
     def _send_all(self, outputs: Sequence[Output]) -> list[tuple[Output, Exception]]:
         try:
@@ -126,7 +126,7 @@ class KafkaSink(ProducerSink):
                     except kafka_errors.KafkaError as exc:  # e.g. too large: raised before anything is queued
                         failed.append((out, exc))
             self.producer.flush(timeout=self.config.kafka.delivery_timeout_ms / 1000)
-        except kafka_errors.KafkaError as exc:  # no producer, or the flush timed out: nothing is known sent
+        except (kafka_errors.KafkaError, BrokerError) as exc:  # no producer, or the flush timed out: nothing is known sent
             raise DeliveryError(f"producer failed: {exc!r}") from exc
         for out, future in futures:
             if not future.is_done:

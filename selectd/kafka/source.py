@@ -18,7 +18,7 @@ from kafka.structs import OffsetAndMetadata
 
 from selectd.config import Config
 from selectd.kafka.base import BrokerError, CommitFailed, Partition
-from selectd.kafka.settings import consumer_kwargs
+from selectd.kafka.settings import consumer_kwargs, opening
 from selectd.metrics import Metrics
 from selectd.records import Record
 
@@ -70,7 +70,7 @@ class KafkaSource:
     def __init__(self, config: Config, metrics: Metrics):
         self.config = config
         self.metrics = metrics
-        self.consumer = KafkaConsumer(**consumer_kwargs(config))
+        self.consumer = opening(lambda: KafkaConsumer(**consumer_kwargs(config)))
         self.assignment = AssignmentTracker(metrics)
         self._lag_series: set[tuple[str, str]] = set()
         self.consumer.subscribe(config.kafka.input_topics, listener=self.assignment)

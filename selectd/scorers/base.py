@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from selectd.dedup.stage import StoreConfig
 from selectd.metrics import Metrics
 from selectd.records import Document
+from selectd.signal_kinds import SignalKind
 
 Signals = dict[str, np.ndarray]
 
@@ -54,6 +55,8 @@ class Scorer(ABC):
     kind: ClassVar[str]
     #: pydantic model of this scorer's ``options`` table
     Options: ClassVar[type[ScorerOptions]] = ScorerOptions
+    #: why this kind cannot run as a ``shadow = true`` stage (None: it can)
+    shadow_refused: ClassVar[str | None] = None
 
     def __init__(self, name: str, options: ScorerOptions):
         self.name = name
@@ -76,9 +79,30 @@ class Scorer(ABC):
         """
         return []
 
+    def signal_kinds(self) -> dict[str, SignalKind]:
+        """The kind of each signal :meth:`score` emits (probability, count, perplexity...): it picks
+        the buckets of the signal's score histogram and drift bins. A signal left out is a category
+        when its values are strings, else a generic :attr:`SignalKind.SCORE`."""
+        return {}
+
     def versions(self) -> dict[str, str]:
         """Identifiers of the model files this scorer runs (e.g. sha256), for the output record."""
         return {}
+
+    def missing_signals_hint(self, missing: set[str]) -> str | None:
+        """What to change when a stage's rules name ``missing`` signals this scorer does not emit but
+        could (another profile, another option); None when there is nothing to suggest."""
+        return None
+
+    @classmethod
+    def signals_help(cls) -> str:
+        """The signals a stage of this kind emits, for ``check-config --list-scorers``: those a scorer
+        built with default options probes. Scorers whose signals depend on their model override it."""
+        scorer = cls("list", cls.Options())
+        try:
+            return ", ".join(sorted(scorer.probe_signals()))
+        finally:
+            scorer.close()
 
     def attach(self, context: StageContext) -> None:
         """Take what this scorer needs of the process's shared resources; called once, before
@@ -88,9 +112,10 @@ class Scorer(ABC):
         """Run once after load so the first real batch does not pay for lazy initialisation."""
         self.run(["warm up the scorer with a short sentence of text."])
 
-    def emitted_signals(self) -> set[str]:
-        """The names of the signals this scorer emits: by default those of a run on one text."""
-        return set(self.run([SIGNALS_PROBE_TEXT]))
+    def probe_signals(self) -> Signals:
+        """Signals of one probe text, from which the cascade learns what this scorer emits (names
+        for its rules, value types for undeclared kinds): by default a run on the text."""
+        return self.run([SIGNALS_PROBE_TEXT])
 
     def close(self) -> None:
         """Release resources (sessions, threads)."""

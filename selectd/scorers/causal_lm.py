@@ -26,6 +26,10 @@ from selectd.models.causal_lm.model import (DEFAULT_MAX_TOKENS_PER_RUN, DEFAULT_
                                             DocumentLogProbs, mean_cross_entropy, min_k_prob)
 from selectd.models.manifest import MANIFEST_NAME, ModelLoadError
 from selectd.scorers.base import Scorer, ScorerOptions, Signals, register
+from selectd.signal_kinds import SignalKind
+
+_COUNT_KINDS = {"tokens": SignalKind.COUNT, "windows": SignalKind.COUNT}
+
 
 def _counts(result: DocumentLogProbs) -> Signals:
     return {"tokens": np.array([len(lp) for lp in result.logprobs], dtype=np.float64),
@@ -60,6 +64,10 @@ class CausalLMScorer(Scorer):
     kind = "causal_lm"
     Options = CausalLMOptions
 
+    @classmethod
+    def signals_help(cls) -> str:
+        return "ce, perplexity, min_k, tokens, windows"
+
     def __init__(self, name: str, options: CausalLMOptions):
         super().__init__(name, options)
         self.model = _load(options.model_dir, options)
@@ -71,6 +79,9 @@ class CausalLMScorer(Scorer):
         return {"ce": ce, "perplexity": np.exp(ce),
                 "min_k": np.array([min_k_prob(lp, ratio) for lp in result.logprobs]), **_counts(result)}
 
+    def signal_kinds(self) -> dict[str, SignalKind]:
+        return {"ce": SignalKind.NATS, "perplexity": SignalKind.PERPLEXITY, "min_k": SignalKind.NATS, **_COUNT_KINDS}
+
     def versions(self) -> dict[str, str]:
         return {"model": self.model.manifest.version, "window_policy": self.model.policy.describe()}
 
@@ -79,6 +90,10 @@ class CausalLMScorer(Scorer):
 class ColorFilterScorer(Scorer):
     kind = "color_filter"
     Options = ColorFilterOptions
+
+    @classmethod
+    def signals_help(cls) -> str:
+        return "color, ce_prior, ce_conditional, tokens, windows"
 
     def __init__(self, name: str, options: ColorFilterOptions):
         super().__init__(name, options)
@@ -98,6 +113,10 @@ class ColorFilterScorer(Scorer):
         ce_conditional = np.array([mean_cross_entropy(lp) for lp in conditional.logprobs])
         return {"color": ce_prior - ce_conditional, "ce_prior": ce_prior, "ce_conditional": ce_conditional,
                 **_counts(prior)}
+
+    def signal_kinds(self) -> dict[str, SignalKind]:
+        # color: the prior's loss minus the conditional's, a small signed difference
+        return {"color": SignalKind.SCORE, "ce_prior": SignalKind.NATS, "ce_conditional": SignalKind.NATS, **_COUNT_KINDS}
 
     def versions(self) -> dict[str, str]:
         return {"prior": self.prior.manifest.version, "conditional": self.conditional.manifest.version,

@@ -38,6 +38,7 @@ from selectd.dedup.store import StoreError
 from selectd.metrics import Metrics
 from selectd.records import Document
 from selectd.scorers.base import SIGNALS_PROBE_TEXT, Scorer, Signals, StageContext, register
+from selectd.signal_kinds import SignalKind
 
 #: how often a stage refreshes the store-size gauges (a Redis store spends a round trip on it)
 STORE_STATS_INTERVAL_S = 15.0
@@ -45,6 +46,9 @@ STORE_STATS_INTERVAL_S = 15.0
 
 class DedupStage(Scorer):
     """The shared half of the two kinds: claim, signals, metrics. A kind gives its key derivation."""
+
+    shadow_refused = ("scoring claims the documents' keys in the [dedup] store, so a trial would change "
+                      "what live dedup stages decide")
 
     def __init__(self, name: str, options: Any):
         super().__init__(name, options)
@@ -75,8 +79,14 @@ class DedupStage(Scorer):
     def warmup(self) -> None:
         self.keys.derive([SIGNALS_PROBE_TEXT], [{}])  # the word cache and MinHash tables; nothing claimed
 
-    def emitted_signals(self) -> set[str]:
-        return {self.signal(label) for label in self.keys.labels} | {"duplicate_of"}
+    def probe_signals(self) -> Signals:
+        # the shape of a batch's signals without a run: a probe run would claim its keys in the store
+        return {**{self.signal(label): np.zeros(1) for label in self.keys.labels},
+                "duplicate_of": np.array([None], dtype=object)}
+
+    def signal_kinds(self) -> dict[str, SignalKind]:
+        return {**{self.signal(label): SignalKind.PROBABILITY for label in self.keys.labels},  # 0/1 flags
+                "duplicate_of": SignalKind.CATEGORY}
 
     def default_rules(self) -> list[dict[str, Any]]:
         return [{"signal": self.signal(label), "max": 0, "reason": self.signal(label)} for label in self.keys.labels]

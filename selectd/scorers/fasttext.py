@@ -23,8 +23,11 @@ from pydantic import Field
 from selectd import preprocess
 from selectd.models.fasttext.model import FastTextOnnx
 from selectd.scorers.base import Scorer, ScorerOptions, Signals, register
+from selectd.signal_kinds import SignalKind
 
 LABEL_PREFIX = "__label__"
+#: signals that only a preprocessing profile gives, by profile
+PROFILE_SIGNALS = {"lid": {"language", "language_prob"}, "dclm": {"hq_prob"}}
 
 
 class FastTextOptions(ScorerOptions):
@@ -104,6 +107,11 @@ class FastTextScorer(Scorer):
                                probs[:, self.decision_column].astype(np.float64))
         return signals
 
+    def signal_kinds(self) -> dict[str, SignalKind]:
+        # every numeric signal is a probability; the language code is a category
+        return {"language": SignalKind.CATEGORY, "language_prob": SignalKind.PROBABILITY, "hq_prob": SignalKind.PROBABILITY,
+                **{label_signal(label): SignalKind.PROBABILITY for label in self.model.labels}}
+
     def default_rules(self) -> list[dict[str, Any]]:
         options: FastTextOptions = self.options
         rules: list[dict[str, Any]] = []
@@ -118,3 +126,17 @@ class FastTextScorer(Scorer):
 
     def versions(self) -> dict[str, str]:
         return {"model": self.model.version, "profile": self.profile_name}
+
+    def missing_signals_hint(self, missing: set[str]) -> str | None:
+        for profile, signals in PROFILE_SIGNALS.items():
+            if missing & signals and profile != self.profile_name:
+                source = "options.profile" if self.options.profile else f"the manifest of {self.options.model_dir}"
+                return (f"{', '.join(sorted(missing & signals))} come with profile {profile!r}, and this stage runs "
+                        f"profile {self.profile_name!r} (from {source}): set options.profile = \"{profile}\", or "
+                        f"export the model again with --profile {profile}")
+        return None
+
+    @classmethod
+    def signals_help(cls) -> str:
+        return ("prob_<label> for each label of `labels` (default: every label; language ID: none); profile lid: "
+                "language, language_prob; profile dclm: hq_prob")

@@ -27,6 +27,7 @@ from selectd.models.transformer.model import (
     CELADON_CLASSES, CELADON_HEADS, DEFAULT_MAX_PADDING, HFClassifier, LongDocumentPolicy, aggregate, celadon_decision,
 )
 from selectd.scorers.base import Scorer, ScorerOptions, Signals, register
+from selectd.signal_kinds import SignalKind
 
 
 class TransformerOptions(ScorerOptions):
@@ -59,6 +60,11 @@ def signal_name(label: str) -> str:
 class TransformerScorer(Scorer):
     kind = "transformer"
     Options = TransformerOptions
+
+    @classmethod
+    def signals_help(cls) -> str:
+        return ("by the model's task: multilabel: one probability per label, flagged; multiclass: label, probability, "
+                "p_<label>; multihead: each head's score, score_sum (Celadon: decision); always tokens, windows, coverage")
 
     def __init__(self, name: str, options: TransformerOptions):
         super().__init__(name, options)
@@ -105,6 +111,19 @@ class TransformerScorer(Scorer):
             if self.is_celadon:
                 signals["decision"] = celadon_decision(outputs)
         return signals
+
+    def signal_kinds(self) -> dict[str, SignalKind]:
+        kinds = {"tokens": SignalKind.COUNT, "windows": SignalKind.COUNT, "coverage": SignalKind.PROBABILITY}
+        if self.model.task == "multilabel":
+            kinds.update({signal_name(label): SignalKind.PROBABILITY for label in self.model.labels})
+            kinds["flagged"] = SignalKind.PROBABILITY  # a 0/1 flag
+        elif self.model.task == "multiclass":
+            kinds.update({f"p_{signal_name(label)}": SignalKind.PROBABILITY for label in self.model.labels})
+            kinds.update(label=SignalKind.CATEGORY, probability=SignalKind.PROBABILITY)
+        else:  # multihead: each head's expected class index (Celadon: 0-3), their sum, Celadon's decision
+            kinds.update({signal_name(head): SignalKind.SCORE for head in self.model.heads})
+            kinds.update(score_sum=SignalKind.SCORE, decision=SignalKind.CATEGORY)
+        return kinds
 
     def default_rules(self) -> list[dict[str, Any]]:
         if self.model.task == "multilabel":

@@ -19,7 +19,7 @@ from selectd.sinks.base import Sink
 def dead_letter_line(out: Output) -> bytes:
     raw = out.record.value
     return orjson.dumps({
-        "selectd": {"decision": "dlq", "topic": out.topic, "reason": out.reason, "detail": out.detail,
+        "selectd": {"decision": "dlq", "topic": out.topic, "reason": out.reason, "detail": out.detail, "id": out.doc_id,
                     "source": {"file": out.record.topic, "line": out.record.offset + 1}},
         "raw": raw.decode("utf-8", "replace") if raw is not None else None,
     })

@@ -1,4 +1,5 @@
-/* spaCy's English tokenizer on whitespace-free chunks, in C, for selectd's rule scorers.
+/* spaCy's English tokenizer on whitespace-free chunks, and the word tables around it, in C, for
+ * selectd's rule scorers.
  *
  * The same algorithm as affix_split.py's EnglishSplitter (spaCy's _split_affixes, _attach_tokens and
  * _apply_special_cases, one chunk at a time). Nothing of spaCy's data is written here: byte_program.py
@@ -6,8 +7,8 @@
  * character-set steps, greedy single-character repeats, fixed-width lookarounds and anchors: what
  * those regexes are made of) and passes them in with the special cases and the special-case merge
  * table. The URL regex is called back in Python (it is reached only by strings with a '.' and no
- * affix). It exists because the split of a chunk not seen before costs ~12 µs in Python, about
- * 1 µs here, and unseen chunks are most of a rule scorer's time on real text.
+ * affix). It exists because the split of a chunk not seen before costs ~12 µs in Python, well
+ * under 1 µs here, and unseen chunks are most of a rule scorer's time on real text.
  *
  * Splitter(prefix, suffix, infix, specials, merges, longest_merge, url_match, url_dots, url_tld)
  *   prefix, suffix, infix: (nodes, alternatives, sets, ranges) bytes packed by byte_program.py's
@@ -18,14 +19,20 @@
  *   url_dots, url_tld: what every URL contains (byte_program.url_prefilter): at least url_dots '.', or
  *     a '.' and two characters of the set url_tld (a program of one set); url_dots 0: no prefilter
  * Splitter.split(chunk) -> tuple of token strings
- * Splitter.chunk_ids(chunks, out, chunk_index, vocab_ids, vocab_strings, pending_tokens,
- *                    pending_counts, chunk_words): WordTokenizer.chunk_ids, new chunks split and
- *   interned here (and their word counts recorded in chunk_words, for count_words)
- * Splitter.text_chunk_ids(texts, chunk_index, ...the same tables...) -> (ids, offsets): WordTokenizer's
- *   batch of chunk ids without str.split() or a Python list: int64 bytes, and each text's offset
- * Splitter.count_words(text, chunk_words) -> int: WordTokenizer.token_counts for one text, its
- *   number of words; chunks of letters only that are no special case count one each, the others'
- *   counts come from (or, when new, are split and added to) chunk_words: chunk -> word count.
+ *
+ * WordTables(splitter): vocabulary.py's WordTokenizer tables (PythonWordTables there, the same
+ *   methods): token -> id (the vocabulary) and chunk -> its token ids and word count (the chunk
+ *   table), both keyed by code points. A known chunk costs a hash probe, a new one its split;
+ *   no Python object is made but the string of a new token.
+ * WordTables.tokenize(texts) -> (ids, offsets): the token ids of every text's whitespace-separated
+ *   chunks (str.split()), concatenated, and each text's offset into them (len(texts) + 1), both
+ *   bytearrays of int64; new chunks are split and their tokens interned, in order
+ * WordTables.count_words(texts) -> bytearray of int64: each text's number of words; a chunk of letters
+ *   only that is no special case counts one, the others come from the chunk table, a new one added
+ *   with its count and its tokens not interned (tokenize splits it again when it first meets it)
+ * WordTables.intern(token) -> id; .strings: the token strings by id (a list: read only);
+ *   .chunks: chunks in the chunk table; .clear_chunks(): empty it (the vocabulary stays);
+ *   .splits: chunks split so far
  *
  * token_features(strings, start, non_word, enders, is_punct) -> (lengths, flags): Vocabulary.sync's
  *   per-token features of strings[start:]; the two character sets are bytes of sorted uint32 code
@@ -34,6 +41,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,87 +245,151 @@ static Py_ssize_t suffix_len(const Program *p, const Py_UCS4 *s, Py_ssize_t lo, 
     return 0;
 }
 
-/* ---- code-point-string hash tables: special cases, merge keys, merge first pieces -------------- */
+/* ---- code-point-string hash tables ------------------------------------------------------------
+ * The splitter's special cases, merge keys and merge first pieces, and the word tables' vocabulary
+ * and chunk table: open addressing, the table doubled when half full. A key of up to 8 code points
+ * below 256 (most words) is stored packed in its slot, so finding it touches one cache line; the
+ * others are copied into one growing array of code points (no allocation per key). */
 
 typedef struct {
-    Py_UCS4 *key;
-    Py_ssize_t len;
     uint64_t hash;
-    int32_t value;          /* index into the splitter's segmentations; -1: empty slot */
+    uint64_t key;           /* the packed key (Key.packed), or its offset in Table.keys */
+    int32_t len;
+    int32_t value;          /* -1: empty slot */
 } Entry;
 
 typedef struct {
     Entry *slots;
     size_t mask;
     Py_ssize_t size;
+    Py_UCS4 *keys;
+    Py_ssize_t keys_used, keys_capacity;
 } Table;
 
-static inline uint64_t hash_code_points(const Py_UCS4 *s, Py_ssize_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (Py_ssize_t i = 0; i < n; i++) { h ^= s[i]; h *= 1099511628211ull; }
-    return h;
+/* a key to look up: its code points, their FNV-1a hash, and whether it is stored packed (which
+ * depends only on the key, so equal keys are stored alike) */
+typedef struct {
+    const Py_UCS4 *s;
+    Py_ssize_t n;
+    uint64_t hash, packed;
+    int is_packed;
+} Key;
+
+#define FNV_OFFSET 1469598103934665603ull
+#define FNV_PRIME 1099511628211ull
+#define PACKED_MAX 8
+
+static inline Key key_of(const Py_UCS4 *s, Py_ssize_t n) {
+    Key key = {s, n, FNV_OFFSET, 0, n <= PACKED_MAX};
+    for (Py_ssize_t i = 0; i < n; i++) {
+        key.hash = (key.hash ^ s[i]) * FNV_PRIME;
+        if (i < PACKED_MAX) key.packed |= (uint64_t)(s[i] & 0xFF) << (8 * i);
+        if (s[i] > 0xFF) key.is_packed = 0;
+    }
+    return key;
 }
 
-static int table_init(Table *t, Py_ssize_t capacity) {
-    size_t slots = 16;
-    while (slots < (size_t)capacity * 2) slots *= 2;
-    t->slots = PyMem_Calloc(slots, sizeof(Entry));
+/* FNV's low bits alone cluster; fold the high half in */
+static inline size_t first_slot(const Table *t, uint64_t hash) { return (size_t)(hash ^ (hash >> 29)) & t->mask; }
+
+static int table_alloc_slots(Table *t, size_t slots) {
+    t->slots = PyMem_Malloc(slots * sizeof(Entry));
     if (!t->slots) { PyErr_NoMemory(); return -1; }
     for (size_t i = 0; i < slots; i++) t->slots[i].value = -1;
     t->mask = slots - 1;
-    t->size = 0;
     return 0;
+}
+
+/* an empty table with room for capacity keys before it first grows */
+static int table_init(Table *t, Py_ssize_t capacity) {
+    size_t slots = 16;
+    while (slots < (size_t)capacity * 2) slots *= 2;
+    memset(t, 0, sizeof(*t));
+    return table_alloc_slots(t, slots);
 }
 
 static void table_free(Table *t) {
-    if (t->slots)
-        for (size_t i = 0; i <= t->mask; i++) PyMem_Free(t->slots[i].key);
     PyMem_Free(t->slots);
+    PyMem_Free(t->keys);
     memset(t, 0, sizeof(*t));
 }
 
-/* empty the table, keeping its slots */
+/* empty the table, keeping its slots and key space */
 static void table_clear(Table *t) {
-    for (size_t i = 0; i <= t->mask; i++) {
-        PyMem_Free(t->slots[i].key);
-        t->slots[i].key = NULL;
-        t->slots[i].value = -1;
-    }
+    for (size_t i = 0; i <= t->mask; i++) t->slots[i].value = -1;
     t->size = 0;
+    t->keys_used = 0;
 }
 
-static int32_t table_get(const Table *t, const Py_UCS4 *key, Py_ssize_t n) {
-    uint64_t h = hash_code_points(key, n);
-    for (size_t slot = h & t->mask;; slot = (slot + 1) & t->mask) {
-        const Entry *e = &t->slots[slot];
-        if (e->value < 0) return -1;
-        if (e->hash == h && e->len == n && memcmp(e->key, key, sizeof(Py_UCS4) * (size_t)n) == 0) return e->value;
-    }
+static inline int same_key(const Table *t, const Entry *e, const Key *key) {
+    if (e->hash != key->hash || e->len != key->n) return 0;
+    if (key->is_packed) return e->key == key->packed;
+    const Py_UCS4 *stored = t->keys + e->key;
+    for (Py_ssize_t i = 0; i < key->n; i++)
+        if (stored[i] != key->s[i]) return 0;
+    return 1;
 }
 
-/* insert (a key already there keeps its value); the table was sized for every key (the chunk
- * cache: for CHUNK_CACHE_ENTRIES, and cleared before it holds more) */
-static int table_put(Table *t, const Py_UCS4 *key, Py_ssize_t n, int32_t value) {
-    uint64_t h = hash_code_points(key, n);
-    size_t slot = h & t->mask;
-    for (;; slot = (slot + 1) & t->mask) {
+/* the slot holding key, or the empty slot where it would go */
+static inline Entry *table_find(const Table *t, const Key *key) {
+    for (size_t slot = first_slot(t, key->hash);; slot = (slot + 1) & t->mask) {
         Entry *e = &t->slots[slot];
-        if (e->value < 0) break;
-        if (e->hash == h && e->len == n && memcmp(e->key, key, sizeof(Py_UCS4) * (size_t)n) == 0) return 0;
+        if (e->value < 0 || same_key(t, e, key)) return e;
     }
-    if ((size_t)(t->size + 1) * 2 > t->mask + 1) {
-        PyErr_SetString(PyExc_RuntimeError, "chunk splitter table full");
+}
+
+static int32_t table_get(const Table *t, const Py_UCS4 *s, Py_ssize_t n) {
+    Key key = key_of(s, n);
+    return table_find(t, &key)->value;
+}
+
+/* double the slots, rehashing every entry */
+static int table_grow(Table *t) {
+    Entry *old = t->slots;
+    size_t old_slots = t->mask + 1;
+    if (table_alloc_slots(t, old_slots * 2) < 0) { t->slots = old; return -1; }
+    for (size_t i = 0; i < old_slots; i++) {
+        if (old[i].value < 0) continue;
+        size_t slot = first_slot(t, old[i].hash);
+        while (t->slots[slot].value >= 0) slot = (slot + 1) & t->mask;
+        t->slots[slot] = old[i];
+    }
+    PyMem_Free(old);
+    return 0;
+}
+
+/* insert key with value >= 0; a key already there keeps its value */
+static int table_put_key(Table *t, const Key *key, int32_t value) {
+    Py_ssize_t n = key->n;
+    if (n > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "string too long for a word table");
         return -1;
     }
-    Entry *e = &t->slots[slot];
-    e->key = PyMem_Malloc(sizeof(Py_UCS4) * (size_t)(n ? n : 1));
-    if (!e->key) { PyErr_NoMemory(); return -1; }
-    memcpy(e->key, key, sizeof(Py_UCS4) * (size_t)n);
-    e->len = n;
-    e->hash = h;
-    e->value = value;
+    if ((size_t)(t->size + 1) * 2 > t->mask + 1 && table_grow(t) < 0) return -1;
+    Entry *e = table_find(t, key);
+    if (e->value >= 0) return 0;
+    uint64_t stored = key->packed;
+    if (!key->is_packed) {
+        if (t->keys_used + n > t->keys_capacity) {
+            Py_ssize_t capacity = t->keys_capacity ? t->keys_capacity : 1024;
+            while (capacity < t->keys_used + n) capacity *= 2;
+            Py_UCS4 *grown = PyMem_Realloc(t->keys, sizeof(Py_UCS4) * (size_t)capacity);
+            if (!grown) { PyErr_NoMemory(); return -1; }
+            t->keys = grown;
+            t->keys_capacity = capacity;
+        }
+        memcpy(t->keys + t->keys_used, key->s, sizeof(Py_UCS4) * (size_t)n);
+        stored = (uint64_t)t->keys_used;
+        t->keys_used += n;
+    }
+    *e = (Entry){key->hash, stored, (int32_t)n, value};
     t->size++;
     return 0;
+}
+
+static int table_put(Table *t, const Py_UCS4 *s, Py_ssize_t n, int32_t value) {
+    Key key = key_of(s, n);
+    return table_put_key(t, &key, value);
 }
 
 /* ---- the splitter ----------------------------------------------------------------------------- */
@@ -345,17 +417,7 @@ typedef struct {
     Py_UCS4 *key;               /* a merge key being built (longest_merge_key code points) */
     Match *matches;
     Py_ssize_t match_capacity;
-    /* text_chunk_ids' cache of chunk ids by code points: a known chunk costs a hash probe instead
-     * of a str object, its hash and a dict lookup (most chunks of a page are known). It mirrors
-     * chunk_index, the dict WordTokenizer replaces (never empties in place) when its table is
-     * cleared: a strong reference, so a new dict is never mistaken for it. */
-    Table chunk_cache;
-    PyObject *chunk_cache_index;
-    Py_UCS4 *chunk_key;
-    Py_ssize_t chunk_key_capacity;
 } Splitter;
-
-#define CHUNK_CACHE_ENTRIES (1 << 19)
 
 static int reserve(Splitter *self, Py_ssize_t n) {
     if (n <= self->capacity) return 0;
@@ -410,9 +472,9 @@ static inline int all_letters(const Py_UCS4 *s, Py_ssize_t lo, Py_ssize_t hi) {
     return 1;
 }
 
-/* spaCy's url_match on s[lo:hi], called in Python: 1, 0, -1 on error */
-static int url_matches(Splitter *self, PyObject *chunk, Py_ssize_t lo, Py_ssize_t hi) {
-    PyObject *string = PyUnicode_Substring(chunk, lo, hi);
+/* spaCy's url_match on source[lo:hi], called in Python: 1, 0, -1 on error */
+static int url_matches(Splitter *self, PyObject *source, Py_ssize_t lo, Py_ssize_t hi) {
+    PyObject *string = PyUnicode_Substring(source, lo, hi);
     if (!string) return -1;
     PyObject *match = PyObject_CallOneArg(self->url_match, string);
     Py_DECREF(string);
@@ -437,7 +499,7 @@ static int may_be_url(const Splitter *self, const Py_UCS4 *s, Py_ssize_t lo, Py_
 /* EnglishSplitter._split / _split_once, iteratively (spaCy's loop): prefixes are emitted as they
  * are peeled, suffixes stacked and emitted last. Token ends go to self->ends; returns their
  * count, -1 on error. */
-static Py_ssize_t split_affixes(Splitter *self, PyObject *chunk, const Py_UCS4 *s, Py_ssize_t n) {
+static Py_ssize_t split_affixes(Splitter *self, PyObject *source, Py_ssize_t base, const Py_UCS4 *s, Py_ssize_t n) {
     Py_ssize_t *ends = self->ends, *suffix_ends = self->suffix_ends;
     Py_ssize_t count = 0, n_suffixes = 0, lo = 0, hi = n;
     while (lo < hi) {
@@ -468,7 +530,7 @@ static Py_ssize_t split_affixes(Splitter *self, PyObject *chunk, const Py_UCS4 *
             suffix_ends[n_suffixes++] = hi;
             hi -= suf;
         } else {
-            int url = may_be_url(self, s, lo, hi) ? url_matches(self, chunk, lo, hi) : 0;
+            int url = may_be_url(self, s, lo, hi) ? url_matches(self, source, base + lo, base + hi) : 0;
             if (url < 0) return -1;
             if (url) { ends[count++] = hi; break; }
             /* infixes: finditer over s[lo:hi]; one at lo is ignored, as spaCy does */
@@ -556,17 +618,16 @@ static Py_ssize_t merge_special_cases(Splitter *self, const Py_UCS4 *s, Py_ssize
     return merged;
 }
 
-/* token ends of a chunk in self->ends; returns their count, -1 on error */
-static Py_ssize_t split_chunk(Splitter *self, PyObject *chunk) {
-    Py_ssize_t n = PyUnicode_GET_LENGTH(chunk);
-    if (reserve(self, n + 1) < 0 || !PyUnicode_AsUCS4(chunk, self->text, self->capacity, 0)) return -1;
-    Py_ssize_t count = split_affixes(self, chunk, self->text, n);
+/* token ends of the chunk source[start:end] in self->ends (relative to start), its code points in
+ * self->text; returns their count, -1 on error */
+static Py_ssize_t split_chunk(Splitter *self, PyObject *source, Py_ssize_t start, Py_ssize_t end) {
+    Py_ssize_t n = end - start;
+    if (reserve(self, n + 1) < 0) return -1;
+    int kind = PyUnicode_KIND(source);
+    const void *data = PyUnicode_DATA(source);
+    for (Py_ssize_t i = 0; i < n; i++) self->text[i] = PyUnicode_READ(kind, data, start + i);
+    Py_ssize_t count = split_affixes(self, source, start, self->text, n);
     return count > 1 ? merge_special_cases(self, self->text, count) : count;
-}
-
-static PyObject *token_string(PyObject *chunk, Py_ssize_t start, Py_ssize_t end) {
-    if (start == 0 && end == PyUnicode_GET_LENGTH(chunk)) return Py_NewRef(chunk);
-    return PyUnicode_Substring(chunk, start, end);
 }
 
 static PyObject *splitter_split(Splitter *self, PyObject *chunk) {
@@ -574,222 +635,16 @@ static PyObject *splitter_split(Splitter *self, PyObject *chunk) {
         PyErr_SetString(PyExc_TypeError, "split() takes a str");
         return NULL;
     }
-    Py_ssize_t count = split_chunk(self, chunk);
+    Py_ssize_t count = split_chunk(self, chunk, 0, PyUnicode_GET_LENGTH(chunk));
     if (count < 0) return NULL;
     PyObject *tokens = PyTuple_New(count);
     if (!tokens) return NULL;
     for (Py_ssize_t i = 0, start = 0; i < count; start = self->ends[i++]) {
-        PyObject *token = token_string(chunk, start, self->ends[i]);
+        PyObject *token = PyUnicode_Substring(chunk, start, self->ends[i]);  /* the chunk itself when whole */
         if (!token) { Py_DECREF(tokens); return NULL; }
         PyTuple_SET_ITEM(tokens, i, token);
     }
     return tokens;
-}
-
-/* WordTokenizer's chunk table, vocabulary and chunk word counts, as chunk_ids and text_chunk_ids
- * get them (TABLES_FORMAT / TABLES_ARGS: their part of the argument list) */
-typedef struct {
-    PyObject *index, *vocab_ids, *vocab_strings, *pending_tokens, *pending_counts, *chunk_words;
-} Tables;
-#define TABLES_FORMAT "O!O!O!O!O!O!"
-#define TABLES_ARGS(t) &PyDict_Type, &(t)->index, &PyDict_Type, &(t)->vocab_ids, &PyList_Type, &(t)->vocab_strings, \
-    &PyList_Type, &(t)->pending_tokens, &PyList_Type, &(t)->pending_counts, &PyDict_Type, &(t)->chunk_words
-
-/* WordTokenizer._add_chunk: intern the chunk's tokens, give it the next chunk id; returns that id
- * (a new reference), NULL on error */
-static PyObject *add_chunk(Splitter *self, PyObject *chunk, const Tables *t) {
-    Py_ssize_t count = split_chunk(self, chunk);
-    if (count < 0) return NULL;
-    for (Py_ssize_t i = 0, start = 0; i < count; start = self->ends[i++]) {
-        PyObject *token = token_string(chunk, start, self->ends[i]);
-        if (!token) return NULL;
-        PyObject *id = PyDict_GetItemWithError(t->vocab_ids, token);  /* borrowed */
-        if (id) {
-            Py_INCREF(id);
-        } else if (PyErr_Occurred() || !(id = PyLong_FromSsize_t(PyList_GET_SIZE(t->vocab_strings))) ||
-                   PyDict_SetItem(t->vocab_ids, token, id) < 0 || PyList_Append(t->vocab_strings, token) < 0) {
-            Py_XDECREF(id);
-            Py_DECREF(token);
-            return NULL;
-        }
-        Py_DECREF(token);
-        int failed = PyList_Append(t->pending_tokens, id);
-        Py_DECREF(id);
-        if (failed) return NULL;
-    }
-    PyObject *n_tokens = PyLong_FromSsize_t(count);
-    PyObject *chunk_id = n_tokens ? PyLong_FromSsize_t(PyDict_GET_SIZE(t->index)) : NULL;
-    int failed = !chunk_id || PyDict_SetItem(t->index, chunk, chunk_id) < 0 ||
-                 PyList_Append(t->pending_counts, n_tokens) < 0 || PyDict_SetItem(t->chunk_words, chunk, n_tokens) < 0;
-    Py_XDECREF(n_tokens);
-    if (failed) Py_CLEAR(chunk_id);
-    return chunk_id;
-}
-
-/* the chunk's id (a new reference), adding the chunk first when new; NULL on error */
-static PyObject *chunk_id(Splitter *self, PyObject *chunk, const Tables *t) {
-    PyObject *id = PyDict_GetItemWithError(t->index, chunk);  /* borrowed */
-    if (id) return Py_NewRef(id);
-    return PyErr_Occurred() ? NULL : add_chunk(self, chunk, t);
-}
-
-static PyObject *splitter_chunk_ids(Splitter *self, PyObject *args) {
-    PyObject *chunks, *out;
-    Tables t;
-    if (!PyArg_ParseTuple(args, "OO!" TABLES_FORMAT ":chunk_ids", &chunks, &PyList_Type, &out, TABLES_ARGS(&t)))
-        return NULL;
-    PyObject *sequence = PySequence_Fast(chunks, "chunks must be a sequence of str");
-    if (!sequence) return NULL;
-    PyObject **items = PySequence_Fast_ITEMS(sequence);
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(sequence); i++) {
-        if (!PyUnicode_Check(items[i])) {
-            PyErr_Format(PyExc_TypeError, "chunks must be str, not %.100s", Py_TYPE(items[i])->tp_name);
-            goto error;
-        }
-        PyObject *id = chunk_id(self, items[i], &t);
-        int failed = !id || PyList_Append(out, id) < 0;
-        Py_XDECREF(id);
-        if (failed) goto error;
-    }
-    Py_DECREF(sequence);
-    Py_RETURN_NONE;
-error:
-    Py_DECREF(sequence);
-    return NULL;
-}
-
-static inline int is_letter(Py_UCS4 c) {
-    return c < 128 ? (unsigned)((c | 0x20) - 'a') <= 'z' - 'a' : Py_UNICODE_ISALPHA(c);
-}
-
-/* the next whitespace-separated chunk of data[*pos:n] (str.split()'s whitespace): its start, or
- * -1 at the end; *pos becomes its end; *letters: it is letters only. Generated per string kind
- * so the character loop reads the string's own code units. */
-#define DEFINE_NEXT_CHUNK(NAME, UNIT)                                                              \
-    static Py_ssize_t NAME(const UNIT *data, Py_ssize_t n, Py_ssize_t *pos, int *letters) {        \
-        Py_ssize_t i = *pos;                                                                       \
-        while (i < n && Py_UNICODE_ISSPACE(data[i])) i++;                                          \
-        if (i >= n) return -1;                                                                     \
-        Py_ssize_t start = i;                                                                      \
-        int all_letters = 1;                                                                       \
-        for (; i < n && !Py_UNICODE_ISSPACE(data[i]); i++)                                         \
-            if (all_letters && !is_letter(data[i])) all_letters = 0;                               \
-        *pos = i;                                                                                  \
-        *letters = all_letters;                                                                    \
-        return start;                                                                              \
-    }
-DEFINE_NEXT_CHUNK(next_chunk_ucs1, Py_UCS1)
-DEFINE_NEXT_CHUNK(next_chunk_ucs2, Py_UCS2)
-DEFINE_NEXT_CHUNK(next_chunk_ucs4, Py_UCS4)
-
-/* next_chunk_* for a str of that kind */
-static inline Py_ssize_t next_chunk(int kind, const void *data, Py_ssize_t n, Py_ssize_t *pos, int *letters) {
-    return kind == PyUnicode_1BYTE_KIND ? next_chunk_ucs1(data, n, pos, letters)
-         : kind == PyUnicode_2BYTE_KIND ? next_chunk_ucs2(data, n, pos, letters)
-         : next_chunk_ucs4(data, n, pos, letters);
-}
-
-/* WordTokenizer.token_counts for one text: the number of words of its whitespace-separated chunks
- * (str.split()). A chunk of letters only that is no special case is one word; the others' counts
- * are read from chunk_words (chunk -> word count), a chunk not there is split and added. No token
- * string is made or interned: the count is all this path keeps. */
-static PyObject *splitter_count_words(Splitter *self, PyObject *args) {
-    PyObject *text, *chunk_words;
-    if (!PyArg_ParseTuple(args, "UO!:count_words", &text, &PyDict_Type, &chunk_words)) return NULL;
-    Py_ssize_t n = PyUnicode_GET_LENGTH(text), words = 0, pos = 0, start;
-    int kind = PyUnicode_KIND(text), letters;
-    const void *data = PyUnicode_DATA(text);
-    while ((start = next_chunk(kind, data, n, &pos, &letters)) >= 0) {
-        Py_ssize_t len = pos - start;
-        if (letters) {  /* one word unless a special case ("cannot") */
-            if (!maybe_special(self, len, PyUnicode_READ(kind, data, start), PyUnicode_READ(kind, data, pos - 1))) {
-                words++;
-                continue;
-            }
-            if (reserve(self, len + 1) < 0) return NULL;
-            for (Py_ssize_t j = 0; j < len; j++) self->text[j] = PyUnicode_READ(kind, data, start + j);
-            if (table_get(&self->specials, self->text, len) < 0) { words++; continue; }
-        }
-        PyObject *chunk = PyUnicode_Substring(text, start, pos);
-        if (!chunk) return NULL;
-        PyObject *known = PyDict_GetItemWithError(chunk_words, chunk);  /* borrowed */
-        Py_ssize_t count = known ? PyLong_AsSsize_t(known) : PyErr_Occurred() ? -1 : split_chunk(self, chunk);
-        if (count >= 0 && !known) {
-            PyObject *value = PyLong_FromSsize_t(count);
-            if (!value || PyDict_SetItem(chunk_words, chunk, value) < 0) count = -1;
-            Py_XDECREF(value);
-        }
-        Py_DECREF(chunk);
-        if (count < 0) return NULL;
-        words += count;
-    }
-    return PyLong_FromSsize_t(words);
-}
-
-/* WordTokenizer._batch_chunks: the chunk ids of each text's whitespace-separated chunks
- * (str.split()), concatenated as int64, and each text's offset into them (len(texts) + 1 int64).
- * The ids never become a Python list (its ints cost more to convert to numpy than the lookups). */
-static PyObject *splitter_text_chunk_ids(Splitter *self, PyObject *args) {
-    PyObject *texts, *ids = NULL, *offsets = NULL;
-    Tables t;
-    if (!PyArg_ParseTuple(args, "O" TABLES_FORMAT ":text_chunk_ids", &texts, TABLES_ARGS(&t))) return NULL;
-    if (t.index != self->chunk_cache_index || PyDict_GET_SIZE(t.index) < self->chunk_cache.size) {
-        table_clear(&self->chunk_cache);
-        Py_XSETREF(self->chunk_cache_index, Py_NewRef(t.index));
-    }
-    PyObject *sequence = PySequence_Fast(texts, "texts must be a sequence of str");
-    if (!sequence) return NULL;
-    Py_ssize_t n_texts = PySequence_Fast_GET_SIZE(sequence), used = 0, capacity = 1024;
-    int64_t *out = PyMem_Malloc(sizeof(int64_t) * (size_t)capacity);
-    offsets = PyBytes_FromStringAndSize(NULL, (n_texts + 1) * (Py_ssize_t)sizeof(int64_t));
-    if (!out || !offsets) { PyErr_NoMemory(); goto done; }
-    int64_t *offset = (int64_t *)PyBytes_AS_STRING(offsets);
-    offset[0] = 0;
-    for (Py_ssize_t i = 0; i < n_texts; i++) {
-        PyObject *text = PySequence_Fast_GET_ITEM(sequence, i);
-        if (!PyUnicode_Check(text)) {
-            PyErr_Format(PyExc_TypeError, "texts must be str, not %.100s", Py_TYPE(text)->tp_name);
-            goto done;
-        }
-        Py_ssize_t n = PyUnicode_GET_LENGTH(text), pos = 0, start;
-        int kind = PyUnicode_KIND(text), letters;
-        const void *data = PyUnicode_DATA(text);
-        while ((start = next_chunk(kind, data, n, &pos, &letters)) >= 0) {
-            Py_ssize_t len = pos - start;
-            if (len > self->chunk_key_capacity) {
-                Py_UCS4 *grown = PyMem_Realloc(self->chunk_key, sizeof(Py_UCS4) * (size_t)(2 * len));
-                if (!grown) { PyErr_NoMemory(); goto done; }
-                self->chunk_key = grown;
-                self->chunk_key_capacity = 2 * len;
-            }
-            for (Py_ssize_t j = 0; j < len; j++) self->chunk_key[j] = PyUnicode_READ(kind, data, start + j);
-            long long value = table_get(&self->chunk_cache, self->chunk_key, len);
-            if (value < 0) {
-                PyObject *chunk = PyUnicode_Substring(text, start, pos);
-                PyObject *id = chunk ? chunk_id(self, chunk, &t) : NULL;
-                Py_XDECREF(chunk);
-                value = id ? PyLong_AsLongLong(id) : -1;
-                Py_XDECREF(id);
-                if (value < 0) goto done;
-                if (self->chunk_cache.size == CHUNK_CACHE_ENTRIES) table_clear(&self->chunk_cache);
-                if (value <= INT32_MAX && table_put(&self->chunk_cache, self->chunk_key, len, (int32_t)value) < 0)
-                    goto done;
-            }
-            if (used == capacity) {
-                int64_t *grown = PyMem_Realloc(out, sizeof(int64_t) * (size_t)(capacity *= 2));
-                if (!grown) { PyErr_NoMemory(); goto done; }
-                out = grown;
-            }
-            out[used++] = value;
-        }
-        offset[i + 1] = used;
-    }
-    ids = PyBytes_FromStringAndSize((const char *)out, used * (Py_ssize_t)sizeof(int64_t));
-done:
-    PyMem_Free(out);
-    Py_DECREF(sequence);
-    if (!ids) { Py_XDECREF(offsets); return NULL; }
-    return Py_BuildValue("(NN)", ids, offsets);
 }
 
 /* a segmentation (token lengths) appended to the flat arrays; returns its index */
@@ -898,7 +753,7 @@ static int splitter_init(Splitter *self, PyObject *args, PyObject *kwargs) {
     self->url_dots = url_dots;
     if (program_load(&self->prefix, prefix, "prefix") < 0 || program_load(&self->suffix, suffix, "suffix") < 0 ||
         program_load(&self->infix, infix, "infix") < 0 || program_load(&self->url_tld, url_tld, "url_tld") < 0 ||
-        table_init(&self->merge_starts, PyList_GET_SIZE(merges)) < 0 || table_init(&self->chunk_cache, CHUNK_CACHE_ENTRIES) < 0 ||
+        table_init(&self->merge_starts, PyList_GET_SIZE(merges)) < 0 ||
         load_table(self, &self->specials, specials, 0) < 0 || load_table(self, &self->merges, merges, 1) < 0)
         return -1;
     if (self->url_tld.n_sets != 1) {
@@ -922,9 +777,319 @@ static void splitter_dealloc(Splitter *self) {
     PyMem_Free(self->text); PyMem_Free(self->ends); PyMem_Free(self->suffix_ends); PyMem_Free(self->merged);
     PyMem_Free(self->chosen); PyMem_Free(self->taken); PyMem_Free(self->key); PyMem_Free(self->matches);
     Py_XDECREF(self->url_match);
-    table_free(&self->chunk_cache);
-    Py_XDECREF(self->chunk_cache_index);
-    PyMem_Free(self->chunk_key);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject SplitterType;
+
+/* ---- the word tables: WordTokenizer's vocabulary and chunk table ------------------------------ */
+
+typedef struct {
+    int64_t first;              /* where the chunk's token ids start in chunk_tokens; -1: only counted */
+    int32_t words;              /* its number of words (tokens) */
+} ChunkRecord;
+
+typedef struct {
+    PyObject_HEAD
+    Splitter *splitter;
+    PyObject *strings;          /* list: token id -> token str */
+    Table vocab;                /* token code points -> token id */
+    Table chunks;               /* chunk code points -> chunk index (dense, in insertion order) */
+    ChunkRecord *chunk_records; /* by chunk index */
+    Py_ssize_t chunk_capacity;
+    int32_t *chunk_tokens;      /* token ids of the interned chunks, flat */
+    Py_ssize_t n_chunk_tokens, chunk_tokens_capacity;
+    Py_UCS4 *key;               /* code points of the text at hand, at their positions (next_chunk) */
+    Py_ssize_t key_capacity;
+    long long splits;           /* chunks split so far: every chunk-table miss, and a counted chunk interned */
+} WordTables;
+
+static int grow_buffer(void **buffer, Py_ssize_t *capacity, Py_ssize_t needed, size_t item) {
+    if (needed <= *capacity) return 0;
+    Py_ssize_t grown = *capacity ? *capacity : 256;
+    while (grown < needed) grown *= 2;
+    void *moved = PyMem_Realloc(*buffer, item * (size_t)grown);
+    if (!moved) { PyErr_NoMemory(); return -1; }
+    *buffer = moved;
+    *capacity = grown;
+    return 0;
+}
+
+static inline int is_letter(Py_UCS4 c) {
+    return c < 128 ? (unsigned)((c | 0x20) - 'a') <= 'z' - 'a' : Py_UNICODE_ISALPHA(c);
+}
+
+/* the next whitespace-separated chunk of data[*pos:n] (str.split()'s whitespace): its start, or
+ * -1 at the end; *pos becomes its end; *key: the chunk as a Key (key_of), its code points written
+ * to buffer at their positions in data (buffer has room for n); *letters: it is letters only.
+ * Generated per string kind so the character loop reads the string's own code units. */
+#define DEFINE_NEXT_CHUNK(NAME, UNIT)                                                              \
+    static Py_ssize_t NAME(const UNIT *data, Py_ssize_t n, Py_ssize_t *pos, int *letters,         \
+                           Py_UCS4 *buffer, Key *key) {                                            \
+        Py_ssize_t i = *pos;                                                                       \
+        while (i < n && Py_UNICODE_ISSPACE(data[i])) i++;                                          \
+        if (i >= n) return -1;                                                                     \
+        Py_ssize_t start = i;                                                                      \
+        int all_letters = 1;                                                                       \
+        uint64_t hash = FNV_OFFSET, packed = 0;                                                    \
+        Py_UCS4 widest = 0;                                                                        \
+        for (; i < n && !Py_UNICODE_ISSPACE(data[i]); i++) {                                       \
+            Py_UCS4 c = data[i];                                                                   \
+            buffer[i] = c;                                                                         \
+            hash = (hash ^ c) * FNV_PRIME;                                                         \
+            if (i - start < PACKED_MAX) {                                                          \
+                packed |= (uint64_t)(c & 0xFF) << (8 * (i - start));                               \
+                widest |= c;                                                                       \
+            }                                                                                      \
+            if (all_letters && !is_letter(c)) all_letters = 0;                                     \
+        }                                                                                          \
+        *pos = i;                                                                                  \
+        *letters = all_letters;                                                                    \
+        *key = (Key){buffer + start, i - start, hash, packed, i - start <= PACKED_MAX && widest <= 0xFF}; \
+        return start;                                                                              \
+    }
+DEFINE_NEXT_CHUNK(next_chunk_ucs1, Py_UCS1)
+DEFINE_NEXT_CHUNK(next_chunk_ucs2, Py_UCS2)
+DEFINE_NEXT_CHUNK(next_chunk_ucs4, Py_UCS4)
+
+/* next_chunk_* for a str of that kind */
+static inline Py_ssize_t next_chunk(int kind, const void *data, Py_ssize_t n, Py_ssize_t *pos, int *letters,
+                                    Py_UCS4 *buffer, Key *key) {
+    return kind == PyUnicode_1BYTE_KIND ? next_chunk_ucs1(data, n, pos, letters, buffer, key)
+         : kind == PyUnicode_2BYTE_KIND ? next_chunk_ucs2(data, n, pos, letters, buffer, key)
+         : next_chunk_ucs4(data, n, pos, letters, buffer, key);
+}
+
+/* the id of token s[:n], interned when new: its str is string when given, else source[at:at + n];
+ * -1 on error */
+static int32_t intern_code_points(WordTables *self, const Py_UCS4 *s, Py_ssize_t n, PyObject *string,
+                                  PyObject *source, Py_ssize_t at) {
+    Key key = key_of(s, n);
+    int32_t known = table_find(&self->vocab, &key)->value;
+    if (known >= 0) return known;
+    Py_ssize_t id = PyList_GET_SIZE(self->strings);
+    if (id >= INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "vocabulary full");
+        return -1;
+    }
+    PyObject *token = string ? Py_NewRef(string) : PyUnicode_Substring(source, at, at + n);
+    if (!token) return -1;
+    int failed = PyList_Append(self->strings, token);
+    Py_DECREF(token);
+    if (failed) return -1;
+    if (table_put_key(&self->vocab, &key, (int32_t)id) < 0) {
+        PyList_SetSlice(self->strings, id, id + 1, NULL);  /* the list stays the table's mirror */
+        return -1;
+    }
+    return (int32_t)id;
+}
+
+/* split source[start:end]; with intern, its tokens are interned and their ids appended to
+ * chunk_tokens from *first on (else *first is -1). Returns the token count, -1 on error. */
+static Py_ssize_t split_into_tables(WordTables *self, PyObject *source, Py_ssize_t start, Py_ssize_t end,
+                                    int intern, int64_t *first) {
+    Splitter *splitter = self->splitter;
+    Py_ssize_t count = split_chunk(splitter, source, start, end);
+    if (count < 0) return -1;
+    self->splits++;
+    *first = -1;
+    if (!intern) return count;
+    if (grow_buffer((void **)&self->chunk_tokens, &self->chunk_tokens_capacity, self->n_chunk_tokens + count,
+                    sizeof(int32_t)) < 0)
+        return -1;
+    for (Py_ssize_t i = 0, from = 0; i < count; from = splitter->ends[i++]) {
+        int32_t id = intern_code_points(self, splitter->text + from, splitter->ends[i] - from, NULL, source,
+                                        start + from);
+        if (id < 0) return -1;
+        self->chunk_tokens[self->n_chunk_tokens + i] = id;
+    }
+    *first = self->n_chunk_tokens;
+    self->n_chunk_tokens += count;
+    return count;
+}
+
+/* the index of the chunk source[start:start + key->n], added when new; with intern, its tokens are
+ * interned too (a chunk only counted so far is split again). -1 on error. */
+static Py_ssize_t chunk_index(WordTables *self, PyObject *source, Py_ssize_t start, const Key *key, int intern) {
+    int32_t index = table_find(&self->chunks, key)->value;
+    if (index >= 0 && (!intern || self->chunk_records[index].first >= 0)) return index;
+    int64_t first;
+    Py_ssize_t count = split_into_tables(self, source, start, start + key->n, intern, &first);
+    if (count < 0) return -1;
+    if (index >= 0) {
+        self->chunk_records[index].first = first;
+        return index;
+    }
+    Py_ssize_t added = self->chunks.size;
+    if (added >= INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "chunk table full");
+        return -1;
+    }
+    if (grow_buffer((void **)&self->chunk_records, &self->chunk_capacity, added + 1, sizeof(ChunkRecord)) < 0)
+        return -1;
+    if (table_put_key(&self->chunks, key, (int32_t)added) < 0) return -1;
+    self->chunk_records[added] = (ChunkRecord){first, (int32_t)count};
+    return added;
+}
+
+/* room in self->key for a text of n characters */
+static int reserve_key(WordTables *self, Py_ssize_t n) {
+    return grow_buffer((void **)&self->key, &self->key_capacity, n + 1, sizeof(Py_UCS4));
+}
+
+/* a chunk of the text at hand in tables_tokenize */
+typedef struct {
+    Key key;
+    Py_ssize_t start;
+    int32_t index;          /* its chunk index when known before the text's new chunks are added, else -1 */
+} TextChunk;
+
+/* WordTokenizer.tokenize: the token ids of each text's whitespace-separated chunks (str.split()),
+ * concatenated, and each text's offset into them (len(texts) + 1), as bytearrays of int64 (numpy
+ * views of them are writable). A known chunk costs a hash probe; a new one is split and its
+ * tokens interned.
+ *
+ * A text is read in three passes so that the cache misses of its chunks overlap instead of
+ * coming one after another (most of a known chunk's cost is a miss on its table slot, then on its
+ * record): scan every chunk and prefetch its slot; find the known ones and prefetch their records;
+ * then, in order, add the new ones and emit every chunk's tokens. */
+static PyObject *tables_tokenize(WordTables *self, PyObject *texts) {
+    PyObject *ids = NULL, *offsets = NULL;
+    PyObject *sequence = PySequence_Fast(texts, "texts must be a sequence of str");
+    if (!sequence) return NULL;
+    Py_ssize_t n_texts = PySequence_Fast_GET_SIZE(sequence), used = 0, capacity = 0, chunks_capacity = 0;
+    int64_t *out = NULL;
+    TextChunk *chunks = NULL;
+    offsets = PyByteArray_FromStringAndSize(NULL, (n_texts + 1) * (Py_ssize_t)sizeof(int64_t));
+    if (!offsets) goto done;
+    int64_t *offset = (int64_t *)PyByteArray_AS_STRING(offsets);
+    offset[0] = 0;
+    for (Py_ssize_t i = 0; i < n_texts; i++) {
+        PyObject *text = PySequence_Fast_GET_ITEM(sequence, i);
+        if (!PyUnicode_Check(text)) {
+            PyErr_Format(PyExc_TypeError, "texts must be str, not %.100s", Py_TYPE(text)->tp_name);
+            goto done;
+        }
+        Py_ssize_t n = PyUnicode_GET_LENGTH(text), pos = 0, start, n_chunks = 0;
+        int kind = PyUnicode_KIND(text), letters;
+        const void *data = PyUnicode_DATA(text);
+        Key key;
+        if (reserve_key(self, n) < 0) goto done;
+        while ((start = next_chunk(kind, data, n, &pos, &letters, self->key, &key)) >= 0) {
+            if (grow_buffer((void **)&chunks, &chunks_capacity, n_chunks + 1, sizeof(TextChunk)) < 0) goto done;
+            chunks[n_chunks++] = (TextChunk){key, start, -1};
+            __builtin_prefetch(&self->chunks.slots[first_slot(&self->chunks, key.hash)]);
+        }
+        for (Py_ssize_t c = 0; c < n_chunks; c++) {
+            int32_t index = chunks[c].index = table_find(&self->chunks, &chunks[c].key)->value;
+            if (index >= 0) __builtin_prefetch(&self->chunk_records[index]);
+        }
+        for (Py_ssize_t c = 0; c < n_chunks; c++) {
+            Py_ssize_t index = chunks[c].index;
+            if (index < 0 || self->chunk_records[index].first < 0) {
+                index = chunk_index(self, text, chunks[c].start, &chunks[c].key, 1);
+                if (index < 0) goto done;
+            }
+            const ChunkRecord *chunk = &self->chunk_records[index];
+            if (grow_buffer((void **)&out, &capacity, used + chunk->words, sizeof(int64_t)) < 0) goto done;
+            const int32_t *tokens = self->chunk_tokens + chunk->first;
+            for (int32_t j = 0; j < chunk->words; j++) out[used++] = tokens[j];
+        }
+        offset[i + 1] = used;
+    }
+    ids = PyByteArray_FromStringAndSize((const char *)out, used * (Py_ssize_t)sizeof(int64_t));
+done:
+    PyMem_Free(out);
+    PyMem_Free(chunks);
+    Py_DECREF(sequence);
+    if (!ids) { Py_XDECREF(offsets); return NULL; }
+    return Py_BuildValue("(NN)", ids, offsets);
+}
+
+/* WordTokenizer.token_counts: each text's number of words, a bytearray of int64. A chunk of letters only that
+ * is no special case is one word; the others' counts come from the chunk table, a new chunk split
+ * and added without interning its tokens (the count is all this path keeps). */
+static PyObject *tables_count_words(WordTables *self, PyObject *texts) {
+    PyObject *sequence = PySequence_Fast(texts, "texts must be a sequence of str");
+    if (!sequence) return NULL;
+    Py_ssize_t n_texts = PySequence_Fast_GET_SIZE(sequence);
+    PyObject *counts = PyByteArray_FromStringAndSize(NULL, n_texts * (Py_ssize_t)sizeof(int64_t));
+    if (!counts) goto error;
+    int64_t *count = (int64_t *)PyByteArray_AS_STRING(counts);
+    for (Py_ssize_t i = 0; i < n_texts; i++) {
+        PyObject *text = PySequence_Fast_GET_ITEM(sequence, i);
+        if (!PyUnicode_Check(text)) {
+            PyErr_Format(PyExc_TypeError, "texts must be str, not %.100s", Py_TYPE(text)->tp_name);
+            goto error;
+        }
+        Py_ssize_t n = PyUnicode_GET_LENGTH(text), pos = 0, start, words = 0;
+        int kind = PyUnicode_KIND(text), letters;
+        const void *data = PyUnicode_DATA(text);
+        Key key;
+        if (reserve_key(self, n) < 0) goto error;
+        while ((start = next_chunk(kind, data, n, &pos, &letters, self->key, &key)) >= 0) {
+            if (letters && (!maybe_special(self->splitter, key.n, key.s[0], key.s[key.n - 1]) ||
+                            table_find(&self->splitter->specials, &key)->value < 0)) {
+                words++;  /* one word unless a special case ("cannot") */
+                continue;
+            }
+            Py_ssize_t index = chunk_index(self, text, start, &key, 0);
+            if (index < 0) goto error;
+            words += self->chunk_records[index].words;
+        }
+        count[i] = words;
+    }
+    Py_DECREF(sequence);
+    return counts;
+error:
+    Py_DECREF(sequence);
+    Py_XDECREF(counts);
+    return NULL;
+}
+
+static PyObject *tables_intern(WordTables *self, PyObject *token) {
+    if (!PyUnicode_Check(token)) {
+        PyErr_SetString(PyExc_TypeError, "intern() takes a str");
+        return NULL;
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(token);
+    if (reserve_key(self, n) < 0 || !PyUnicode_AsUCS4(token, self->key, self->key_capacity, 0)) return NULL;
+    int32_t id = intern_code_points(self, self->key, n, token, NULL, 0);
+    return id < 0 ? NULL : PyLong_FromLong(id);
+}
+
+static PyObject *tables_clear_chunks(WordTables *self, PyObject *Py_UNUSED(ignored)) {
+    table_clear(&self->chunks);
+    self->n_chunk_tokens = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *tables_get_chunks(WordTables *self, void *Py_UNUSED(closure)) {
+    return PyLong_FromSsize_t(self->chunks.size);
+}
+
+static int tables_init(WordTables *self, PyObject *args, PyObject *kwargs) {
+    PyObject *splitter;
+    static char *keywords[] = {"splitter", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!:WordTables", keywords, &SplitterType, &splitter)) return -1;
+    if (self->splitter) {
+        PyErr_SetString(PyExc_RuntimeError, "WordTables is already initialised");
+        return -1;
+    }
+    self->splitter = (Splitter *)Py_NewRef(splitter);
+    if (!(self->strings = PyList_New(0)) || table_init(&self->vocab, 4096) < 0 || table_init(&self->chunks, 4096) < 0)
+        return -1;
+    return 0;
+}
+
+static void tables_dealloc(WordTables *self) {
+    Py_XDECREF(self->splitter);
+    Py_XDECREF(self->strings);
+    table_free(&self->vocab);
+    table_free(&self->chunks);
+    PyMem_Free(self->chunk_records);
+    PyMem_Free(self->chunk_tokens);
+    PyMem_Free(self->key);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1025,13 +1190,6 @@ static PyMethodDef module_methods[] = {
 
 static PyMethodDef splitter_methods[] = {
     {"split", (PyCFunction)splitter_split, METH_O, "split(chunk) -> tuple of tokens"},
-    {"chunk_ids", (PyCFunction)splitter_chunk_ids, METH_VARARGS,
-     "chunk_ids(chunks, out, chunk_index, vocab_ids, vocab_strings, pending_tokens, pending_counts, chunk_words)"},
-    {"text_chunk_ids", (PyCFunction)splitter_text_chunk_ids, METH_VARARGS,
-     "text_chunk_ids(texts, chunk_index, vocab_ids, vocab_strings, pending_tokens, pending_counts, chunk_words)"
-     " -> (chunk ids int64 bytes, offsets int64 bytes)"},
-    {"count_words", (PyCFunction)splitter_count_words, METH_VARARGS,
-     "count_words(text, chunk_words) -> number of words of text (chunk_words: chunk -> word count, grown)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1047,16 +1205,50 @@ static PyTypeObject SplitterType = {
     .tp_methods = splitter_methods,
 };
 
+static PyMethodDef tables_methods[] = {
+    {"tokenize", (PyCFunction)tables_tokenize, METH_O,
+     "tokenize(texts) -> (token ids, offsets: len(texts) + 1), bytearrays of int64"},
+    {"count_words", (PyCFunction)tables_count_words, METH_O,
+     "count_words(texts) -> words of each text, bytearray of int64"},
+    {"intern", (PyCFunction)tables_intern, METH_O, "intern(token) -> token id"},
+    {"clear_chunks", (PyCFunction)tables_clear_chunks, METH_NOARGS, "empty the chunk table (the vocabulary stays)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef tables_members[] = {
+    {"strings", T_OBJECT_EX, offsetof(WordTables, strings), READONLY, "token strings by id (a list: do not modify)"},
+    {"splits", T_LONGLONG, offsetof(WordTables, splits), READONLY, "chunks split so far"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef tables_getset[] = {
+    {"chunks", (getter)tables_get_chunks, NULL, "chunks in the chunk table", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject WordTablesType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "selectd.text._chunksplit.WordTables",
+    .tp_basicsize = sizeof(WordTables),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "WordTokenizer's vocabulary and chunk table over a Splitter",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)tables_init,
+    .tp_dealloc = (destructor)tables_dealloc,
+    .tp_methods = tables_methods,
+    .tp_members = tables_members,
+    .tp_getset = tables_getset,
+};
+
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_chunksplit", "spaCy's English tokenizer in C", -1,
                                      module_methods};
 
 PyMODINIT_FUNC PyInit__chunksplit(void) {
-    if (PyType_Ready(&SplitterType) < 0) return NULL;
+    if (PyType_Ready(&SplitterType) < 0 || PyType_Ready(&WordTablesType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
-    Py_INCREF(&SplitterType);
-    if (PyModule_AddObject(m, "Splitter", (PyObject *)&SplitterType) < 0) {
-        Py_DECREF(&SplitterType);
+    if (PyModule_AddObjectRef(m, "Splitter", (PyObject *)&SplitterType) < 0 ||
+        PyModule_AddObjectRef(m, "WordTables", (PyObject *)&WordTablesType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -8,7 +8,8 @@ expanded into separate alternatives, which keeps the regex engine's first-match 
 variable repeat comes before them (refused, as is anything else these nodes do not express
 exactly: the program is then not used, and the Python splitter does the work). The URL regex stays
 Python's and is called only where a URL is possible (:func:`url_prefilter`).
-:func:`compiled_splitter` builds the C splitter from these programs.
+:func:`compiled_splitter` builds the C splitter from these programs, :func:`compiled_tables` the C
+word tables (vocabulary and chunk table) over it.
 """
 from __future__ import annotations
 
@@ -266,3 +267,14 @@ def compiled_splitter(splitter: EnglishSplitter):
     except UnsupportedPattern as error:
         log.warning("word split runs in Python only: the C splitter cannot express spaCy's patterns (%s)", error)
         return None
+
+
+def compiled_tables(splitter: EnglishSplitter):
+    """The C word tables (``_chunksplit.WordTables``: vocabulary and chunk table) over the C
+    splitter of ``splitter``'s tables; None when :func:`compiled_splitter` is."""
+    compiled = compiled_splitter(splitter)
+    if compiled is None:
+        return None
+    from selectd.text._chunksplit import WordTables
+
+    return WordTables(compiled)

@@ -1,16 +1,20 @@
-"""Words of whole documents as token ids: :class:`WordTokenizer`, its chunk cache and :class:`Vocabulary`.
+"""Words of whole documents as token ids: :class:`WordTokenizer`, its chunk table and :class:`Vocabulary`.
 
 datatrove's Gopher and FineWeb filters count words with ``split_into_words(text, "eng")``, which runs
 ``spacy.blank("en")`` over the whole document, keeps each token's text and drops whitespace
 tokens. spaCy splits every whitespace-separated chunk on its own, so the tokens are a pure function
-of the chunk (:mod:`selectd.text.affix_split`), and we cache them per chunk: text is Zipfian, so
-after warm-up most chunks are a dictionary hit, where datatrove (which tokenizes inside spaCy's
+of the chunk (:mod:`selectd.text.affix_split`), and we keep them per chunk: text is Zipfian, so
+after warm-up most chunks are a table hit, where datatrove (which tokenizes inside spaCy's
 ``memory_zone``, with spaCy's cache off) pays the full pipeline per token. New chunks (about one in
-five on the sample corpus even after thousands of documents: version strings, URLs, code) are split
-in C (``_chunksplit.c``, built by ``pip install -e``; :func:`~selectd.text.byte_program.compiled_splitter`),
-which also interns the tokens and computes their features, or else by the Python
-:class:`~selectd.text.affix_split.EnglishSplitter`; both give the same tokens
-(tests/test_rules_tokenizer.py).
+eight on the bench's pages even after thousands of documents: version strings, URLs, code, words
+with punctuation attached) are split and their tokens interned.
+
+Both tables, chunk -> token ids and token -> id, live in C (``_chunksplit.WordTables``, built by
+``pip install -e``; :func:`~selectd.text.byte_program.compiled_tables`): a batch of texts becomes
+token ids in one call, a known chunk costing a hash probe and a new one its split, with no Python
+object made except the string of a new token. Without the C extension, :class:`PythonWordTables`
+does the same in Python dictionaries around :class:`~selectd.text.affix_split.EnglishSplitter`;
+both give the same token ids (tests/test_rules_tokenizer.py).
 
 Tokens are interned in a :class:`Vocabulary` holding per-token features (length, symbol-only,
 has a letter, sentence punctuation) as numpy arrays, so the scorers compute their signals with
@@ -24,6 +28,7 @@ import re
 import struct
 import unicodedata
 from dataclasses import dataclass
+from itertools import chain
 from typing import Sequence
 
 import numpy as np
@@ -31,7 +36,7 @@ import numpy as np
 from selectd.arrays import GrowingArray
 from selectd.text import spacy_tables
 from selectd.text.affix_split import EnglishSplitter
-from selectd.text.byte_program import compiled_splitter
+from selectd.text.byte_program import compiled_tables
 
 #: languages whose datatrove word tokenizer is re-implemented here (datatrove's code, ISO 639-1)
 SUPPORTED_LANGUAGES = {"eng": "en", "en": "en", "eng_Latn": "en"}
@@ -91,16 +96,18 @@ def _feature(name: str, doc: str) -> property:
 
 
 class Vocabulary:
-    """Token strings interned to ids, with the per-token features the scorers need.
+    """Token strings interned to ids (by the word tables), with the per-token features the scorers need.
 
     Interning only records the string; :meth:`sync` (once per batch) computes the features of the
     tokens added since, into the numpy arrays the scorers index with token ids.
     """
 
-    def __init__(self, compiled: bool = False) -> None:
-        """``compiled``: compute the features in C (``_chunksplit.token_features``)."""
-        self.ids: dict[str, int] = {}
-        self.strings: list[str] = []
+    def __init__(self, tables: PythonWordTables, compiled: bool = False) -> None:
+        """``tables``: what interns the tokens (:class:`PythonWordTables` or the C
+        ``_chunksplit.WordTables``); ``compiled``: compute the features in C (``_chunksplit.token_features``)."""
+        self._tables = tables
+        #: token strings by id (the tables' own list)
+        self.strings: list[str] = tables.strings
         self._synced = 0
         self._compiled = compiled
         self._features = {"length": GrowingArray(np.int64),
@@ -118,11 +125,8 @@ class Vocabulary:
         return len(self.strings)
 
     def intern(self, token: str) -> int:
-        index = self.ids.get(token)
-        if index is None:
-            index = self.ids[token] = len(self.strings)
-            self.strings.append(token)
-        return index
+        """The id of ``token``, interned when new (call :meth:`sync` before reading its features)."""
+        return self._tables.intern(token)
 
     def sync(self) -> None:
         """Compute the features of every token interned since the last sync."""
@@ -137,6 +141,83 @@ class Vocabulary:
         self._synced = len(self.strings)
 
 
+class PythonWordTables:
+    """``_chunksplit.WordTables`` in Python, for an install without the C extension: the same
+    methods and attributes, the same token ids (int64 arrays where the C tables give bytearrays).
+
+    Two dictionaries keyed by chunk: its token ids (chunks interned by :meth:`tokenize`) and its
+    number of words (every chunk split, also by :meth:`count_words`, which interns nothing).
+    """
+
+    def __init__(self, splitter: EnglishSplitter) -> None:
+        self.splitter = splitter
+        self.ids: dict[str, int] = {}
+        #: token strings by id
+        self.strings: list[str] = []
+        #: chunks split so far
+        self.splits = 0
+        self._chunk_tokens: dict[str, tuple[int, ...]] = {}
+        self._chunk_words: dict[str, int] = {}
+
+    @property
+    def chunks(self) -> int:
+        """Chunks in the chunk table (every chunk split is in ``_chunk_words``)."""
+        return len(self._chunk_words)
+
+    def clear_chunks(self) -> None:
+        self._chunk_tokens.clear()
+        self._chunk_words.clear()
+
+    def intern(self, token: str) -> int:
+        index = self.ids.get(token)
+        if index is None:
+            index = self.ids[token] = len(self.strings)
+            self.strings.append(token)
+        return index
+
+    def _split(self, chunk: str) -> tuple[str, ...]:
+        tokens = self.splitter.chunk_tokens(chunk)
+        self.splits += 1
+        self._chunk_words[chunk] = len(tokens)
+        return tokens
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids of the texts' chunks, concatenated, and each text's offset into them."""
+        table = self._chunk_tokens
+        ids: list[int] = []
+        offsets = [0]
+        for text in texts:
+            chunks = text.split()
+            try:
+                ids.extend(chain.from_iterable(map(table.__getitem__, chunks)))
+            except KeyError:  # new chunks: undo the partial extend, add them in order, look up again
+                del ids[offsets[-1]:]
+                for chunk in chunks:
+                    if chunk not in table:
+                        table[chunk] = tuple(map(self.intern, self._split(chunk)))
+                ids.extend(chain.from_iterable(map(table.__getitem__, chunks)))
+            offsets.append(len(ids))
+        return np.asarray(ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
+
+    def count_words(self, texts: Sequence[str]) -> np.ndarray:
+        """Words of each text: a chunk of letters only is one word unless it is a special case
+        ("cannot"); the others' counts come from the chunk table (new ones are split and added)."""
+        return np.fromiter(map(self._count_words, texts), dtype=np.int64, count=len(texts))
+
+    def _count_words(self, text: str) -> int:
+        chunks = text.split()
+        letter_specials = self.splitter.letter_specials
+        other = [chunk for chunk in chunks if not chunk.isalpha() or chunk in letter_specials]
+        chunk_words = self._chunk_words
+        try:
+            return len(chunks) - len(other) + sum(map(chunk_words.__getitem__, other))
+        except KeyError:
+            for chunk in other:
+                if chunk not in chunk_words:
+                    self._split(chunk)
+            return len(chunks) - len(other) + sum(map(chunk_words.__getitem__, other))
+
+
 @dataclass
 class TokenizedBatch:
     """Token ids of a batch of documents, concatenated; document i is ``ids[offsets[i]:offsets[i+1]]``."""
@@ -149,160 +230,68 @@ class TokenizedBatch:
         return np.diff(self.offsets)
 
     def per_doc_sum(self, values: np.ndarray) -> np.ndarray:
-        """Sum of a per-token array within each document (0 for a document without tokens)."""
-        cumulative = np.concatenate([[0], np.cumsum(values, dtype=np.float64)])
-        return cumulative[self.offsets[1:]] - cumulative[self.offsets[:-1]]
+        """Sum of a per-token array within each document (0 for a document without tokens), as float64.
+
+        ``np.add.reduceat`` over the values with a zero appended (so every offset is an index);
+        a cumulative sum of booleans in float64 took twenty times longer."""
+        padded = np.zeros(len(values) + 1, dtype=np.float64)
+        padded[:-1] = values
+        sums = np.add.reduceat(padded, self.offsets[:-1])
+        sums[self.counts == 0] = 0  # reduceat gives the value at the offset for an empty range
+        return sums
 
 
 class WordTokenizer:
-    """Shared per-process tokenizer: a chunk table over one :class:`Vocabulary`.
+    """Shared per-process tokenizer: word tables (chunk -> token ids, token -> id) and a :class:`Vocabulary`.
 
-    Every distinct whitespace-separated chunk gets a chunk id, its tokens' ids stored once in a
-    flat array. A document becomes a list of chunk ids (one C-level dictionary lookup per chunk:
-    ``map(dict.__getitem__, text.split())``), and numpy expands chunk ids to token ids. The table
-    is bounded (``max_chunks``); when full it is cleared between batches, the vocabulary kept.
-
-    Word counts alone (:meth:`token_counts`, all FineWeb needs) take a lighter table: chunk -> number
-    of words, filled by every split (either path), with no token interned. Bounded the same way.
+    The chunk table is bounded (``max_chunks``); when full it is cleared between batches, the
+    vocabulary kept. Word counts alone (:meth:`token_counts`, all FineWeb needs) add a chunk with
+    its count and no tokens interned.
     """
 
     def __init__(self, max_chunks: int = 1_000_000, implementation: str = "auto") -> None:
-        """``implementation``: ``compiled`` (new chunks split and interned in C, ``_chunksplit.c``),
-        ``python``, or ``auto``: compiled when it was built."""
+        """``implementation``: ``compiled`` (the tables in C, ``_chunksplit.c``), ``python``, or
+        ``auto``: compiled when it was built."""
         if implementation not in ("auto", "compiled", "python"):
             raise ValueError(f"unknown word split implementation {implementation!r}; use auto, compiled or python")
         self.splitter = EnglishSplitter()
-        self.compiled = compiled_splitter(self.splitter) if implementation != "python" else None
-        if implementation == "compiled" and self.compiled is None:
+        compiled = compiled_tables(self.splitter) if implementation != "python" else None
+        if implementation == "compiled" and compiled is None:
             raise RuntimeError("the C word splitter (selectd/text/_chunksplit.c) is not available: "
                                "reinstall with a C compiler (pip install -e .)")
-        self.vocab = Vocabulary(compiled=self.compiled is not None)
+        #: whether the tables are the C ones
+        self.compiled = compiled is not None
+        self.tables = compiled if compiled is not None else PythonWordTables(self.splitter)
+        self.vocab = Vocabulary(self.tables, compiled=self.compiled)
         self.max_chunks = max_chunks
-        self._chunk_words: dict[str, int] = {}  # chunk -> its number of words
-        self._clear_chunks()
 
-    def _clear_chunks(self) -> None:
-        self._chunk_index: dict[str, int] = {}
-        self._pending_tokens: list[int] = []   # token ids of chunks added since the last sync
-        self._pending_counts: list[int] = []   # their token counts
-        self._chunk_tokens = GrowingArray(np.int64)   # token ids of all chunks, flat
-        self._chunk_start = GrowingArray(np.int64)    # where each chunk's tokens start in it
-        self._chunk_count = GrowingArray(np.int64)    # how many tokens each chunk has
+    def _start_batch(self) -> None:
+        """A full chunk table is cleared here, before a batch, never inside one."""
+        if self.tables.chunks >= self.max_chunks:
+            self.tables.clear_chunks()
 
-    def _add_chunk(self, chunk: str) -> None:
-        intern = self.vocab.intern
-        tokens = [intern(token) for token in self.splitter.chunk_tokens(chunk)]
-        index = len(self._chunk_index)
-        self._chunk_index[chunk] = index
-        self._chunk_words[chunk] = len(tokens)
-        self._pending_tokens.extend(tokens)
-        self._pending_counts.append(len(tokens))
-
-    def chunk_ids(self, chunks: Sequence[str], out: list[int]) -> None:
-        """Append the chunk id of each chunk to ``out``; call :meth:`sync` before expanding them."""
-        index = self._chunk_index
-        if self.compiled is not None:
-            self.compiled.chunk_ids(chunks, out, index, self.vocab.ids, self.vocab.strings,
-                                    self._pending_tokens, self._pending_counts, self._chunk_words)
-            return
-        before = len(out)
-        try:
-            out.extend(map(index.__getitem__, chunks))
-        except KeyError:  # new chunks: undo the partial extend, add them, look up again
-            del out[before:]
-            for chunk in chunks:
-                if chunk not in index:
-                    self._add_chunk(chunk)
-            out.extend(map(index.__getitem__, chunks))
-
-    def sync(self) -> None:
-        """Bring the chunk and vocabulary arrays up to date with every chunk seen so far."""
+    def tokenize(self, texts: Sequence[str]) -> TokenizedBatch:
+        """Token ids of each text, the vocabulary synced (its features cover every id returned)."""
+        self._start_batch()
+        ids, offsets = self.tables.tokenize(texts)
         self.vocab.sync()
-        if not self._pending_counts:
-            return
-        counts = np.asarray(self._pending_counts, dtype=np.int64)
-        starts = len(self._chunk_tokens) + np.concatenate([[0], np.cumsum(counts)[:-1]])
-        self._chunk_tokens.extend(self._pending_tokens)
-        self._chunk_start.extend(starts)
-        self._chunk_count.extend(counts)
-        self._pending_tokens.clear()
-        self._pending_counts.clear()
-
-    def start_batch(self) -> None:
-        """Call before collecting a batch's chunk ids: a full chunk table is cleared here, never
-        while chunk ids are held (and a full word-count table, which holds no ids)."""
-        if len(self._chunk_index) >= self.max_chunks:
-            self._clear_chunks()
-        if len(self._chunk_words) >= self.max_chunks:
-            self._chunk_words.clear()
-
-    def chunk_token_counts(self, chunks: np.ndarray) -> np.ndarray:
-        """Number of tokens of each chunk id (synced)."""
-        return self._chunk_count.values[chunks]
-
-    def _batch_chunks(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Chunk ids of a batch, concatenated, and each document's offsets into them."""
-        self.start_batch()
-        if self.compiled is not None:
-            ids, offsets = self.compiled.text_chunk_ids(texts, self._chunk_index, self.vocab.ids, self.vocab.strings,
-                                                        self._pending_tokens, self._pending_counts, self._chunk_words)
-            self.sync()
-            return np.frombuffer(ids, dtype=np.int64), np.frombuffer(offsets, dtype=np.int64)
-        chunk_ids: list[int] = []
-        offsets = [0]
-        for text in texts:
-            self.chunk_ids(text.split(), chunk_ids)
-            offsets.append(len(chunk_ids))
-        self.sync()
-        return np.asarray(chunk_ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
+        return TokenizedBatch(np.frombuffer(ids, dtype=np.int64), np.frombuffer(offsets, dtype=np.int64))
 
     def token_counts(self, texts: Sequence[str]) -> np.ndarray:
         """Number of words (datatrove's split) of each text, without building the token list."""
-        self.start_batch()
-        count = self.compiled.count_words if self.compiled is not None else self._count_words
-        chunk_words = self._chunk_words
-        return np.fromiter((count(text, chunk_words) for text in texts), dtype=np.int64, count=len(texts))
-
-    def _count_words(self, text: str, chunk_words: dict[str, int]) -> int:
-        """``_chunksplit.Splitter.count_words`` in Python: a chunk of letters only is one word unless
-        it is a special case ("cannot"); the others' counts come from ``chunk_words`` (new ones are
-        split and added)."""
-        chunks = text.split()
-        letter_specials = self.splitter.letter_specials
-        other = [chunk for chunk in chunks if not chunk.isalpha() or chunk in letter_specials]
-        try:
-            return len(chunks) - len(other) + sum(map(chunk_words.__getitem__, other))
-        except KeyError:
-            for chunk in other:
-                if chunk not in chunk_words:
-                    chunk_words[chunk] = len(self.splitter.chunk_tokens(chunk))
-            return len(chunks) - len(other) + sum(map(chunk_words.__getitem__, other))
-
-    def expand(self, chunks: np.ndarray) -> np.ndarray:
-        """Token ids of a sequence of chunk ids (synced), concatenated."""
-        counts = self.chunk_token_counts(chunks)
-        total = int(counts.sum())
-        ends = np.cumsum(counts)
-        # position of each token in the flat chunk-token array: its chunk's start + its index in it
-        within = np.arange(total) - np.repeat(ends - counts, counts)
-        return self._chunk_tokens.values[np.repeat(self._chunk_start.values[chunks], counts) + within]
-
-    def tokenize(self, texts: Sequence[str]) -> TokenizedBatch:
-        chunks, offsets = self._batch_chunks(texts)
-        cumulative = np.concatenate([[0], np.cumsum(self.chunk_token_counts(chunks))])
-        return TokenizedBatch(self.expand(chunks), cumulative[offsets])
+        self._start_batch()
+        return np.frombuffer(self.tables.count_words(texts), dtype=np.int64)
 
     def words(self, text: str) -> list[str]:
-        chunks, _ = self._batch_chunks([text])
         strings = self.vocab.strings
-        return [strings[i] for i in self.expand(chunks).tolist()]
+        return [strings[i] for i in self.tokenize([text]).ids.tolist()]
 
 
 _shared: WordTokenizer | None = None
 
 
 def shared_tokenizer() -> WordTokenizer:
-    """One tokenizer per process, so the rule scorers of a cascade share their chunk cache."""
+    """One tokenizer per process, so the rule scorers of a cascade share their chunk table."""
     global _shared
     if _shared is None:
         _shared = WordTokenizer()
@@ -310,7 +299,7 @@ def shared_tokenizer() -> WordTokenizer:
 
 
 def reset_shared_tokenizer() -> None:
-    """Start the next :func:`shared_tokenizer` from an empty cache (benchmarks measure cold runs)."""
+    """Start the next :func:`shared_tokenizer` from empty tables (benchmarks measure cold runs)."""
     global _shared
     _shared = None
 

@@ -10,8 +10,9 @@ Each family module exposes the same small surface, so the CLI has one code path 
 - ``add_bench_arguments(parser)`` / ``bench(args) -> int``: docs/s of ours vs the reference, same
   texts, same run (selectd/tools/benchmark.py has the shared timing and reporting).
 
-``rules`` and ``dedup`` have only a benchmark (our heuristic filters vs datatrove's; MinHash
-signatures vs datatrove's, with the dedup stage's and stores' costs). ``selectd.cli`` imports this
+``rules``, ``dedup`` and ``signals`` have only a benchmark (our heuristic filters vs datatrove's;
+MinHash signatures vs datatrove's, with the dedup stage's and stores' costs; the score histograms and
+drift of the metrics vs prometheus_client's per-value histograms). ``selectd.cli`` imports this
 module only inside its export / verify / bench commands, so the daemon never loads the tools.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 
 from selectd.models.manifest import ModelLoadError, load_manifest
-from selectd.tools import dedup_bench, rules_bench
+from selectd.tools import dedup_bench, rules_bench, signal_bench
 from selectd.tools.causal_lm import cli as causal_lm_cli
 from selectd.tools.fasttext import cli as fasttext_cli
 from selectd.tools.transformer import cli as transformer_cli
@@ -31,6 +32,7 @@ from selectd.tools.transformer import cli as transformer_cli
 FAMILIES: dict[str, ModuleType] = {
     "rules": rules_bench,
     "dedup": dedup_bench,
+    "signals": signal_bench,
     "fasttext": fasttext_cli,
     "hf": transformer_cli,
     "causal-lm": causal_lm_cli,

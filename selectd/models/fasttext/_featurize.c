@@ -109,6 +109,7 @@ typedef struct {
     unsigned char *scratch; /* "<" + token + ">" */
     Py_ssize_t scratch_size;
     Buffer ids, hashes;
+    Buffer line;            /* the tokens of the line at hand (LineToken) */
     /* token cache: a token's features, resolved once. Natural text repeats its words (a 3.7 KB page:
      * ~600 tokens, most of them seen before), and a token's vocabulary lookup and char n-grams are
      * most of featurization. Open addressing over twice as many slots as entries, so probes stay
@@ -206,9 +207,8 @@ static void cache_clear(Featurizer *f) {
     f->cache_keys.size = f->cache_ids.size = 0;
 }
 
-/* one token of getLine through the cache; returns -1 on memory error */
-static int add_token(Featurizer *f, const unsigned char *token, Py_ssize_t n) {
-    uint32_t h = fnv1a(token, n);
+/* one token of getLine (hashed: h = fnv1a) through the cache; returns -1 on memory error */
+static int add_token(Featurizer *f, const unsigned char *token, Py_ssize_t n, uint32_t h) {
     uint64_t slot = h & f->cache_mask;
     int is_label;
     for (;;) {
@@ -246,8 +246,19 @@ static int add_token(Featurizer *f, const unsigned char *token, Py_ssize_t n) {
     return 0;
 }
 
+typedef struct {
+    const unsigned char *token;
+    Py_ssize_t n;
+    uint32_t hash;
+} LineToken;
+
+/* getLine over one text. Its tokens are read in passes so that their cache misses overlap instead
+ * of coming one after another (a known token's cost is mostly a miss on its cache slot, then on its
+ * entry): split the line and prefetch every token's slot, prefetch the entries the slots name,
+ * then resolve the tokens in order. The prefetches are hints only: add_token probes as before. */
 static int add_line(Featurizer *f, const unsigned char *data, Py_ssize_t size) {
     f->hashes.size = 0;
+    f->line.size = 0;
     const unsigned char *p = data, *end = data + size;
     for (;;) {
         while (p < end && is_separator(*p)) p++;
@@ -255,8 +266,18 @@ static int add_line(Featurizer *f, const unsigned char *data, Py_ssize_t size) {
         const unsigned char *token = p;
         while (p < end && !is_separator(*p)) p++;
         if (p - token == EOS_LEN && memcmp(token, EOS, EOS_LEN) == 0) break; /* "</s>" ends the line */
-        if (add_token(f, token, p - token) < 0) return -1;
+        if (f->line.size == f->line.capacity && buffer_reserve(&f->line, 1) < 0) return -1;
+        uint32_t h = fnv1a(token, p - token);
+        ((LineToken *)f->line.data)[f->line.size++] = (LineToken){token, p - token, h};
+        __builtin_prefetch(&f->cache_slot[h & f->cache_mask]);
     }
+    const LineToken *tokens = f->line.data;
+    for (Py_ssize_t i = 0; i < f->line.size; i++) {
+        int32_t index = f->cache_slot[tokens[i].hash & f->cache_mask];
+        if (index >= 0) __builtin_prefetch(&f->cached[index]);
+    }
+    for (Py_ssize_t i = 0; i < f->line.size; i++)
+        if (add_token(f, tokens[i].token, tokens[i].n, tokens[i].hash) < 0) return -1;
     /* the end of line: </s>, never with subwords */
     if (push_i32(&f->hashes, (int32_t)f->eos_hash) < 0) return -1;
     if (f->eos_id >= 0 && push_i64(&f->ids, f->eos_id) < 0) return -1;
@@ -326,6 +347,7 @@ static void featurizer_dealloc(Featurizer *f) {
     PyMem_Free(f->scratch);
     PyMem_Free(f->ids.data);
     PyMem_Free(f->hashes.data);
+    PyMem_Free(f->line.data);
     PyMem_Free(f->cache_slot);
     PyMem_Free(f->cached);
     PyMem_Free(f->cache_keys.data);
@@ -417,6 +439,7 @@ static int featurizer_init(Featurizer *f, PyObject *args, PyObject *kwargs) {
     f->prune_all = prune_all;
     f->ids.item = sizeof(int64_t);
     f->hashes.item = sizeof(int32_t);
+    f->line.item = sizeof(LineToken);
     f->cache_keys.item = sizeof(char);
     f->cache_ids.item = sizeof(int64_t);
     f->cache_limit = cache_limit;

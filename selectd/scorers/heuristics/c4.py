@@ -13,6 +13,7 @@ import numpy as np
 
 from selectd.scorers.base import Signals, register
 from selectd.scorers.heuristics.common import RuleOptions, RuleScorer, rule
+from selectd.signal_kinds import SignalKind
 from selectd.text.vocabulary import WordTokenizer
 
 CITATION_REGEX = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
@@ -67,7 +68,7 @@ class C4Quality(RuleScorer):
         kept_chars = np.zeros(n_docs)
         lorem = np.zeros(n_docs)
         curly = np.zeros(n_docs)
-        kept_chunks: list[list[str]] = []  # whitespace chunks of every kept line, batch-wide
+        kept: list[str] = []  # every kept line, batch-wide
         doc_of_line: list[int] = []
         for i, text in enumerate(texts):
             scan = _scan_lines(text, self.options)
@@ -76,11 +77,11 @@ class C4Quality(RuleScorer):
             kept_chars[i] = sum(map(len, scan.kept))
             lorem[i] = scan.stop == "lorem_ipsum"
             curly[i] = scan.stop == "curly_bracket"
-            kept_chunks.extend(line.split() for line in scan.kept)
+            kept.extend(scan.kept)
             doc_of_line.extend([i] * len(scan.kept))
         sentences = np.bincount(
             np.asarray(doc_of_line, dtype=np.int64),
-            weights=_sentences_per_line(self.tokenizer, kept_chunks),
+            weights=_sentences_per_line(self.tokenizer, kept),
             minlength=n_docs,
         )
         total_chars = np.asarray([max(len(text), 1) for text in texts], dtype=np.float64)
@@ -92,6 +93,11 @@ class C4Quality(RuleScorer):
             "curly_bracket": curly,
             "sentences": sentences,
         }
+
+    def signal_kinds(self) -> dict[str, SignalKind]:
+        # lorem_ipsum and curly_bracket are 0/1 flags
+        return {"lines": SignalKind.COUNT, "kept_lines": SignalKind.COUNT, "sentences": SignalKind.COUNT,
+                **dict.fromkeys(("kept_chars_ratio", "lorem_ipsum", "curly_bracket"), SignalKind.PROBABILITY)}
 
     def default_rules(self) -> list[dict[str, Any]]:
         o: C4QualityOptions = self.options
@@ -151,8 +157,8 @@ def _scan_lines(text: str, o: C4QualityOptions) -> _Scan:
     return scan
 
 
-def _sentences_per_line(tokenizer: WordTokenizer, lines: list[list[str]]) -> np.ndarray:
-    """spaCy sentencizer sentence count of each line (given as its whitespace chunks), vectorised.
+def _sentences_per_line(tokenizer: WordTokenizer, lines: list[str]) -> np.ndarray:
+    """spaCy sentencizer sentence count of each line, vectorised.
 
     Within a line, tokens that are punctuation but not sentence enders leave the state alone, so
     only enders and openers matter: a new sentence starts at each opener whose previous
@@ -160,19 +166,10 @@ def _sentences_per_line(tokenizer: WordTokenizer, lines: list[list[str]]) -> np.
     """
     if not lines:
         return np.zeros(0)
-    tokenizer.start_batch()
-    chunk_ids: list[int] = []
-    chunks_per_line = np.empty(len(lines), dtype=np.int64)
-    for index, chunks in enumerate(lines):
-        tokenizer.chunk_ids(chunks, chunk_ids)
-        chunks_per_line[index] = len(chunks)
-    tokenizer.sync()
-    chunk_array = np.asarray(chunk_ids, dtype=np.int64)
-    token_ids = tokenizer.expand(chunk_array)
-    line_of_chunk = np.repeat(np.arange(len(lines)), chunks_per_line)
-    line_of_token = np.repeat(line_of_chunk, tokenizer.chunk_token_counts(chunk_array))
-    ends = tokenizer.vocab.ends_sentence[token_ids]
-    opens = tokenizer.vocab.opens_sentence[token_ids]
+    batch = tokenizer.tokenize(lines)
+    line_of_token = np.repeat(np.arange(len(lines)), batch.counts)
+    ends = tokenizer.vocab.ends_sentence[batch.ids]
+    opens = tokenizer.vocab.opens_sentence[batch.ids]
     relevant = ends | opens
     line_r, ends_r, opens_r = line_of_token[relevant], ends[relevant], opens[relevant]
     starts = opens_r[1:] & ends_r[:-1] & (line_r[1:] == line_r[:-1])

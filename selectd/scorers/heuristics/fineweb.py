@@ -7,6 +7,7 @@ import numpy as np
 
 from selectd.scorers.base import Signals, register
 from selectd.scorers.heuristics.common import RuleOptions, RuleScorer, duplicates, ratio, rule
+from selectd.signal_kinds import SignalKind
 from selectd.text import spacy_tables
 
 
@@ -63,6 +64,10 @@ class FineWebQuality(RuleScorer):
             "char_dup_ratio": ratio(duplicate_chars, [len(text) - text.count("\n") for text in texts]),
             "list_ratio": ratio([text.count("\n") for text in texts], words),
         }
+
+    def signal_kinds(self) -> dict[str, SignalKind]:
+        return {"lines": SignalKind.COUNT, **dict.fromkeys(
+            ("line_punct_ratio", "short_line_ratio", "char_dup_ratio", "list_ratio"), SignalKind.PROBABILITY)}
 
     def default_rules(self) -> list[dict[str, Any]]:
         o: FineWebQualityOptions = self.options

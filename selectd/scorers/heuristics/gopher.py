@@ -9,11 +9,12 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from selectd.scorers.base import Signals, register
+from selectd.signal_kinds import SignalKind
 from selectd.scorers.heuristics.common import RuleOptions, RuleScorer, duplicates, enabled, ratio, rule
 from selectd.text.vocabulary import TokenizedBatch
 
 try:
-    from selectd.scorers.heuristics import _repetition as _compiled
+    from selectd.scorers.heuristics import _gopher as _compiled
 except ImportError:  # built without a C compiler: the numpy / Python code below gives the same results, slower
     _compiled = None
 
@@ -63,7 +64,7 @@ class GopherQuality(RuleScorer):
         non_symbol_words = batch.per_doc_sum(is_word)
         hashes = [text.count("#") for text in texts]
         ellipses = [text.count("...") + text.count("…") for text in texts]
-        bullet_lines, ellipsis_lines, lines = _line_shapes(texts)
+        bullet_lines, ellipsis_lines, lines = line_shapes(texts)
         return {
             "words": words,
             "non_symbol_words": non_symbol_words,
@@ -75,6 +76,12 @@ class GopherQuality(RuleScorer):
             "alpha_words_ratio": ratio(batch.per_doc_sum(vocab.has_alpha[ids]), words),
             "stop_words": _distinct_members(batch, self._stop_ids),
         }
+
+    def signal_kinds(self) -> dict[str, SignalKind]:
+        return {"words": SignalKind.COUNT, "non_symbol_words": SignalKind.COUNT, "stop_words": SignalKind.COUNT,
+                "mean_word_length": SignalKind.LENGTH,
+                **dict.fromkeys(("hash_word_ratio", "ellipsis_word_ratio", "bullet_lines_ratio",
+                                 "end_ellipsis_lines_ratio", "alpha_words_ratio"), SignalKind.PROBABILITY)}
 
     def default_rules(self) -> list[dict[str, Any]]:
         o: GopherQualityOptions = self.options
@@ -101,15 +108,20 @@ class GopherQuality(RuleScorer):
         return rules
 
 
-def _line_shapes(texts: Sequence[str]) -> tuple[list[int], list[int], list[int]]:
-    """Per text: lines starting with a bullet, lines ending with an ellipsis, lines (``splitlines``)."""
+def line_shapes(texts: Sequence[str], implementation: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per text: lines starting with a bullet, lines ending with an ellipsis, lines (``splitlines``).
+    ``implementation``: as :func:`key_counts`."""
+    if _implementation_is_compiled(implementation):
+        shapes = np.empty((3, len(texts)), dtype=np.int64)
+        _compiled.line_shapes(texts, *shapes)
+        return shapes[0], shapes[1], shapes[2]
     bullets, ellipses, counts = [], [], []
     for text in texts:
         lines = text.splitlines()
         bullets.append(sum(1 for line in lines if line.lstrip().startswith(("•", "-"))))
         ellipses.append(sum(1 for line in lines if line.rstrip().endswith(("...", "…"))))
         counts.append(len(lines))
-    return bullets, ellipses, counts
+    return np.asarray(bullets, dtype=np.int64), np.asarray(ellipses, dtype=np.int64), np.asarray(counts, dtype=np.int64)
 
 
 def _distinct_members(batch: TokenizedBatch, member_ids: np.ndarray) -> np.ndarray:
@@ -194,6 +206,13 @@ class GopherRepetition(RuleScorer):
         for n, values in repeated.items():
             signals[f"dup_{n}_gram_char_frac"] = values / safe_chars
         return signals
+
+    def signal_kinds(self) -> dict[str, SignalKind]:
+        o: GopherRepetitionOptions = self.options
+        shares = ["dup_para_frac", "dup_para_char_frac", "dup_line_frac", "dup_line_char_frac",
+                  *(f"top_{n}_gram_char_frac" for n, _ in o.top_n_grams),
+                  *(f"dup_{n}_gram_char_frac" for n, _ in o.dup_n_grams)]
+        return {"chars": SignalKind.COUNT, **dict.fromkeys(shares, SignalKind.PROBABILITY)}
 
     def default_rules(self) -> list[dict[str, Any]]:
         o: GopherRepetitionOptions = self.options
@@ -294,12 +313,12 @@ def _top_chars(n: int, positions: np.ndarray, count_at: np.ndarray, doc_of_token
 
 
 def _implementation_is_compiled(implementation: str) -> bool:
-    """``compiled`` (``_repetition.c``, built by ``pip install -e``), ``python`` (numpy and Python),
+    """``compiled`` (``_gopher.c``, built by ``pip install -e``), ``python`` (numpy and Python),
     or ``auto``: compiled when built."""
     if implementation not in ("auto", "compiled", "python"):
         raise ValueError(f"unknown implementation {implementation!r}; use auto, compiled or python")
     if implementation == "compiled" and _compiled is None:
-        raise ImportError("selectd.scorers.heuristics._repetition is not built (reinstall with a C compiler)")
+        raise ImportError("selectd.scorers.heuristics._gopher is not built (reinstall with a C compiler)")
     return implementation == "compiled" or (implementation == "auto" and _compiled is not None)
 
 

@@ -26,9 +26,9 @@ PROBABILITY_FLOOR = 1e-5
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=Path, help="fastText supervised model (.bin or quantized .ftz)")
     parser.add_argument("out_dir", type=Path, help="directory to write model.onnx, table.bin, vocab.txt, manifest.json")
-    parser.add_argument("--profile", default="identity", choices=sorted(preprocess.PROFILES),
-                        help="preprocessing the model was trained with (recorded in the manifest; "
-                             "preselect, dclm, dolma_jigsaw, lid, ...)")
+    parser.add_argument("--profile", choices=sorted(preprocess.PROFILES),
+                        help="preprocessing the model was trained with (recorded in the manifest; preselect, dclm, "
+                             "dolma_jigsaw, lid, ...); default: lid when every label is a language code, else identity")
 
 
 def export(args: argparse.Namespace) -> int:
@@ -39,7 +39,8 @@ def export(args: argparse.Namespace) -> int:
         return 2
     meta = manifest.metadata
     print(f"{args.out_dir}: {meta['args']['loss']} classifier, {len(meta['labels'])} labels, {meta['nwords']} words, "
-          f"dim {meta['args']['dim']}{', W·Oᵀ folded' if meta['folded'] else ''}, profile {meta['profile']}")
+          f"dim {meta['args']['dim']}{', W·Oᵀ folded' if meta['folded'] else ''}, profile {meta['profile']}"
+          f"{'' if args.profile else ' (from its labels; --profile to choose another)'}")
     return 0
 
 
