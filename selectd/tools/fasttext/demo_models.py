@@ -28,7 +28,10 @@ exported model directory does not need it.
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import random
+import subprocess
 import sys
 import tempfile
 from importlib import resources
@@ -105,6 +108,15 @@ def write_training_file(corpus: Path, out: Path, task: Task = TASKS["quality"]) 
     return counts
 
 
+def train_in_subprocess(training: Path, binary: Path, **args) -> None:
+    """``fasttext.train_supervised(training, **args)`` saved to ``binary``, in a fresh interpreter:
+    fasttext-numpy2 keeps state between trainings in one process, and a training after another one
+    in the same process can end in "Encountered NaN" (a test session trains several)."""
+    script = ("import sys, fasttext, json\n"
+              "fasttext.train_supervised(sys.argv[1], **json.loads(sys.argv[3])).save_model(sys.argv[2])\n")
+    subprocess.run([sys.executable, "-c", script, str(training), str(binary), json.dumps(args)], check=True)
+
+
 def build(out_dir: Path | None = None, corpus: Path | None = None, docs: int = 5000, keep_bin: Path | None = None,
           threads: int = 1, task_name: str = "quality", bucket: int = TRAIN_ARGS["bucket"]) -> Path:
     """Train ``task_name``'s classifier on ``corpus`` (default: the sample corpus of ``docs``
@@ -112,10 +124,8 @@ def build(out_dir: Path | None = None, corpus: Path | None = None, docs: int = 5
     2M make a small model for tests."""
     task = TASKS[task_name]
     out_dir = out_dir or task.default_out
-    try:
-        import fasttext
-    except ImportError:
-        raise ModelLoadError("training needs the native fastText library: pip install 'selectd[demo]'") from None
+    if importlib.util.find_spec("fasttext") is None:
+        raise ModelLoadError("training needs the native fastText library: pip install 'selectd[demo]'")
     with tempfile.TemporaryDirectory() as work:
         work_dir = Path(work)
         if corpus is None:
@@ -127,10 +137,9 @@ def build(out_dir: Path | None = None, corpus: Path | None = None, docs: int = 5
         counts = write_training_file(corpus, training, task)
         if not all(counts.values()):
             raise ModelLoadError(f"{corpus}: needs examples of every label, found {counts}")
-        model = fasttext.train_supervised(str(training), thread=threads, verbose=0, **{**TRAIN_ARGS, "bucket": bucket})
         binary = keep_bin or work_dir / f"{task_name}.bin"
         binary.parent.mkdir(parents=True, exist_ok=True)
-        model.save_model(str(binary))
+        train_in_subprocess(training, binary, thread=threads, verbose=0, **{**TRAIN_ARGS, "bucket": bucket})
         manifest = export_model(binary, out_dir, profile=task.profile)
     trained_on = " / ".join(f"{count} {label}" for label, count in counts.items())
     print(f"{manifest.directory}: trained on {trained_on} documents, exported (profile {task.profile})")
