@@ -107,7 +107,8 @@ class Source(Protocol):
         ``batch.linger_ms`` once the first record arrived; an empty list when idle or stopping."""
 
     def keep_alive(self) -> None:
-        """Stay in the group while a batch takes long: poll with every partition paused."""
+        """Stay in the group while a batch takes long: poll, taking in at most about one batch
+        more (then with every partition paused)."""
 
     def resume(self) -> None:
         """Undo :meth:`keep_alive`'s pause."""

@@ -8,10 +8,14 @@ How librdkafka differs from kafka-python, and what follows from it here:
   no lock. They only track ownership, as kafka-python's listener does: revoked partitions are never
   committed, the new owner reads them again.
 * ``max.poll.interval.ms`` counts the time between the application's ``consume()`` calls (and must
-  be >= ``session.timeout.ms``, a config check). :meth:`keep_alive` pauses every assigned partition
-  and consumes; partitions assigned meanwhile are paused in the callback, before anything is fetched.
-  Messages prefetched for a partition are dropped by librdkafka when it is paused and fetched again
-  from the consumed position after :meth:`resume`.
+  be >= ``session.timeout.ms``, a config check). :meth:`keep_alive` consumes into ``_held`` until it
+  holds a batch, and only then pauses every assigned partition (partitions assigned meanwhile are
+  paused in the callback, before anything is fetched). Pausing is what costs: librdkafka drops the
+  messages it prefetched for a paused partition and fetches them again after :meth:`resume`. A batch
+  a little slower than the keep-alive interval therefore pauses nothing, and what a pause can drop
+  is bounded by ``queued.max.messages.kbytes`` (two batches' bytes, :func:`librdkafka_consumer`);
+  with librdkafka's default of 64 MB every slow batch re-fetched most of a backlog (measured: the
+  cascade's broker CPU doubled, the daemon 45 % slower).
 * ``seek()`` drops a partition's prefetched messages: messages past a batch's byte cap are held here
   (``_held``) and start the next batch instead of being sought back.
 * Lag: librdkafka keeps the high watermark of every fetch response (``get_watermark_offsets(cached=True)``,
@@ -91,7 +95,8 @@ class ConfluentSource:
         except KafkaException as exc:
             self.consumer.close()
             raise BrokerError(f"no broker answered within kafka.request_timeout_ms: {exc.args[0].str()}") from exc
-        self._held: list[Message] = []  # consumed past a batch's byte cap: the next batch starts with them
+        # consumed past a batch's byte cap, or while a slow batch ran: the next batch starts with them
+        self._held: list[Message] = []
         self._keeping_alive = False
         self._lag_series: set[tuple[str, str]] = set()
         self.consumer.subscribe(config.kafka.input_topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
@@ -169,16 +174,21 @@ class ConfluentSource:
 
     @_broker_errors
     def keep_alive(self) -> None:
-        """Consume with every partition paused, so a slow batch does not exceed max_poll_interval_ms
-        (and rebalances are served). Anything returned is held for the next batch."""
-        self._keeping_alive = True
-        assigned = self.consumer.assignment()
-        if assigned:
-            self.consumer.pause(assigned)
-        self._held.extend(m for m in self.consumer.consume(self.config.batch.max_docs, 0.1) if m.error() is None)
+        """Consume, so a slow batch does not exceed max_poll_interval_ms (and rebalances are served):
+        what arrives is held for the next batch; once a batch is held, every partition is paused."""
+        max_docs = self.config.batch.max_docs
+        if len(self._held) >= max_docs and not self._keeping_alive:
+            self._keeping_alive = True
+            assigned = self.consumer.assignment()
+            if assigned:
+                self.consumer.pause(assigned)
+        self._held.extend(m for m in self.consumer.consume(max(1, max_docs - len(self._held)), 0.1)
+                          if m.error() is None)
 
     @_broker_errors
     def resume(self) -> None:
+        if not self._keeping_alive:
+            return
         self._keeping_alive = False
         assigned = self.consumer.assignment()
         if assigned:

@@ -207,6 +207,12 @@ def librdkafka_consumer(config: Config) -> dict[str, Any]:
         "max.poll.interval.ms": kafka.max_poll_interval_ms,
         "fetch.max.bytes": kafka.fetch_max_bytes,
         "max.partition.fetch.bytes": kafka.max_partition_fetch_bytes,
+        # prefetch about two batches: enough to keep batches full, and what a pause during a slow batch
+        # drops to fetch again (confluent_source.py); librdkafka's default is 64 MB. Once the queue
+        # is that full, fetching waits fetch.queue.backoff.ms before it looks again: librdkafka's 1 s
+        # would starve a fast pipeline (measured: no stages at 7,300 docs/s instead of ~25,000).
+        "queued.max.messages.kbytes": max(1024, 2 * config.batch.max_bytes // 1024),
+        "fetch.queue.backoff.ms": 10,
         # librdkafka wants fetch.max.bytes >= message.max.bytes on a consumer too (default 1,000,000);
         # a consumer never produces, so its message.max.bytes only has to pass that check.
         "message.max.bytes": min(1_000_000, kafka.fetch_max_bytes),
