@@ -7,10 +7,12 @@ the sink's partitioner (same partition for every key as kafka-python's default).
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import logging
 import os
 import random
 import threading
+import time
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -438,6 +440,26 @@ def test_read_ahead_overlaps_delivery_and_commits_strictly_in_order_after_delive
         assert events.index(("delivered", number)) < events.index(("commit", {0: offset})), "commit after delivery"
     assert events.index(("poll", 2)) < events.index(("delivered", 1)), "batch 2 was read while batch 1 was in flight"
     assert events.index(("commit", {0: 3})) < events.index(("deliver started", 2)), "one batch in flight at a time"
+
+
+def test_keep_alive_polls_only_batches_that_outlast_its_threshold(tmp_path):
+    # Pausing makes both clients drop and re-fetch what they prefetched: a batch shorter than the
+    # threshold (a quarter of max_poll_interval_ms, at most 2 s; here the default 300 s: 2 s) must not
+    # pause; a longer one keeps the member polling every quarter second from then on.
+    class CountingSource(_ScriptedSource):
+        keep_alives = 0
+
+        def keep_alive(self):
+            self.keep_alives += 1
+
+    loop = _loop(tmp_path, CountingSource([], set()), None)
+    assert loop._keep_alive_after_s() == 2.0
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    for duration_s, expected in ((1.2, range(0, 1)), (3.0, range(2, 6))):
+        loop.source = CountingSource([], set())
+        loop._wait_keeping_alive(pool.submit(time.sleep, duration_s))
+        assert loop.source.keep_alives in expected, (duration_s, loop.source.keep_alives)
+    pool.shutdown()
 
 
 def test_failed_delivery_rewinds_the_read_ahead_batch_too_and_commits_neither(tmp_path):
