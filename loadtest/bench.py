@@ -3,13 +3,17 @@
     python -m loadtest.bench [--docs 20000] [--repeats 3] [--rows raw,nostage] [--json bench.json] [--skip-scorers]
                              [--target 5000]
 
-Kafka rows (all through the same local Tansu broker; see KAFKA_ROWS, pick some with --rows):
-  raw                raw kafka-python pass-through (loadtest.passthrough): consume + produce + commit
-                     per batch, the daemon's delivery guarantees and headers, no parsing: the ceiling
+Kafka rows (all through the same local Tansu broker; see KAFKA_ROWS, pick some with --rows), for
+each Kafka client (the kafka-python rows' keys as below, the confluent-kafka rows' with "-confluent"):
+  raw                the plain loop a user would write instead of selectd (loadtest.plainloop): consume,
+                     orjson loads + dumps, produce without headers, producer batching for throughput,
+                     flush, commit: the anchor the daemon is measured against
   nostage            selectd run with an empty cascade
   cascade            selectd run with the stages of --config (default loadtest/cascade.toml: lid, the four
                      rule filters, fastText quality and fastText toxicity; missing models are built)
   raw2 / nostage2 / cascade2   the same with two processes in one group
+  nostage-noidem     (confluent-kafka) selectd run, no stages, kafka.enable_idempotence = false: the
+                     idempotent producer's cost (the plain confluent-kafka loop has it off, librdkafka's default)
 Each measurement: the consumer processes join a 4-partition input topic, are held (SIGSTOP) while
 the documents are produced, then released together; throughput is measured from output record
 timestamps, first to last. Rows run interleaved, --repeats times; the table gives the median and
@@ -135,8 +139,10 @@ def stage_costs(config: Path, values: list[bytes], workdir: Path, warmup: int = 
              "us_per_input_doc": seconds[name] / len(measured) * 1e6} for name in seconds]
 
 
-def daemon_config(path: Path, bootstrap: str, tag: str, stages_from: Path | None) -> tuple[Path, list[str]]:
-    """A config for one measurement: the example's (or no) stages, this run's topics and group."""
+def daemon_config(path: Path, bootstrap: str, tag: str, stages_from: Path | None,
+                  client: str = "kafka-python") -> tuple[Path, list[str]]:
+    """A config for one measurement: the example's (or no) stages, this run's topics and group, the
+    Kafka ``client``."""
     import tomllib
 
     base = tomllib.loads(EXAMPLE.read_text())
@@ -151,8 +157,10 @@ def daemon_config(path: Path, bootstrap: str, tag: str, stages_from: Path | None
     base["topics"].update(accepted=outputs[0], rejected=outputs[1], dlq=outputs[2])
     base["metrics"].update(port=0)
     base["logging"].update(level="INFO", format="json")  # the bench reads the assignment events
-    config = configs.on_broker(base, bootstrap, group_id=f"{tag}-group", input_topics=[f"{tag}-in"],
-                               session_timeout_ms=SESSION_TIMEOUT_MS)
+    # the consumers are stopped (SIGSTOP) while the input is produced: the session must outlast that
+    # (librdkafka also wants max_poll_interval_ms at least as long)
+    config = configs.on_broker(base, bootstrap, group_id=f"{tag}-group", input_topics=[f"{tag}-in"], client=client,
+                               session_timeout_ms=SESSION_TIMEOUT_MS, max_poll_interval_ms=SESSION_TIMEOUT_MS)
     return configs.write_config(path, config), outputs
 
 
@@ -160,23 +168,46 @@ def daemon_config(path: Path, bootstrap: str, tag: str, stages_from: Path | None
 class KafkaRow:
     key: str
     title: str
-    kind: str  # "raw" (loadtest.passthrough) or "daemon" (selectd run)
+    kind: str  # "raw" (loadtest.plainloop) or "daemon" (selectd run)
     cascade: bool  # the --config stages, else none
     processes: int
+    client: str = "kafka-python"
+    overrides: tuple[str, ...] = ()  # --set items of the daemon
 
 
-KAFKA_ROWS = [KafkaRow("raw", "raw kafka-python pass-through", "raw", False, 1),
-              KafkaRow("nostage", "daemon, no stages", "daemon", False, 1),
-              KafkaRow("cascade", "daemon, cascade", "daemon", True, 1),
-              KafkaRow("raw2", "2 raw pass-throughs", "raw", False, 2),
-              KafkaRow("nostage2", "2 daemons, no stages", "daemon", False, 2),
-              KafkaRow("cascade2", "2 daemons, cascade", "daemon", True, 2)]
+#: the rows' key suffix and title of each client
+CLIENT_ROWS = {"kafka-python": ("", "kafka-python"), "confluent-kafka": ("-confluent", "confluent-kafka")}
+
+
+def _client_rows(client: str) -> list[KafkaRow]:
+    suffix, name = CLIENT_ROWS[client]
+    rows = [KafkaRow(f"raw{suffix}", f"{name}: raw plain loop", "raw", False, 1, client),
+            KafkaRow(f"nostage{suffix}", f"{name}: daemon, no stages", "daemon", False, 1, client),
+            KafkaRow(f"cascade{suffix}", f"{name}: daemon, cascade", "daemon", True, 1, client),
+            KafkaRow(f"raw2{suffix}", f"{name}: 2 raw plain loops", "raw", False, 2, client),
+            KafkaRow(f"nostage2{suffix}", f"{name}: 2 daemons, no stages", "daemon", False, 2, client),
+            KafkaRow(f"cascade2{suffix}", f"{name}: 2 daemons, cascade", "daemon", True, 2, client)]
+    if client == "confluent-kafka":
+        rows.append(KafkaRow(f"nostage-noidem{suffix}", f"{name}: daemon, no stages, no idempotence", "daemon",
+                             False, 1, client, ("kafka.enable_idempotence=false",)))
+    return rows
+
+
+def _client_ratios(client: str) -> list[tuple[str, str, str]]:
+    suffix, name = CLIENT_ROWS[client]
+    ratios = [(f"{name}: daemon no stages / raw plain loop", f"nostage{suffix}", f"raw{suffix}"),
+              (f"{name}: 2 daemons / 1 daemon (cascade)", f"cascade2{suffix}", f"cascade{suffix}"),
+              (f"{name}: 2 daemons / 1 daemon (no stages)", f"nostage2{suffix}", f"nostage{suffix}"),
+              (f"{name}: 2 raw / 1 raw plain loop", f"raw2{suffix}", f"raw{suffix}")]
+    if client == "confluent-kafka":
+        ratios.append((f"{name}: daemon no stages, no idempotence / raw plain loop", f"nostage-noidem{suffix}",
+                       f"raw{suffix}"))
+    return ratios
+
+
+KAFKA_ROWS = [row for client in CLIENT_ROWS for row in _client_rows(client)]
 #: (name, numerator row, denominator row): ratios of medians, and their spread over the repeats
-RATIOS = [("daemon no stages / raw pass-through", "nostage", "raw"),
-          ("2 daemons / 1 daemon (cascade)", "cascade2", "cascade"),
-          ("2 daemons / 1 daemon (no stages)", "nostage2", "nostage"),
-          ("2 raw / 1 raw pass-through", "raw2", "raw")]
-#: the consumers are stopped (SIGSTOP) while the input is produced: long enough a session to survive it
+RATIOS = [ratio for client in CLIENT_ROWS for ratio in _client_ratios(client)]
 SESSION_TIMEOUT_MS = 30000
 
 
@@ -260,11 +291,14 @@ def run_kafka_row(bootstrap: str, broker_pid: int, values: list[bytes], workdir:
     group, source = f"{tag}-group", f"{tag}-in"
     if row.kind == "raw":
         outputs = [f"{tag}-out"]
-        command = [sys.executable, "-m", "loadtest.passthrough", "--bootstrap", bootstrap, "--input", source,
-                   "--output", outputs[0], "--group", group, "--session-timeout-ms", str(SESSION_TIMEOUT_MS)]
+        command = [sys.executable, "-m", "loadtest.plainloop", "--client", row.client, "--bootstrap", bootstrap,
+                   "--input", source, "--output", outputs[0], "--group", group,
+                   "--session-timeout-ms", str(SESSION_TIMEOUT_MS)]
     else:
-        config, outputs = daemon_config(workdir / f"{tag}.toml", bootstrap, tag, stages_from if row.cascade else None)
-        command = [sys.executable, "-m", "selectd.cli", "run", "--config", str(config)]
+        config, outputs = daemon_config(workdir / f"{tag}.toml", bootstrap, tag, stages_from if row.cascade else None,
+                                        row.client)
+        command = [sys.executable, "-m", "selectd.cli", "run", "--config", str(config),
+                   *(arg for item in row.overrides for arg in ("--set", item))]
     ensure_topics(bootstrap, {source: partitions, **{t: 1 for t in outputs}})
     logs = [workdir / f"{tag}-{i}.log" for i in range(row.processes)]
     children = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(log, "wb")) for log in logs]
@@ -318,7 +352,7 @@ def kafka_rows(bootstrap: str, broker_pid: int, values: list[bytes], workdir: Pa
         for row in rows:
             run = run_kafka_row(bootstrap, broker_pid, values, workdir, row, stages_from)
             runs[row.key].append(run)
-            print(f"{row.title:32} {run.report.docs_per_s:>9,.0f} docs/s  dups {run.report.duplicates}  "
+            print(f"{row.title:52} {run.report.docs_per_s:>9,.0f} docs/s  dups {run.report.duplicates}  "
                   f"[{repeat + 1}/{repeats}] {run.cpu_line()}", flush=True)
     return runs
 
@@ -371,6 +405,20 @@ def throughput_budget(kafka_path: Sequence[KafkaRun], stages: Sequence[dict], ta
     return {"target_docs_per_s": target_docs_per_s, "cores": cores, "allowed_us_per_doc": allowed_us,
             "kafka_path_us_per_doc": path_us, "stage_budget_us_per_doc": allowed_us - path_us,
             "cascade_us_per_doc": cascade_us, "ceiling_docs_per_s": 1e6 * cores / (path_us + cascade_us)}
+
+
+def daemon_cpu(runs: dict[str, list[KafkaRun]]) -> dict[str, dict[str, float]]:
+    """Per client: the daemon's own CPU per input document (µs, the median of the consumer processes'
+    CPU, broker and other load left out) without stages and with the cascade, from the one-daemon
+    rows that ran: the figures issue #18's targets are set in."""
+    out: dict[str, dict[str, float]] = {}
+    for client, (suffix, _) in CLIENT_ROWS.items():
+        figures = {what: statistics.median(run.consumer_cpu_ms_per_1k_docs for run in runs[key])
+                   for what, key in (("no stages", f"nostage{suffix}"), ("no stages, no idempotence", f"nostage-noidem{suffix}"),
+                                     ("cascade", f"cascade{suffix}")) if runs.get(key)}
+        if figures:
+            out[client] = figures
+    return out
 
 
 def scorer_benches(workdir: Path, texts_file: Path, corpus: Path) -> list[dict]:
@@ -445,27 +493,31 @@ def main(argv: list[str] | None = None) -> int:
     results["kafka"], results["ratios"] = summary["rows"], summary["ratios"]
     if any(row.cascade for row in rows):
         results["stages"] = stage_costs(args.config, values, args.workdir)
-    path_key = "nostage2" if "nostage2" in runs else "nostage"
-    if results.get("stages") and path_key in runs:
-        results["budget"] = throughput_budget(runs[path_key], results["stages"], args.target, os.cpu_count() or 1)
-        results["budget"]["kafka_path_row"] = by_key[path_key].title
+    results["daemon_cpu"], results["budget"] = daemon_cpu(runs), {}
+    for client, (suffix, _) in CLIENT_ROWS.items():
+        path_key = next((key for key in (f"nostage2{suffix}", f"nostage{suffix}") if key in runs), None)
+        if results.get("stages") and path_key:
+            budget = throughput_budget(runs[path_key], results["stages"], args.target, os.cpu_count() or 1)
+            results["budget"][client] = {**budget, "kafka_path_row": by_key[path_key].title}
     if not args.skip_scorers:
         results["scorers"] = scorer_benches(args.workdir, texts_file, corpus)
     print(f"\ndocuments: {len(values)}, mean {mean_kb:.1f} KB; median of {args.repeats} (range); consumer CPU "
           f"per 1k docs; cores used by other processes meanwhile")
     for title, row in results["kafka"].items():
-        print(f"{title:32} {row['median_docs_per_s']:>9,.0f} docs/s  ({row['min']:,.0f}-{row['max']:,.0f})  "
+        print(f"{title:52} {row['median_docs_per_s']:>9,.0f} docs/s  ({row['min']:,.0f}-{row['max']:,.0f})  "
               f"{row['median_cpu_ms_per_1k_docs']:>5,.0f} ms/1k docs  other load {row['median_other_load_cores']:.2f} cores")
     for name, ratio in results["ratios"].items():
-        print(f"{name:40} {ratio['of_medians']:5.2f}x  ({ratio['min']:.2f}-{ratio['max']:.2f})  "
+        print(f"{name:60} {ratio['of_medians']:5.2f}x  ({ratio['min']:.2f}-{ratio['max']:.2f})  "
               f"per CPU second {ratio['per_cpu']:.2f}x")
+    for client, figures in results["daemon_cpu"].items():
+        print(f"{client}: daemon CPU per input document: " + ", ".join(f"{what} {us:,.0f} µs" for what, us in figures.items()))
     if results.get("stages"):
         print(f"\nthe cascade per stage ({STAGE_DOCS} documents, CPU):  reach   µs/doc scored   µs/input doc")
         for row in results["stages"]:
             print(f"  {row['stage']:32} {row['reach']:7.1%} {row['us_per_scored_doc']:14.0f} {row['us_per_input_doc']:14.0f}")
         print(f"  {'total':32} {'':7} {'':14} {sum(r['us_per_input_doc'] for r in results['stages']):14.0f}")
-    if budget := results.get("budget"):
-        print(f"\nbudget at {budget['target_docs_per_s']:,.0f} docs/s on {budget['cores']} cores: "
+    for client, budget in results["budget"].items():
+        print(f"\n{client}: budget at {budget['target_docs_per_s']:,.0f} docs/s on {budget['cores']} cores: "
               f"{budget['allowed_us_per_doc']:,.0f} µs of CPU per document in all; the Kafka path "
               f"({budget['kafka_path_row']}: consumers, broker, other load) takes {budget['kafka_path_us_per_doc']:,.0f}, "
               f"leaving {budget['stage_budget_us_per_doc']:,.0f} for the stages, which take "

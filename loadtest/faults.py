@@ -1,6 +1,6 @@
 """Fault injection against a real Kafka-protocol broker (Tansu, memory storage), with figures.
 
-    nice python -m loadtest.faults --docs 100000 --kills 20
+    nice python -m loadtest.faults --docs 100000 --kills 20 [--client confluent-kafka]
 
 Scenarios (each also runs, smaller, in tests/test_reliability.py through the same functions):
 
@@ -29,6 +29,7 @@ import random
 import sys
 import tempfile
 import time
+import typing
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -38,6 +39,7 @@ from pathlib import Path
 from loadtest.harness import (RULE_STAGES, DaemonProcess, OutputReader, Streamer, TopicNames, documents, metric,
                               write_config)
 from loadtest.poison import Limits, PoisonReport, check_outputs, generate, produce_corpus
+from selectd.config import KafkaClient
 
 MB = 1024 * 1024
 
@@ -70,9 +72,10 @@ class KillReport:
 def kill_cycles(bootstrap: str, workdir: Path, docs: int, kills: int, rate: float, seed: int = 0,
                 partitions: int = 4, max_docs: int = 200, nice: int = 0,
                 messages: list[tuple[bytes, bytes]] | None = None, stages: str = RULE_STAGES,
-                extra: str = "") -> KillReport:
+                extra: str = "", client: str = "kafka-python") -> KillReport:
     """``messages``: the input, keyed by document id (default: ``docs`` generated documents);
-    ``stages`` and ``extra``: the daemon config's [[stages]] and more tables (``write_config``)."""
+    ``stages`` and ``extra``: the daemon config's [[stages]] and more tables (``write_config``);
+    ``client``: the daemon's Kafka client."""
     messages = messages if messages is not None else documents(docs, "k")
     docs = len(messages)
     rng = random.Random(seed)
@@ -80,7 +83,8 @@ def kill_cycles(bootstrap: str, workdir: Path, docs: int, kills: int, rate: floa
     kill_points = sorted(rng.sample(range(docs // 50, docs * 19 // 20), kills))
     names = TopicNames(partitions)
     names.create(bootstrap)
-    config = write_config(workdir / f"{names.tag}.toml", bootstrap, names, extra=extra, stages=stages, max_docs=max_docs)
+    config = write_config(workdir / f"{names.tag}.toml", bootstrap, names, extra=extra, stages=stages, max_docs=max_docs,
+                          client=client)
     reader = OutputReader(bootstrap, list(names.outputs.values()))
     reader.start()
     streamer = Streamer(bootstrap, names.input, messages, rate)
@@ -164,7 +168,7 @@ def _wait(condition, timeout_s: float, step_s: float = 0.2) -> float | None:
     return None
 
 
-def broker_restart(workdir: Path, down_s: float = 15.0, nice: int = 0) -> BrokerRestartReport:
+def broker_restart(workdir: Path, down_s: float = 15.0, nice: int = 0, client: str = "kafka-python") -> BrokerRestartReport:
     from selectd.demo.broker import TansuBroker
 
     broker = TansuBroker(log_path=workdir / "tansu-restart.log").start()
@@ -172,7 +176,11 @@ def broker_restart(workdir: Path, down_s: float = 15.0, nice: int = 0) -> Broker
     daemon: DaemonProcess | None = None
     try:
         names.create(broker.bootstrap)
-        config = write_config(workdir / f"{names.tag}.toml", broker.bootstrap, names, metrics="lag_interval_s = 1.0")
+        # The restarted broker has lost every producer's state: librdkafka's idempotent producer takes its
+        # UNKNOWN_PRODUCER_ID answers for its own epoch to bump and retries until the delivery timeout
+        # (kafka-python asks for a new producer id at once); a short one keeps the scenario short.
+        config = write_config(workdir / f"{names.tag}.toml", broker.bootstrap, names, metrics="lag_interval_s = 1.0",
+                              kafka="request_timeout_ms = 10000\ndelivery_timeout_ms = 15000", client=client)
         daemon = DaemonProcess(config, workdir / f"{names.tag}-daemon.log", nice=nice)
         url = daemon.metrics_url()
         from kafka import KafkaProducer
@@ -243,10 +251,10 @@ class GroupReport:
 
 
 def group_member_loss(bootstrap: str, workdir: Path, docs: int, members: int = 3, rate: float = 0,
-                      nice: int = 0) -> GroupReport:
+                      nice: int = 0, client: str = "kafka-python") -> GroupReport:
     names = TopicNames(6)
     names.create(bootstrap)
-    config = write_config(workdir / f"{names.tag}.toml", bootstrap, names)
+    config = write_config(workdir / f"{names.tag}.toml", bootstrap, names, client=client)
     daemons = [DaemonProcess(config, workdir / f"{names.tag}-m{i}.log", nice=nice) for i in range(members)]
     reader = OutputReader(bootstrap, list(names.outputs.values()))
     reader.start()
@@ -293,7 +301,8 @@ class ProduceFailureReport:
                 f"missing {self.missing}, offsets committed to the end: {self.committed_all}"]
 
 
-def produce_failures(bootstrap: str, workdir: Path, documents_n: int = 200, every: int = 10, nice: int = 0) -> ProduceFailureReport:
+def produce_failures(bootstrap: str, workdir: Path, documents_n: int = 200, every: int = 10, nice: int = 0,
+                     client: str = "kafka-python") -> ProduceFailureReport:
     """Every ``every``-th document carries an extra field that makes it, and so its output and its dead
     letter, exceed the producer's ``max_request_size`` (64 KiB here)."""
     import orjson
@@ -302,7 +311,8 @@ def produce_failures(bootstrap: str, workdir: Path, documents_n: int = 200, ever
     names = TopicNames(1)
     names.create(bootstrap)
     limit = 65_536
-    config = write_config(workdir / f"{names.tag}.toml", bootstrap, names, stages="", kafka=f"max_request_size = {limit}")
+    config = write_config(workdir / f"{names.tag}.toml", bootstrap, names, stages="", client=client,
+                          kafka=f"max_request_size = {limit}\nproducer_batch_size = {limit}")
     messages = []
     for key, value in documents(documents_n, "p"):
         i = int(key.split(b"-")[1])
@@ -320,7 +330,7 @@ def produce_failures(bootstrap: str, workdir: Path, documents_n: int = 200, ever
         streamer.join()
         reader.wait_for({k for k, _ in messages}, 90)
         time.sleep(1)
-        failures = metric(url, "selectd_produce_failures_total", error="MessageSizeTooLargeError")
+        failures = metric(url, "selectd_produce_failures_total", error="too_large")
         consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=names.group, enable_auto_commit=False)
         committed = _wait(lambda: consumer.committed(TopicPartition(names.input, 0)) == documents_n, 30) is not None
         consumer.close(autocommit=False)
@@ -353,11 +363,11 @@ class PoisonRun:
 
 
 def poison(bootstrap: str, workdir: Path, n_bad: int, rss_bound_bytes: int, huge_texts: int = 3,
-           nice: int = 0) -> PoisonRun:
+           nice: int = 0, client: str = "kafka-python") -> PoisonRun:
     names = TopicNames(2)
     names.create(bootstrap)
     limits = Limits()
-    config = write_config(workdir / f"{names.tag}.toml", bootstrap, names, extra=limits.input_toml(),
+    config = write_config(workdir / f"{names.tag}.toml", bootstrap, names, extra=limits.input_toml(), client=client,
                           kafka=f"max_request_size = {limits.max_request_size}")
     messages = list(generate(n_bad, seed=0, limits=limits, huge_texts=huge_texts))
     began = time.monotonic()
@@ -400,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", choices=["kill", "broker", "group", "produce", "poison"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--nice", type=int, default=10, help="niceness of the daemons")
+    parser.add_argument("--client", choices=typing.get_args(KafkaClient), default="kafka-python",
+                        help="the daemons' Kafka client ([kafka] client)")
     parser.add_argument("--workdir", type=Path, help="configs and daemon logs (default: a temporary folder)")
     args = parser.parse_args(argv)
     from selectd.demo.broker import TansuBroker
@@ -411,23 +423,26 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     with TansuBroker(log_path=workdir / "tansu.log") as broker:
         if "kill" in wanted:
-            report = kill_cycles(broker.bootstrap, workdir, args.docs, args.kills, args.rate, args.seed, nice=args.nice)
+            report = kill_cycles(broker.bootstrap, workdir, args.docs, args.kills, args.rate, args.seed, nice=args.nice,
+                                 client=args.client)
             ok &= report.missing == 0 and max(report.duplicates_per_crash, default=0) <= report.batch_max_docs
             print("\n".join(report.lines()), flush=True)
         if "broker" in wanted:
-            restart = broker_restart(workdir, nice=args.nice)
+            restart = broker_restart(workdir, nice=args.nice, client=args.client)
             ok &= restart.alive_while_down and restart.ready_again and restart.new_missing == 0
             print("\n".join(restart.lines()), flush=True)
         if "group" in wanted:
-            group = group_member_loss(broker.bootstrap, workdir, args.group_docs, rate=args.group_docs / 20, nice=args.nice)
+            group = group_member_loss(broker.bootstrap, workdir, args.group_docs, rate=args.group_docs / 20, nice=args.nice,
+                                      client=args.client)
             ok &= group.missing == 0
             print("\n".join(group.lines()), flush=True)
         if "produce" in wanted:
-            produced = produce_failures(broker.bootstrap, workdir, nice=args.nice)
+            produced = produce_failures(broker.bootstrap, workdir, nice=args.nice, client=args.client)
             ok &= produced.missing == 0 and produced.committed_all
             print("\n".join(produced.lines()), flush=True)
         if "poison" in wanted:
-            run = poison(broker.bootstrap, workdir, args.poison, int(args.rss_bound_mb * MB), nice=args.nice)
+            run = poison(broker.bootstrap, workdir, args.poison, int(args.rss_bound_mb * MB), nice=args.nice,
+                         client=args.client)
             ok &= run.report.ok and run.alive and run.peak_rss_bytes <= run.rss_bound_bytes
             print("\n".join(run.lines()), flush=True)
     print("RESULT:", "PASS" if ok else "FAIL", flush=True)

@@ -71,13 +71,13 @@ class TopicNames:
 
 def write_config(path: Path, bootstrap: str, names: TopicNames, extra: str = "", stages: str = RULE_STAGES,
                  top: str = "", max_docs: int = 200, kafka: str = "", metrics: str = "",
-                 delivery: str = "broker_backoff_max_s = 2.0") -> Path:
-    """A daemon config for these topics on a local broker (:func:`selectd.demo.configs.on_broker`);
-    the TOML snippets add to it: ``top`` top-level keys, ``kafka``, ``metrics`` and ``delivery`` keys
-    of those tables (an empty ``delivery`` leaves the [delivery] table out), ``extra`` more tables,
-    ``stages`` the [[stages]] entries."""
+                 delivery: str = "broker_backoff_max_s = 2.0", client: str = "kafka-python") -> Path:
+    """A daemon config for these topics on a local broker (:func:`selectd.demo.configs.on_broker`) with
+    the Kafka ``client`` given; the TOML snippets add to it: ``top`` top-level keys, ``kafka``,
+    ``metrics`` and ``delivery`` keys of those tables (an empty ``delivery`` leaves the [delivery]
+    table out), ``extra`` more tables, ``stages`` the [[stages]] entries."""
     data = _merged(tomllib.loads(top), {
-        "kafka": {"group_id": names.group, "input_topics": [names.input]},
+        "kafka": {"client": client, "group_id": names.group, "input_topics": [names.input]},
         "topics": {"accepted": names.accepted, "rejected": names.rejected, "dlq": names.dlq},
         "metrics": {"port": 0, **tomllib.loads(metrics)},
         "batch": {"max_docs": max_docs, "linger_ms": 50},

@@ -19,10 +19,8 @@ from selectd import exits
 from selectd.config import Config, ConfigError
 from selectd.distributions import DriftSettings
 from selectd.kafka.base import BrokerError, Source, next_backoff
+from selectd.kafka.clients import check_client, open_clients
 from selectd.kafka.commit import CommitLoop
-from selectd.kafka.settings import codec_problems
-from selectd.kafka.sink import KafkaSink
-from selectd.kafka.source import KafkaSource
 from selectd.metrics import OUTCOMES, Metrics
 from selectd.pipeline import Pipeline
 from selectd.server import start_http_server
@@ -112,13 +110,6 @@ class Summary:
         return out
 
 
-def check_client(config: Config) -> None:
-    """What the Kafka client needs before it connects (the producer's codec); a :class:`ConfigError` otherwise."""
-    problems = codec_problems(config.kafka)
-    if problems:
-        raise ConfigError("\n".join(problems))
-
-
 def check(config: Config) -> list[str]:
     """Build everything ``run`` builds short of connecting: the client's needs, every stage's scorer
     with its model (manifest and sha256 checked), rules, selections and routes against the signals
@@ -127,15 +118,6 @@ def check(config: Config) -> list[str]:
     check_client(config)
     Pipeline.from_config(config).close()
     return config.limit_warnings()
-
-
-def _open_kafka(config: Config, metrics: Metrics) -> tuple[KafkaSink, KafkaSource]:
-    sink = KafkaSink(config, metrics)
-    try:
-        return sink, KafkaSource(config, metrics)
-    except BaseException:
-        sink.close()
-        raise
 
 
 def connect(config: Config, open_clients: Callable[[], tuple[Sink, Source]], stop: threading.Event
@@ -224,7 +206,7 @@ def run_daemon(config: Config, reload_config: Callable[[], Config] | None = None
         log.info("models loaded", extra={"stages": [s.name for s in pipeline.cascade.stages],
                                          "seconds": round(time.perf_counter() - began, 3)})
         _publish_config_info(metrics, pipeline)
-        clients = connect(config, lambda: _open_kafka(config, metrics), signals.stop)
+        clients = connect(config, lambda: open_clients(config, metrics), signals.stop)
         if clients is None:
             log.info("stopped before connecting", extra={"exit_code": exits.OK})
             return exits.OK

@@ -126,7 +126,12 @@ def cmd_version(_args) -> int:
     import kafka
     import onnxruntime
 
-    print(f"selectd {__version__} (kafka-python {kafka.__version__}, onnxruntime {onnxruntime.__version__}, "
+    try:
+        import confluent_kafka
+        confluent = f"confluent-kafka {confluent_kafka.__version__} (librdkafka {confluent_kafka.libversion()[0]})"
+    except ImportError:
+        confluent = "confluent-kafka not installed"
+    print(f"selectd {__version__} (kafka-python {kafka.__version__}, {confluent}, onnxruntime {onnxruntime.__version__}, "
           f"providers {','.join(onnxruntime.get_available_providers())})")
     return 0
 

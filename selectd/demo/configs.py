@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 #: group timeouts short enough that a member joins (and a lost one is noticed) within seconds: a
-#: join waits up to max_poll_interval_ms for the other members
-QUICK_JOIN = {"max_poll_interval_ms": 5000, "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
+#: join waits up to max_poll_interval_ms for the other members (librdkafka wants it >= the session timeout)
+QUICK_JOIN = {"max_poll_interval_ms": 6000, "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 

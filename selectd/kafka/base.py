@@ -9,19 +9,22 @@ Produce-failure policy (:class:`ProducerSink`, so nothing is dropped silently an
 dead-lettered by a broker that is only slow):
 1. a failed send is retried ``delivery.produce_retries`` times with backoff;
 2. an output that still fails with an error that no retry can fix (the record too large for the
-   producer or the broker, an illegal topic name, no authorisation to write the topic) is
-   dead-lettered: the ORIGINAL input bytes go to the DLQ with reason ``produce_failed`` and the
-   error in a header;
+   producer or the broker, an illegal topic name, no authorisation to write the topic, a record the
+   broker refuses as invalid) is dead-lettered: the ORIGINAL input bytes go to the DLQ with reason
+   ``produce_failed`` and the error in a header;
 3. anything else still failing raises ``DeliveryError``, and the commit protocol does not commit
    the batch and retries it after a backoff: the broker down, a partition without a leader, a send
    not acknowledged within ``kafka.delivery_timeout_ms`` (a slow partition), a topic the broker does
    not know (with auto-creation off the producer waits for its metadata until it times out: create
-   the topic and the batch goes through), the DLQ itself failing.
-A client classifies its own errors (:meth:`ProducerSink._is_permanent`, :meth:`ProducerSink._is_too_large`);
-everything it does not call permanent is retried, timeouts included.
+   the topic and the batch goes through), the DLQ itself failing; a failure of the producer itself
+   (kind ``producer_failed``) at once, without retries through it.
 A dead letter larger than the producer's ``max_request_size`` (a huge input, or an output made too
 large by one) would fail forever and block its partition: it is sent cut to fit
-(:func:`selectd.records.dead_letter`). Every failure is counted in ``selectd_produce_failures_total``.
+(:func:`selectd.records.dead_letter`). Every failure is counted in ``selectd_produce_failures_total``
+by its kind (:data:`FAILURE_KINDS`, the same vocabulary whichever client produced).
+
+A client names each of its errors by kind (:meth:`ProducerSink._failure_kind`); which kinds are
+permanent is decided here, once for both clients (:data:`PERMANENT_FAILURES`).
 """
 from __future__ import annotations
 
@@ -40,6 +43,45 @@ log = logging.getLogger("selectd.sink")
 
 #: a partition of a topic: (topic, partition)
 Partition = tuple[str, int]
+
+
+#: what went wrong with a send, whichever client made it: the ``error`` label of
+#: ``selectd_produce_failures_total`` (a closed set, so dashboards and alerts read the same for both)
+FAILURE_KINDS = {
+    "too_large": "the record is over the producer's max_request_size or the broker's limit",
+    "timed_out": "not acknowledged within kafka.delivery_timeout_ms, or the topic's metadata never came",
+    "unknown_topic": "the broker does not know the topic or partition",
+    "invalid_topic": "the topic name is illegal",
+    "not_authorized": "no authorisation to write the topic",
+    "invalid_record": "the broker refused the record as corrupt or invalid",
+    "unavailable": "broker unreachable, partition without a leader, not enough replicas: passes",
+    "producer_failed": "the producer itself failed (fenced, fatal idempotence error): a fresh one is opened",
+    "other": "anything else (the log line and the dead letter's selectd.error header have the error)",
+}
+#: kinds that another attempt will not fix: the output is dead-lettered instead of retried (everything
+#: else, timeouts and unknown topics included, is retried and leaves the batch uncommitted)
+PERMANENT_FAILURES = frozenset({"too_large", "invalid_topic", "not_authorized", "invalid_record"})
+
+#: the broker's answers by kind: Kafka protocol error codes, which both clients report as they are
+#: (kafka-python's ``errno``, librdkafka's non-negative ``code()``); a client maps its own local errors
+PROTOCOL_ERROR_KINDS = {
+    2: "invalid_record",     # CORRUPT_MESSAGE
+    3: "unknown_topic",      # UNKNOWN_TOPIC_OR_PARTITION
+    5: "unavailable",        # LEADER_NOT_AVAILABLE
+    6: "unavailable",        # NOT_LEADER_OR_FOLLOWER
+    7: "unavailable",        # REQUEST_TIMED_OUT (the broker waited for its replicas)
+    10: "too_large",         # MESSAGE_TOO_LARGE
+    17: "invalid_topic",     # INVALID_TOPIC_EXCEPTION
+    18: "too_large",         # RECORD_LIST_TOO_LARGE
+    19: "unavailable",        # NOT_ENOUGH_REPLICAS
+    20: "unavailable",        # NOT_ENOUGH_REPLICAS_AFTER_APPEND
+    29: "not_authorized",    # TOPIC_AUTHORIZATION_FAILED
+    45: "producer_failed",   # OUT_OF_ORDER_SEQUENCE_NUMBER
+    47: "producer_failed",   # INVALID_PRODUCER_EPOCH
+    59: "producer_failed",   # UNKNOWN_PRODUCER_ID
+    87: "invalid_record",    # INVALID_RECORD
+    90: "producer_failed",   # PRODUCER_FENCED
+}
 
 
 class BrokerError(RetriableBatchError):
@@ -65,7 +107,8 @@ class Source(Protocol):
         ``batch.linger_ms`` once the first record arrived; an empty list when idle or stopping."""
 
     def keep_alive(self) -> None:
-        """Stay in the group while a batch takes long: poll with every partition paused."""
+        """Stay in the group while a batch takes long: poll, taking in at most about one batch
+        more (then with every partition paused)."""
 
     def resume(self) -> None:
         """Undo :meth:`keep_alive`'s pause."""
@@ -96,7 +139,7 @@ class Source(Protocol):
 class ProducerSink(Sink):
     """A Kafka sink: send a batch's outputs, wait until the broker acknowledged every one, apply the
     failure policy (module docstring). A client provides the producer: :meth:`_send_all`,
-    :meth:`_is_permanent`, :meth:`_is_too_large`, :meth:`_discard_producer`, :meth:`close`."""
+    :meth:`_failure_kind`, :meth:`_discard_producer`, :meth:`close`."""
 
     def __init__(self, config: Config, metrics: Metrics):
         super().__init__(metrics)
@@ -109,12 +152,16 @@ class ProducerSink(Sink):
         fails (no producer, flush failing)."""
 
     @abstractmethod
+    def _failure_kind(self, error: Exception) -> str:
+        """What ``error`` (as :meth:`_send_all` reports it) means, one of :data:`FAILURE_KINDS`."""
+
     def _is_permanent(self, error: Exception) -> bool:
         """Another attempt will not fix ``error``: dead-letter the output instead of retrying."""
+        return self._failure_kind(error) in PERMANENT_FAILURES
 
-    @abstractmethod
     def _is_too_large(self, error: Exception) -> bool:
         """``error`` says the record is over the producer's size limit."""
+        return self._failure_kind(error) == "too_large"
 
     @abstractmethod
     def _discard_producer(self) -> None:
@@ -129,9 +176,17 @@ class ProducerSink(Sink):
             raise
 
     def _send_counted(self, outputs: Sequence[Output]) -> list[tuple[Output, Exception]]:
+        """:meth:`_send_all`, each failure counted by kind; a failure of the producer itself raises
+        ``DeliveryError`` at once (retries through the same producer would fail alike)."""
         failed = self._send_all(outputs)
+        broken = None
         for out, exc in failed:
-            self.metrics.produce_failures.labels(out.topic, type(exc).__name__).inc()
+            kind = self._failure_kind(exc)
+            self.metrics.produce_failures.labels(out.topic, kind).inc()
+            if kind == "producer_failed":
+                broken = exc
+        if broken is not None:
+            raise DeliveryError(f"producer failed: {broken!r}")
         return failed
 
     def _deliver(self, outputs: Sequence[Output]) -> list[Output]:
