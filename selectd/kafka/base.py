@@ -136,6 +136,27 @@ class Source(Protocol):
         """Leave the group at once, committing nothing."""
 
 
+class LagGauges:
+    """The ``selectd_consumer_lag_messages`` series of one member, for either client's source: one
+    per owned partition; a revoked partition's series is removed, so no member reports the lag of a
+    partition it no longer reads."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+        self._series: set[tuple[str, str]] = set()
+
+    def retain(self, owned: set[Partition]) -> None:
+        for labels in list(self._series):
+            if (labels[0], int(labels[1])) not in owned:
+                self.metrics.consumer_lag.remove(*labels)
+                self._series.discard(labels)
+
+    def set(self, topic: str, partition: int, lag: int) -> None:
+        labels = (topic, str(partition))
+        self.metrics.consumer_lag.labels(*labels).set(max(0, lag))
+        self._series.add(labels)
+
+
 class ProducerSink(Sink):
     """A Kafka sink: send a batch's outputs, wait until the broker acknowledged every one, apply the
     failure policy (module docstring). A client provides the producer: :meth:`_send_all`,

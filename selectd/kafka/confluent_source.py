@@ -38,7 +38,7 @@ import time
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from selectd.config import Config
-from selectd.kafka.base import BrokerError, CommitFailed, Partition
+from selectd.kafka.base import BrokerError, CommitFailed, LagGauges, Partition
 from selectd.kafka.settings import librdkafka_consumer
 from selectd.metrics import Metrics
 from selectd.records import Record
@@ -98,7 +98,7 @@ class ConfluentSource:
         # consumed past a batch's byte cap, or while a slow batch ran: the next batch starts with them
         self._held: list[Message] = []
         self._keeping_alive = False
-        self._lag_series: set[tuple[str, str]] = set()
+        self.lag = LagGauges(metrics)
         self.consumer.subscribe(config.kafka.input_topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
 
@@ -228,10 +228,7 @@ class ConfluentSource:
     @_broker_errors
     def update_lag(self, committed: dict[Partition, int]) -> None:
         owned = self.owned()
-        for labels in list(self._lag_series):
-            if (labels[0], int(labels[1])) not in owned:  # revoked: stop reporting its lag
-                self.metrics.consumer_lag.remove(*labels)
-                self._lag_series.discard(labels)
+        self.lag.retain(owned)
         if not owned:
             # Nothing to measure, but whether the broker answers still counts: a member whose session
             # lapsed while the broker was away holds no partitions until it rejoins.
@@ -256,8 +253,7 @@ class ConfluentSource:
         for (topic, partition), (low, high) in ends.items():
             # nothing consumed or committed yet: the group starts at auto_offset_reset
             position = positions.get((topic, partition), low if earliest else high)
-            self.metrics.consumer_lag.labels(topic, str(partition)).set(max(0, high - position))
-            self._lag_series.add((topic, str(partition)))
+            self.lag.set(topic, partition, high - position)
 
     def reconfigure(self, config: Config) -> None:
         self.config = config

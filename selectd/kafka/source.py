@@ -17,7 +17,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from selectd.config import Config
-from selectd.kafka.base import BrokerError, CommitFailed, Partition
+from selectd.kafka.base import BrokerError, CommitFailed, LagGauges, Partition
 from selectd.kafka.settings import consumer_kwargs, opening
 from selectd.metrics import Metrics
 from selectd.records import Record
@@ -72,7 +72,7 @@ class KafkaSource:
         self.metrics = metrics
         self.consumer = opening(lambda: KafkaConsumer(**consumer_kwargs(config)))
         self.assignment = AssignmentTracker(metrics)
-        self._lag_series: set[tuple[str, str]] = set()
+        self.lag = LagGauges(metrics)
         self.consumer.subscribe(config.kafka.input_topics, listener=self.assignment)
 
     def poll_batch(self, stop: threading.Event) -> list[Record]:
@@ -151,10 +151,7 @@ class KafkaSource:
     @_broker_errors
     def update_lag(self, committed: dict[Partition, int]) -> None:
         owned = self.owned()
-        for labels in list(self._lag_series):
-            if (labels[0], int(labels[1])) not in owned:  # revoked: stop reporting its lag
-                self.metrics.consumer_lag.remove(*labels)
-                self._lag_series.discard(labels)
+        self.lag.retain(owned)
         if not owned:
             return
         ends = self.consumer.end_offsets([TopicPartition(*key) for key in owned], timeout_ms=5000)
@@ -165,8 +162,7 @@ class KafkaSource:
             position = committed.get((tp.topic, tp.partition))
             if position is None:
                 position = self.consumer.position(tp, timeout_ms=5000)
-            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
-            self._lag_series.add((tp.topic, str(tp.partition)))
+            self.lag.set(tp.topic, tp.partition, end - position)
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
