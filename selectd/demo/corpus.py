@@ -80,7 +80,7 @@ class Piece:
 
 # --- reading local text ---------------------------------------------------------------------------
 
-def _runtime_distributions() -> list[metadata.Distribution]:
+def runtime_distributions() -> list[metadata.Distribution]:
     """The distributions ``pip install selectd`` brings (its dependencies, theirs and so on, without
     extras), sorted by name; none when selectd itself is not installed."""
     try:
@@ -103,7 +103,7 @@ def _runtime_distributions() -> list[metadata.Distribution]:
 
 def _runtime_files(*suffixes: str) -> list[Path]:
     """Files with these suffixes that selectd's runtime dependencies installed (outside their metadata)."""
-    return [Path(dist.locate_file(file)) for dist in _runtime_distributions() for file in dist.files or []
+    return [Path(dist.locate_file(file)) for dist in runtime_distributions() for file in dist.files or []
             if file.suffix in suffixes and not file.parts[0].endswith(".dist-info")
             and Path(dist.locate_file(file)).is_file()]
 
@@ -132,7 +132,7 @@ def _shuffled(paths: list[Path], rng: random.Random) -> list[Path]:
 
 
 def _package_metadata(rng: random.Random) -> Iterator[Piece]:
-    distributions = _runtime_distributions()
+    distributions = runtime_distributions()
     rng.shuffle(distributions)
     for dist in distributions:
         text = dist.read_text("METADATA")

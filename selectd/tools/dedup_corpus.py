@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import gzip
 import random
-import sysconfig
 from pathlib import Path
+
+from selectd.demo.corpus import runtime_distributions
 
 BOILERPLATE = [
     "This document is provided for reference only. All trademarks are the property of their respective owners.",
@@ -30,16 +31,19 @@ EDITS = ("swap", "insert", "delete", "append", "prepend", "truncate", "reformat"
 
 
 def source_files() -> list[Path]:
-    """Text files to build documents from, in a fixed order."""
+    """Text files to build documents from, in a fixed order. Of the Python packages, only those of
+    selectd's runtime dependencies count: what else the environment holds (the test extras, say)
+    does not change the corpus."""
     doc = Path("/usr/share/doc")
-    site = Path(sysconfig.get_paths()["purelib"])
+    metadata_files = [Path(dist.locate_file(file)) for dist in runtime_distributions() for file in dist.files or []
+                      if file.parts[0].endswith(".dist-info")]
     groups = [
         sorted(Path("/usr/share/common-licenses").glob("*")),
         sorted(doc.glob("*/copyright")),
         sorted(doc.glob("*/README*")),
         sorted(doc.glob("*/changelog*")),
-        sorted(site.glob("*.dist-info/METADATA")),
-        sorted(p for p in site.glob("*.dist-info/**/*") if "licen" in p.name.lower() and p.is_file()),
+        sorted(p for p in metadata_files if p.name == "METADATA"),
+        sorted(p for p in metadata_files if "licen" in p.name.lower()),
     ]
     return [path for group in groups for path in group if path.is_file()]
 
