@@ -59,8 +59,8 @@ class KillReport:
     batch_max_docs: int
     seconds: float
     peak_rss_bytes: int
-    received: list[tuple[float, str, bytes | None, dict[str, bytes]]]  # the reader's (arrival, topic, key, headers)
-    kill_times: list[float]                                              # time.monotonic() of each kill
+    received: list[tuple[float, str, bytes | None, dict[str, bytes]]]  # the reader's (produced, topic, key, headers)
+    kill_times: list[float]                                              # time.time() of each kill
 
     def lines(self) -> list[str]:
         return [f"kill -9 cycles survived: {self.kills}, documents: {self.docs}, ids missing: {self.missing}",
@@ -103,7 +103,7 @@ def kill_cycles(bootstrap: str, workdir: Path, docs: int, kills: int, rate: floa
             if daemon.alive():
                 peak_rss = max(peak_rss, daemon.peak_rss_bytes())
             daemon.kill()
-            kill_times.append(time.monotonic())
+            kill_times.append(time.time())  # the clock of the outputs' produce timestamps
             _say(f"kill {cycle + 1}/{kills}: produced {streamer.sent}, routed ids {reader.distinct_count()}")
         daemon = DaemonProcess(config, log_path, nice=nice)
         streamer.join()
@@ -123,10 +123,12 @@ def kill_cycles(bootstrap: str, workdir: Path, docs: int, kills: int, rate: floa
     counts = Counter(key for _, _, key, _ in received)
     per_crash = [0] * kills
     seen: set[bytes | None] = set()
-    for arrived, _, key, _ in received:
+    for produced, _, key, _ in sorted(received, key=lambda message: message[0]):
         if key in seen:
-            # A duplicate comes from the last crash before it arrived (its batch was re-read).
-            crash = sum(1 for t in kill_times if t <= arrived) - 1
+            # A duplicate comes from the last crash before it was produced (its batch was re-read). By
+            # produce time, not by when the reader got it: a reader running behind would charge
+            # the duplicates of several crashes to a later one.
+            crash = sum(1 for t in kill_times if t <= produced) - 1
             per_crash[max(0, crash)] += 1
         seen.add(key)
     return KillReport(docs, kills, len(wanted - set(counts)), sum(c - 1 for c in counts.values()), per_crash,

@@ -237,7 +237,9 @@ class Streamer(threading.Thread):
 
 
 class OutputReader(threading.Thread):
-    """Reads every output topic from the start, keeping (arrival time, topic, key, headers) per message."""
+    """Reads every output topic from the start, keeping (produce time, topic, key, headers) per message:
+    the producer's timestamp (CreateTime, seconds since the epoch), which says when the daemon sent it
+    however late this reader gets to it."""
 
     def __init__(self, bootstrap: str, topics: list[str]):
         super().__init__(daemon=True, name="loadtest-reader")
@@ -255,9 +257,8 @@ class OutputReader(threading.Thread):
         try:
             while not self._halt.is_set():
                 for messages in consumer.poll(timeout_ms=200).values():
-                    now = time.monotonic()
                     with self._lock:
-                        self.received.extend((now, m.topic, m.key, dict(m.headers)) for m in messages)
+                        self.received.extend((m.timestamp / 1000, m.topic, m.key, dict(m.headers)) for m in messages)
                         self._keys.update(m.key for m in messages)
         finally:
             consumer.close()

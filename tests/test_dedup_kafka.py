@@ -68,11 +68,11 @@ def test_kill_9_mid_stream_loses_no_unique_document_and_still_removes_duplicates
                                 extra=f'[dedup]\npath = "{tmp_path / "store"}"\n')
     assert report.kills == 3 and report.missing == 0, report.lines()
     topics: dict[str, set[str]] = {}
-    first_arrival: dict[str, float] = {}
-    for arrived, topic, key, _ in report.received:
+    first_produced: dict[str, float] = {}
+    for produced, topic, key, _ in report.received:
         doc_id = key.decode()
         topics.setdefault(doc_id, set()).add(topic.rsplit("-", 1)[1])
-        first_arrival.setdefault(doc_id, arrived)
+        first_produced.setdefault(doc_id, produced)
     originals = [doc_id for doc_id in topics if doc_id not in original_of]
     wrong_originals = [doc_id for doc_id in originals if topics[doc_id] != {"accepted"}]
     assert wrong_originals == [], "a unique document was rejected (as a duplicate of itself, after a replay?)"
@@ -80,7 +80,7 @@ def test_kill_9_mid_stream_loses_no_unique_document_and_still_removes_duplicates
     assert kept_copies == [], "a duplicate was passed (or also passed after a replay)"
     # duplicates whose original was routed by an earlier run of the daemon, before a kill -9
     across = [copy for copy, original in original_of.items()
-              if any(first_arrival[original] < kill < first_arrival[copy] for kill in report.kill_times)]
+              if any(first_produced[original] < kill < first_produced[copy] for kill in report.kill_times)]
     print(f"\n{len(messages)} documents, {len(original_of)} duplicates, {report.kills} kills; "
           f"{len(across)} duplicates removed by a later run than their original's; {report.duplicates} outputs repeated "
           f"after crashes, all with the first decision")
